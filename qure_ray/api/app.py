@@ -1,0 +1,45 @@
+"""The Starlette application: routes, error handlers, and the platform it talks to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from qure_ray.api.errors import EXCEPTION_HANDLERS, error_response
+from qure_ray.api.platform import Platform
+from qure_ray.api.results import get_result
+from qure_ray.api.uploads import post_studies, post_upload
+
+logger = logging.getLogger(__name__)
+READY_TIMEOUT_S = 5.0
+
+
+async def health(request: Request) -> JSONResponse:
+    """200 once catalog, queue, job manager and every model replica answer; reveals nothing else."""
+    platform: Platform = request.app.state.platform
+    try:
+        await asyncio.wait_for(platform.ready(), READY_TIMEOUT_S)
+    except Exception as exc:
+        logger.warning("not ready: %s", exc)
+        return error_response(503, "not ready yet")
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(platform: Platform) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/studies", post_studies, methods=["POST"]),
+            Route("/upload", post_upload, methods=["POST"]),
+            Route("/results/v2/{uid}", get_result, methods=["GET"]),
+            Route("/results/{uid}", get_result, methods=["GET"]),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+    app.state.platform = platform
+    return app

@@ -1,0 +1,62 @@
+"""Exceptions → HTTP responses, in one place. Every error body is JSON with a human-readable `message`."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from qure_ray.errors import (
+    AuthError,
+    BadRequestError,
+    ForbiddenError,
+    InvalidInstanceError,
+    NotFoundError,
+    QureError,
+    StorageError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, **extra: object) -> JSONResponse:
+    return JSONResponse({"message": message, "status": status, **extra}, status_code=status)
+
+
+async def handle_qure_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ForbiddenError):
+        return error_response(403, str(exc))
+    if isinstance(exc, AuthError):
+        return error_response(401, str(exc), headers_hint="Authorization: Token <token>; Source: <source>")
+    if isinstance(exc, InvalidInstanceError):
+        return error_response(exc.http_status, str(exc), code=exc.code)
+    if isinstance(exc, BadRequestError):
+        return error_response(exc.http_status, str(exc))
+    if isinstance(exc, NotFoundError):
+        return error_response(404, str(exc))
+    if isinstance(exc, StorageError):
+        logger.error("storage failure on %s: %s", request.url.path, exc)
+        response = error_response(503, "storage is temporarily unavailable; retry later")
+        response.headers["Retry-After"] = "5"
+        return response
+    logger.exception("unexpected error on %s", request.url.path, exc_info=exc)
+    return error_response(500, "internal error; the request was not completed")
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail or "request failed")
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error on %s", request.url.path, exc_info=exc)
+    return error_response(500, "internal error; the request was not completed")
+
+
+EXCEPTION_HANDLERS = {
+    QureError: handle_qure_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

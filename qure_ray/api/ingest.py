@@ -1,0 +1,106 @@
+"""Ingest of one uploaded object: validate → store the original → record it in the catalog → enqueue.
+
+Nothing of a refused object is stored. An object is visible (catalog row, queued) only after it is on
+the object store; the same content under the same UID is accepted again without new work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from qure_ray.api.platform import Platform
+from qure_ray.dicom import InstanceMetadata, read_instance
+from qure_ray.dicom.validation import Rules
+from qure_ray.errors import InvalidInstanceError, Violation
+from qure_ray.records import InstanceRecord, InstanceState
+from qure_ray.storage.catalog import now
+from qure_ray.storage.keys import dicom_key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    field: str
+    created: bool
+    message: str
+    metadata: InstanceMetadata | None = None
+    violation: Violation | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.violation is None
+
+    def to_reply(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "message": self.message,
+            "created": self.created,
+            "metadata": self.metadata.to_reply() if self.metadata else {},
+        }
+        if self.violation:
+            entry["error"] = {"code": self.violation.code, "tag": self.violation.tag, "status": self.violation.http_status}
+        return entry
+
+
+async def ingest(platform: Platform, *, source: str, field: str, data: bytes) -> IngestOutcome:
+    try:
+        parsed = await asyncio.to_thread(read_instance, data, max_bytes=platform.settings.max_instance_bytes)
+    except InvalidInstanceError as exc:
+        logger.info("refused part %r from source %s: %s", field, source, exc.code)
+        return IngestOutcome(field, False, str(exc), violation=exc.violation)
+    metadata = parsed.metadata
+    existing = await platform.find_instance(source, metadata.sop_uid)
+    if existing is not None:
+        if existing.sha256 == metadata.sha256:
+            return IngestOutcome(field, False, "already stored with the same content; not processed again", metadata)
+        violation = Rules.DUPLICATE_CONFLICT.value.violation(
+            f"{metadata.sop_uid} was stored with sha256 {existing.sha256[:12]}..., this upload has "
+            f"{metadata.sha256[:12]}..."
+        )
+        return IngestOutcome(field, False, violation.message, metadata, violation)
+    key = dicom_key(source, metadata.study_uid, metadata.series_uid, metadata.sop_uid)
+    await asyncio.to_thread(platform.store.put, key, data)
+    record = InstanceRecord(
+        **metadata.to_row(), source=source, object_key=key, received_at=now(), state=InstanceState.QUEUED
+    )
+    await platform.record_and_enqueue(record)
+    logger.info("stored %s of source %s (%d bytes), queued", metadata.sop_uid, source, metadata.size_bytes)
+    return IngestOutcome(field, True, "stored and queued for processing", metadata)
+
+
+def qure_reply(outcomes: list[IngestOutcome]) -> tuple[int, dict[str, Any]]:
+    """The Qure-style upload reply and its HTTP status: 200 when anything was accepted."""
+    accepted = [o for o in outcomes if o.accepted]
+    refused = [o for o in outcomes if not o.accepted]
+    if accepted:
+        status = 200
+    else:
+        statuses = {o.violation.http_status for o in refused if o.violation}
+        status = statuses.pop() if len(statuses) == 1 else 400
+    if not refused:
+        message = f"{len(accepted)} file(s) accepted"
+    elif accepted:
+        message = f"{len(accepted)} of {len(outcomes)} file(s) accepted; see messages for the refused ones"
+    else:
+        message = f"no file accepted: {refused[0].message}" if len(refused) == 1 else "no file accepted; see messages"
+    body = {
+        "message": message,
+        "status": status,
+        "messages": {o.field: o.to_reply() for o in outcomes},
+        "series_instance_uids": sorted({o.metadata.series_uid for o in accepted if o.metadata}),
+        "detailed_info": {
+            "received": len(outcomes),
+            "accepted": len(accepted),
+            "created": sum(o.created for o in accepted),
+            "already_stored": sum(not o.created for o in accepted),
+            "refused": [
+                {"field": o.field, "code": o.violation.code, "message": o.message}
+                for o in refused
+                if o.violation
+            ],
+        },
+    }
+    return status, body

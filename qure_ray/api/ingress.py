@@ -1,0 +1,39 @@
+"""`Ingress`: the Serve deployment that serves the Starlette app over HTTP (N replicas, CPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.applications import Starlette
+
+from qure_ray.api.app import create_app
+from qure_ray.api.platform import RayPlatform
+from qure_ray.config import Settings
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class Ingress:
+    def __init__(
+        self,
+        settings_args: dict[str, Any],
+        *,
+        catalog: DeploymentHandle,
+        queue: DeploymentHandle,
+        jobs: DeploymentHandle,
+        models: dict[str, DeploymentHandle],
+    ) -> None:
+        settings = Settings.load(settings_args, {})
+        self.platform = RayPlatform(
+            settings=settings,
+            store=settings.store_location.open(),
+            catalog=catalog,
+            queue=queue,
+            jobs=jobs,
+            models=models,
+        )
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        return create_app(self.platform)

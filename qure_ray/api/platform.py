@@ -1,0 +1,56 @@
+"""`Platform`: what the HTTP layer needs from the rest of the system, and its Ray-backed implementation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ray.serve.handle import DeploymentHandle
+
+from qure_ray.config import Settings
+from qure_ray.records import InstanceRecord, ResultRecord
+from qure_ray.storage.catalog import received_rows
+from qure_ray.storage.object_store import ObjectStore
+
+
+class Platform(Protocol):
+    settings: Settings
+    store: ObjectStore
+
+    async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None: ...
+    async def find_result(self, source: str, sop_uid: str) -> ResultRecord | None: ...
+    async def record_and_enqueue(self, record: InstanceRecord) -> None: ...
+    async def ready(self) -> bool: ...
+
+
+@dataclass
+class RayPlatform:
+    """The platform as seen from an ingress replica: handles to the catalog, queue, jobs and models."""
+
+    settings: Settings
+    store: ObjectStore
+    catalog: DeploymentHandle
+    queue: DeploymentHandle
+    jobs: DeploymentHandle
+    models: dict[str, DeploymentHandle]
+
+    async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
+        record: InstanceRecord | None = await self.catalog.instance.remote(source, sop_uid)
+        return record
+
+    async def find_result(self, source: str, sop_uid: str) -> ResultRecord | None:
+        result: ResultRecord | None = await self.catalog.result.remote(source, sop_uid)
+        return result
+
+    async def record_and_enqueue(self, record: InstanceRecord) -> None:
+        """Durable first (catalog row + `queued` event), then the queue; a lost enqueue is resynced."""
+        await self.catalog.write.remote(received_rows(record))
+        await self.queue.put.remote(record.ref)
+
+    async def ready(self) -> bool:
+        await self.catalog.states.remote()
+        await self.queue.depth.remote()
+        await self.jobs.check_health.remote()
+        for handle in self.models.values():
+            await handle.info.remote()
+        return True

@@ -1,0 +1,85 @@
+"""The Serve application builder: `serve_config.yaml` imports `qure_ray.app:build_app`.
+
+Its args are the settings of `qure_ray.config` (same names as the environment variables). It wires:
+
+    Ingress ──► CatalogActor ◄── ImageQueue ◄── JobManager ──► ModelDeployment (one per model card)
+       └──────────────────────────► ImageQueue      └──► preprocess (Ray task)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.serve import Application
+
+from qure_ray.api.ingress import Ingress
+from qure_ray.config import Settings
+from qure_ray.errors import ConfigError
+from qure_ray.models.card import CARD_FILE
+from qure_ray.models.deployment import ModelDeployment
+from qure_ray.models.registry import load_registry
+from qure_ray.pipeline.catalog_actor import CatalogActor
+from qure_ray.pipeline.image_queue import ImageQueue
+from qure_ray.pipeline.job_manager import JobManager
+
+logger = logging.getLogger(__name__)
+LOCAL_STATE_DIR = Path(".qure")
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Validate the settings and model cards, then bind every deployment of the platform."""
+    settings = Settings.load(args or {}, os.environ)
+    if not settings.tokens:
+        settings, created = settings.with_dev_token(LOCAL_STATE_DIR)
+        if created:
+            logger.warning("QURE_TOKENS is unset: generated a dev token in %s", LOCAL_STATE_DIR / "dev-token")
+    models_dir = Path(settings.models_dir).resolve()
+    cards = load_registry(models_dir)
+    _check_gpus(settings)
+    location = settings.store_location
+    catalog = CatalogActor.bind(location, settings.catalog_flush_interval_s)
+    queue = ImageQueue.bind(catalog)
+    models = {
+        usecase.value: ModelDeployment.options(
+            name=f"model-{card.name}",
+            num_replicas=settings.model_replicas,
+            max_ongoing_requests=settings.model_max_batch_size * 4,
+            ray_actor_options={"num_cpus": 1, "num_gpus": settings.model_num_gpus},
+        ).bind(
+            str(card.folder / CARD_FILE),
+            num_gpus=settings.model_num_gpus,
+            max_batch_size=settings.model_max_batch_size,
+            batch_wait_timeout_s=settings.model_batch_wait_timeout_s,
+        )
+        for usecase, card in cards.items()
+    }
+    jobs = JobManager.bind(
+        catalog=catalog,
+        queue=queue,
+        models=models,
+        location=location,
+        models_dir=str(models_dir),
+        max_concurrent_jobs=settings.max_concurrent_jobs,
+        max_attempts=settings.max_attempts,
+    )
+    ingress_args = {**settings.to_args(), "QURE_MODELS_DIR": str(models_dir)}
+    return Ingress.options(num_replicas=settings.ingress_replicas).bind(
+        ingress_args, catalog=catalog, queue=queue, jobs=jobs, models=models
+    )
+
+
+def _check_gpus(settings: Settings) -> None:
+    """With GPUs asked for and none in the cluster, fail now instead of waiting forever to schedule."""
+    if settings.model_num_gpus <= 0 or not ray.is_initialized():
+        return
+    available = ray.cluster_resources().get("GPU", 0)
+    if available < settings.model_num_gpus:
+        raise ConfigError(
+            f"QURE_MODEL_NUM_GPUS: {settings.model_num_gpus} GPU(s) per model replica asked for, but the Ray "
+            f"cluster has {available:g} GPU(s) and no CUDA device to give; set QURE_MODEL_NUM_GPUS=0 to run "
+            "models on CPU, or add GPU worker nodes"
+        )

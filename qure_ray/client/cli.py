@@ -1,0 +1,66 @@
+"""The `qure-ray` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from qure_ray.errors import ConfigError, QureError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qure-ray", description="qure_ray: diagnostic AI on Ray Serve")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the platform locally (what `make run` does)")
+    init = commands.add_parser("init-weights", help="write seeded random weights for a model card")
+    init.add_argument("card", type=Path, help="path to models/<name>/model.yaml")
+    init.add_argument("--seed", type=int, default=0)
+    synth = commands.add_parser("synth", help="write a synthetic chest DX (no patient data) for trying things")
+    synth.add_argument("output", type=Path)
+    synth.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            from qure_ray.config import Settings
+            from qure_ray.local import run_local
+
+            run_local(Settings.load({}, os.environ))
+        elif args.command == "synth":
+            from qure_ray.dicom.synthetic import chest_dx
+
+            args.output.write_bytes(chest_dx(seed=args.seed))
+            print(f"wrote {args.output}")
+        elif args.command == "init-weights":
+            _init_weights(args.card, seed=args.seed)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except QureError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _init_weights(card_path: Path, *, seed: int) -> None:
+    """Write seeded random weights next to the card and print the sha256 to put in it."""
+    import hashlib
+
+    import yaml
+
+    from qure_ray.models.card import ModelCard
+    from qure_ray.models.network import save_seeded_weights
+
+    raw = yaml.safe_load(card_path.read_text())
+    raw["weights"]["sha256"] = "0" * 64
+    card = ModelCard(**raw, folder=card_path.parent)
+    data = save_seeded_weights(card, seed=seed)
+    card.weights_path.write_bytes(data)
+    print(f"{card.weights_path}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""`Settings`: every knob of the platform, read once at start-up from Serve app args and the environment.
+
+Names follow DESIGN.md §4. Each setting can be given as an environment variable (`QURE_DATA_URI`) or as a
+Serve application argument of the same name (upper or lower case, `QURE_DATA_URI` or `data_uri`); app args
+win over the environment, which wins over the defaults. A bad value raises `ConfigError` naming the
+setting, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from qure_ray.errors import ConfigError
+from qure_ray.storage.object_store import StoreLocation
+
+_SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,256}$")
+DEV_SOURCE = "dev"
+DEV_TOKEN_FILE = "dev-token"
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """Which source (tenant) each API token belongs to. Tokens never appear in its repr."""
+
+    sources_by_token: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> TokenTable:
+        """Parse `token:source,token:source`."""
+        table: dict[str, str] = {}
+        for entry in filter(None, (part.strip() for part in text.split(","))):
+            token, sep, source = entry.partition(":")
+            if not sep or not _TOKEN_PATTERN.match(token) or not _SOURCE_PATTERN.match(source):
+                raise ConfigError(
+                    "QURE_TOKENS: an entry is not 'token:source' (token 8-256 characters of "
+                    "[A-Za-z0-9_.~+/=-], source 1-64 characters of [A-Za-z0-9_.-]); "
+                    f"got an entry of {len(entry)} characters with source {source!r}"
+                )
+            table[token] = source
+        return cls(table)
+
+    def source_of(self, token: str) -> str | None:
+        return self.sources_by_token.get(token)
+
+    def __bool__(self) -> bool:
+        return bool(self.sources_by_token)
+
+    def __repr__(self) -> str:
+        return f"TokenTable(<{len(self.sources_by_token)} tokens for sources {sorted(set(self.sources_by_token.values()))}>)"
+
+    def to_text(self) -> str:
+        return ",".join(f"{token}:{source}" for token, source in self.sources_by_token.items())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Validated settings; build with `Settings.load(args, env)`."""
+
+    data_uri: str = "./.qure"
+    """Object store root: a local folder or `s3://bucket/prefix`."""
+    aws_endpoint_url: str | None = None
+    """S3-compatible endpoint (the standard boto3 variable)."""
+    tokens: TokenTable = field(default_factory=TokenTable)
+    """API tokens and their sources; empty means a dev token is generated on local runs."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    models_dir: str = "models"
+    """Folder of model cards (`<name>/model.yaml`)."""
+    max_instance_bytes: int = 512 * 1024 * 1024
+    max_concurrent_jobs: int = 16
+    """How many instances the job manager works on at once."""
+    max_attempts: int = 3
+    """Attempts per pipeline stage before an instance is marked failed."""
+    catalog_flush_interval_s: float = 0.02
+    """Group commit: how long the catalog gathers writes before one Parquet segment is written."""
+    max_request_bytes: int = 4 * 1024 * 1024 * 1024
+    ingress_replicas: int = 1
+    model_replicas: int = 1
+    model_num_gpus: float = 0.0
+    """GPUs per model replica (fractions share a GPU); > 0 needs CUDA on the node."""
+    model_max_batch_size: int = 8
+    model_batch_wait_timeout_s: float = 0.02
+
+    _ENV_NAMES = {
+        "data_uri": "QURE_DATA_URI",
+        "aws_endpoint_url": "AWS_ENDPOINT_URL",
+        "tokens": "QURE_TOKENS",
+        "http_host": "QURE_HTTP_HOST",
+        "http_port": "QURE_HTTP_PORT",
+        "models_dir": "QURE_MODELS_DIR",
+        "max_instance_bytes": "QURE_MAX_INSTANCE_BYTES",
+        "max_concurrent_jobs": "QURE_MAX_CONCURRENT_JOBS",
+        "max_attempts": "QURE_MAX_ATTEMPTS",
+        "catalog_flush_interval_s": "QURE_CATALOG_FLUSH_INTERVAL_S",
+        "max_request_bytes": "QURE_MAX_REQUEST_BYTES",
+        "ingress_replicas": "QURE_INGRESS_REPLICAS",
+        "model_replicas": "QURE_MODEL_REPLICAS",
+        "model_num_gpus": "QURE_MODEL_NUM_GPUS",
+        "model_max_batch_size": "QURE_MODEL_MAX_BATCH_SIZE",
+        "model_batch_wait_timeout_s": "QURE_MODEL_BATCH_WAIT_TIMEOUT_S",
+    }
+
+    @classmethod
+    def load(cls, args: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from Serve app args (either spelling) over the environment over the defaults."""
+        args = dict(args or {})
+        env = env or {}
+        known = {name.lower() for name in cls._ENV_NAMES} | {name.upper() for name in cls._ENV_NAMES.values()}
+        unknown = [key for key in args if key.lower() not in known and key.upper() not in known]
+        if unknown:
+            allowed = ", ".join(sorted(cls._ENV_NAMES.values()))
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)}; allowed: {allowed}")
+        raw: dict[str, Any] = {}
+        for name, env_name in cls._ENV_NAMES.items():
+            for key in (name, name.upper(), env_name, env_name.lower()):
+                if key in args and args[key] is not None:
+                    raw[name] = args[key]
+                    break
+            else:
+                if env.get(env_name):
+                    raw[name] = env[env_name]
+        return cls._from_raw(raw)
+
+    @classmethod
+    def _from_raw(cls, raw: Mapping[str, Any]) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if raw.get(f.name) is None:
+                continue
+            value = raw[f.name]
+            env_name = cls._ENV_NAMES[f.name]
+            if f.name == "tokens":
+                values[f.name] = value if isinstance(value, TokenTable) else TokenTable.parse(str(value))
+            elif f.type in ("int", int):
+                values[f.name] = _positive_int(env_name, value, maximum=65535 if f.name == "http_port" else None)
+            elif f.type in ("float", float):
+                values[f.name] = _non_negative_float(env_name, value)
+            else:
+                values[f.name] = str(value)
+        settings = cls(**values)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        if self.data_uri.startswith("s3://"):
+            bucket = self.data_uri[5:].split("/", 1)[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ConfigError(
+                    f"QURE_DATA_URI: {self.data_uri!r} has bucket {bucket!r}; an S3 bucket name is 3-63 "
+                    "characters of lower-case letters, digits, '.' and '-' (s3://bucket/prefix)"
+                )
+        elif "://" in self.data_uri:
+            raise ConfigError(
+                f"QURE_DATA_URI: {self.data_uri!r} is neither a local folder nor s3://bucket/prefix"
+            )
+        if self.aws_endpoint_url is not None and not re.match(r"^https?://[^/\s]+", self.aws_endpoint_url):
+            raise ConfigError(
+                f"AWS_ENDPOINT_URL: {self.aws_endpoint_url!r} is not an http(s) URL such as http://127.0.0.1:8333"
+            )
+        if not self.http_host or " " in self.http_host:
+            raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
+
+    @property
+    def is_local_storage(self) -> bool:
+        return not self.data_uri.startswith("s3://")
+
+    @property
+    def store_location(self) -> StoreLocation:
+        return StoreLocation(self.data_uri, self.aws_endpoint_url)
+
+    def to_args(self) -> dict[str, Any]:
+        """The settings as Serve app args (so a builder elsewhere re-reads exactly these)."""
+        args: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            args[self._ENV_NAMES[f.name]] = value.to_text() if isinstance(value, TokenTable) else value
+        return args
+
+    def with_dev_token(self, token_dir: Path) -> tuple[Settings, str | None]:
+        """On a local run without QURE_TOKENS: the dev token kept in `token_dir/dev-token` (made once).
+
+        Returns the settings with that token for source `dev`, and the token when it was newly made.
+        """
+        if self.tokens:
+            return self, None
+        path = token_dir / DEV_TOKEN_FILE
+        created = None
+        if path.exists():
+            token = path.read_text().strip()
+        else:
+            token_dir.mkdir(parents=True, exist_ok=True)
+            token = secrets.token_urlsafe(24)
+            path.write_text(token + "\n")
+            path.chmod(0o600)
+            created = token
+        table = TokenTable({token: DEV_SOURCE})
+        return Settings._from_raw({**{f.name: getattr(self, f.name) for f in fields(self)}, "tokens": table}), created
+
+
+def _positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0 or (maximum is not None and number > maximum) or isinstance(value, bool):
+        limit = f"1..{maximum}" if maximum else "a positive integer"
+        raise ConfigError(f"{name}: {value!r} is not allowed; expected {limit}")
+    return number
+
+
+def _non_negative_float(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if number < 0:
+        raise ConfigError(f"{name}: {value!r} is not allowed; expected a number of seconds >= 0")
+    return number

@@ -1,0 +1,158 @@
+"""Reading one uploaded DICOM object: parse, validate against the rule table, extract metadata.
+
+`read_instance(data)` is the single entry point; it either returns a `ParsedInstance` whose metadata is
+complete and whose pixel data is present and long enough, or raises `InvalidInstanceError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from io import BytesIO
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from qure_ray.dicom.uids import is_valid_uid
+from qure_ray.dicom.validation import Rules
+from qure_ray.errors import InvalidInstanceError
+
+_PREAMBLE_LENGTH = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceMetadata:
+    """What the platform keeps about an instance: identifiers and acquisition facts, never PHI."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    modality: str
+    body_part: str
+    view_position: str
+    rows: int
+    columns: int
+    transfer_syntax: str
+    size_bytes: int
+    sha256: str
+
+    def to_reply(self) -> dict[str, Any]:
+        """The `metadata` object of the Qure-style upload reply."""
+        return {
+            "StudyInstanceUID": self.study_uid,
+            "SeriesInstanceUID": self.series_uid,
+            "SOPInstanceUID": self.sop_uid,
+            "SOPClassUID": self.sop_class_uid,
+            "Modality": self.modality,
+            "BodyPartExamined": self.body_part,
+            "ViewPosition": self.view_position,
+            "Rows": self.rows,
+            "Columns": self.columns,
+            "TransferSyntaxUID": self.transfer_syntax,
+            "size": self.size_bytes,
+        }
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    dataset: Dataset
+    metadata: InstanceMetadata
+
+
+def read_instance(data: bytes, *, max_bytes: int | None = None) -> ParsedInstance:
+    """Parse and validate one uploaded object. Raises `InvalidInstanceError` naming the broken rule."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise Rules.TOO_LARGE.value.fail(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
+    if len(data) < _PREAMBLE_LENGTH + 4 or data[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] != b"DICM":
+        raise Rules.NOT_DICOM.value.fail(f"no 'DICM' prefix at byte 128 of a {len(data)}-byte object")
+    try:
+        dataset = pydicom.dcmread(BytesIO(data))
+        dataset.get("PixelData")  # force the parse to the end, where truncation shows
+    except InvalidDicomError as exc:
+        raise Rules.NOT_DICOM.value.fail(str(exc)) from exc
+    except Exception as exc:  # pydicom raises many kinds for truncated or corrupt data sets
+        raise Rules.UNREADABLE.value.fail(f"parsing failed ({type(exc).__name__}: {exc})") from exc
+    metadata = _extract_metadata(dataset, data)
+    _check_pixel_data(dataset)
+    return ParsedInstance(dataset, metadata)
+
+
+def _extract_metadata(dataset: Dataset, data: bytes) -> InstanceMetadata:
+    uids = {}
+    for keyword, tag in (
+        ("StudyInstanceUID", "(0020,000D)"),
+        ("SeriesInstanceUID", "(0020,000E)"),
+        ("SOPInstanceUID", "(0008,0018)"),
+        ("SOPClassUID", "(0008,0016)"),
+    ):
+        value = dataset.get(keyword)
+        if value is None or str(value).strip() == "":
+            raise InvalidInstanceError(
+                Rules.MISSING_UID.value.violation(f"{tag} {keyword} is missing or empty")
+            )
+        text = str(value).strip().rstrip("\x00")
+        if not is_valid_uid(text):
+            raise Rules.MALFORMED_UID.value.fail(f"{tag} {keyword} is {text[:80]!r}")
+        uids[keyword] = text
+    meta_sop = str(dataset.file_meta.get("MediaStorageSOPInstanceUID", "")).strip().rstrip("\x00")
+    if meta_sop and meta_sop != uids["SOPInstanceUID"]:
+        raise Rules.SOP_MISMATCH.value.fail(f"{meta_sop!r} differs from {uids['SOPInstanceUID']!r}")
+    return InstanceMetadata(
+        study_uid=uids["StudyInstanceUID"],
+        series_uid=uids["SeriesInstanceUID"],
+        sop_uid=uids["SOPInstanceUID"],
+        sop_class_uid=uids["SOPClassUID"],
+        modality=_text(dataset, "Modality"),
+        body_part=_text(dataset, "BodyPartExamined").upper(),
+        view_position=_text(dataset, "ViewPosition").upper(),
+        rows=_int(dataset, "Rows"),
+        columns=_int(dataset, "Columns"),
+        transfer_syntax=str(dataset.file_meta.get("TransferSyntaxUID", "")),
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _check_pixel_data(dataset: Dataset) -> None:
+    if "PixelData" not in dataset:
+        raise Rules.NO_PIXEL_DATA.value.fail("the data set has no Pixel Data element")
+    rows, columns = _int(dataset, "Rows"), _int(dataset, "Columns")
+    bits = _int(dataset, "BitsAllocated")
+    samples = _int(dataset, "SamplesPerPixel", default=1)
+    frames = _int(dataset, "NumberOfFrames", default=1)
+    if rows <= 0 or columns <= 0 or bits <= 0 or samples <= 0 or frames <= 0:
+        raise Rules.MISSING_IMAGE_ATTRIBUTE.value.fail(
+            f"Rows={rows}, Columns={columns}, BitsAllocated={bits}, SamplesPerPixel={samples}, "
+            f"NumberOfFrames={frames}"
+        )
+    if not _text(dataset, "PhotometricInterpretation"):
+        raise Rules.MISSING_IMAGE_ATTRIBUTE.value.fail("(0028,0004) PhotometricInterpretation is missing")
+    transfer_syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if transfer_syntax is not None and transfer_syntax.is_compressed:
+        return  # encapsulated: length is checked when the frames are decoded
+    expected = (rows * columns * samples * bits * frames + 7) // 8
+    actual = len(dataset.PixelData)
+    if actual < expected:
+        raise Rules.PIXEL_DATA_SHORT.value.fail(
+            f"{actual} bytes for Rows={rows} x Columns={columns} x SamplesPerPixel={samples} x "
+            f"BitsAllocated={bits} x frames={frames}, which needs {expected} bytes"
+        )
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    value = dataset.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _int(dataset: Dataset, keyword: str, *, default: int = 0) -> int:
+    value = dataset.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return 0

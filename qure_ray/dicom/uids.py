@@ -1,0 +1,13 @@
+"""DICOM UID syntax (PS3.5 §9.1): digits and dots, no leading zeros in a component, at most 64 chars."""
+
+from __future__ import annotations
+
+import re
+
+UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+UID_MAX_LENGTH = 64
+
+
+def is_valid_uid(value: object) -> bool:
+    """True for a syntactically valid UID; such a UID is also safe as an object-store key component."""
+    return isinstance(value, str) and len(value) <= UID_MAX_LENGTH and bool(UID_PATTERN.match(value))

@@ -1,0 +1,81 @@
+"""The one exception hierarchy of qure_ray.
+
+Foreign errors (pydicom, botocore, Ray) are translated into these at the module that calls the
+foreign library; the HTTP layer maps them to responses in one place (`qure_ray.api.errors`).
+
+    QureError
+     ├── ConfigError            a setting, model card or config file is invalid (stops start-up)
+     ├── AuthError              401: missing or unknown token
+     │    └── ForbiddenError    403: Source header missing or not the token's source
+     ├── InvalidInstanceError   4xx: an uploaded object is not an acceptable DICOM instance
+     ├── BadRequestError        400: the request itself is malformed (not one instance's fault)
+     ├── NotFoundError          404: unknown UID, or one that belongs to another source
+     ├── StorageError           the object store or catalog failed (5xx, retried by the pipeline)
+     └── ModelError             a model could not be loaded or run
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class QureError(Exception):
+    """Base class of every error qure_ray raises on purpose."""
+
+
+class ConfigError(QureError):
+    """A setting, model card or configuration file is invalid."""
+
+
+class AuthError(QureError):
+    """The request has no valid token (HTTP 401)."""
+
+
+class ForbiddenError(AuthError):
+    """The token is valid but the Source header is missing or is not the token's (HTTP 403)."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken validation rule: its code, the tag it concerns and a message saying how to fix it."""
+
+    code: str
+    tag: str
+    message: str
+    http_status: int = 400
+
+
+class InvalidInstanceError(QureError):
+    """An uploaded object is not an acceptable DICOM instance."""
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(violation.message)
+        self.violation = violation
+
+    @property
+    def code(self) -> str:
+        return self.violation.code
+
+    @property
+    def http_status(self) -> int:
+        return self.violation.http_status
+
+
+class BadRequestError(QureError):
+    """The request is malformed as a whole (wrong content type, no files, broken multipart body)."""
+
+    def __init__(self, message: str, *, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class NotFoundError(QureError):
+    """The UID is unknown to the caller's source."""
+
+
+class StorageError(QureError):
+    """The object store or the catalog failed; the operation may be retried."""
+
+
+class ModelError(QureError):
+    """A model could not be loaded (bad weights, wrong device) or failed to run."""

@@ -1,0 +1,75 @@
+"""`make run`: the whole platform on this machine — a local Ray, Serve on 127.0.0.1, data in ./.qure.
+
+Ray is kept on loopback: `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` makes it bind its services to 127.0.0.1
+(it must be in the environment before Ray starts its processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from qure_ray.config import Settings
+
+logger = logging.getLogger(__name__)
+APP_NAME = "qure_ray"
+READY_TIMEOUT_S = 600.0
+
+
+def loopback_ray_environment() -> None:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
+    """Start Ray, Serve and the app; print the URL and the dev token; block until interrupted."""
+    loopback_ray_environment()
+    import ray
+    from ray import serve
+
+    from qure_ray.app import build_app
+
+    settings, created = settings.with_dev_token(state_dir)
+    ray.init(include_dashboard=False, namespace=APP_NAME, logging_level=logging.WARNING)
+    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    serve.run(build_app(settings.to_args()), name=APP_NAME, route_prefix="/", blocking=False)
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    _wait_ready(f"{base}/health")
+    out = sys.stdout
+    out.write(f"\nqure_ray is ready on {base} (data: {settings.store_location.data_uri})\n")
+    if created or settings.tokens.sources_by_token.keys() and (state_dir / "dev-token").exists():
+        token = next(iter(settings.tokens.sources_by_token))
+        source = settings.tokens.sources_by_token[token]
+        if created:
+            out.write(f"dev token (kept in {state_dir / 'dev-token'}): {token}\n")
+        out.write(
+            f"try: curl -H 'Authorization: Token {token if created else '$(cat .qure/dev-token)'}' "
+            f"-H 'Source: {source}' -F file=@image.dcm {base}/studies\n"
+        )
+    out.write("Ctrl-C stops it; accepted instances resume at the next start.\n")
+    out.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        out.write("stopping...\n")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _wait_ready(url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the platform did not become ready within {READY_TIMEOUT_S:.0f}s ({url})")

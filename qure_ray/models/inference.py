@@ -1,0 +1,44 @@
+"""The pure part of a model replica: choose the device, run a batch, turn logits into scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from qure_ray.errors import ModelError
+from qure_ray.models.card import ModelCard
+from qure_ray.records import Prediction
+
+
+def select_device(*, num_gpus: float, cuda_available: bool) -> torch.device:
+    """CUDA when the replica was given GPUs; never a device picked behind the operator's back."""
+    if num_gpus > 0:
+        if not cuda_available:
+            raise ModelError(
+                f"the model deployment asks for num_gpus={num_gpus} but CUDA is not available on this node "
+                "(torch.cuda.is_available() is False); set num_gpus: 0 in serve_config.yaml to run on CPU, "
+                "or schedule the replica on a GPU node with a CUDA build of torch"
+            )
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def predict_batch(
+    network: nn.Module, card: ModelCard, images: list[NDArray[np.float32]], device: torch.device
+) -> list[Prediction]:
+    """Scores (sigmoid of each label's logit) for a batch of preprocessed `size` x `size` images."""
+    for image in images:
+        if image.shape != (card.input.size, card.input.size):
+            raise ModelError(f"{card.name} expects {card.input.size}x{card.input.size} images, got {image.shape}")
+    batch = torch.from_numpy(np.stack(images)).unsqueeze(1).to(device)
+    if card.input.channels == 3:
+        batch = batch.expand(-1, 3, -1, -1)
+    probabilities = torch.sigmoid(network(batch)).float().cpu().numpy()
+    labels = card.label_names
+    return [
+        Prediction(scores={label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}, model=card.info)
+        for row in probabilities
+    ]

@@ -1,0 +1,28 @@
+"""The model registry: every card under the models folder, validated, one model per use case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qure_ray.errors import ConfigError
+from qure_ray.models.card import CARD_FILE, ModelCard, load_card
+from qure_ray.records import UseCase
+
+
+def load_registry(models_dir: Path) -> dict[UseCase, ModelCard]:
+    """All cards of `models_dir/*/model.yaml`, keyed by use case; weights are checked too."""
+    if not models_dir.is_dir():
+        raise ConfigError(f"QURE_MODELS_DIR: {str(models_dir)!r} is not a folder of model cards")
+    cards: dict[UseCase, ModelCard] = {}
+    for path in sorted(models_dir.glob(f"*/{CARD_FILE}")):
+        card = load_card(path)
+        card.verify_weights()
+        if card.usecase in cards:
+            raise ConfigError(
+                f"{path}: use case {card.usecase.value!r} is already served by {cards[card.usecase].name!r}; "
+                "one model per use case"
+            )
+        cards[card.usecase] = card
+    if not cards:
+        raise ConfigError(f"QURE_MODELS_DIR: no {CARD_FILE} found under {str(models_dir)!r}")
+    return cards

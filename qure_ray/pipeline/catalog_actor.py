@@ -1,0 +1,46 @@
+"""`CatalogActor`: the one writer of the catalog, as a single-replica Serve deployment.
+
+Ingress replicas and the job manager send it `Batch`es; group commit turns many concurrent writes into
+one Parquet segment per flush. Reads are served from the in-memory DuckDB and never wait for a flush.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ray import serve
+
+from qure_ray.records import InstanceRecord, ResultRecord
+from qure_ray.storage.catalog import Batch, Catalog
+from qure_ray.storage.group_commit import GroupCommitter
+from qure_ray.storage.object_store import StoreLocation
+
+logger = logging.getLogger(__name__)
+
+
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=4096,
+    ray_actor_options={"num_cpus": 0},
+    health_check_period_s=5,
+)
+class CatalogActor:
+    def __init__(self, location: StoreLocation, flush_interval_s: float) -> None:
+        self.catalog = Catalog(location.open())
+        self.committer = GroupCommitter(self.catalog, interval_s=flush_interval_s)
+
+    async def write(self, batch: Batch) -> None:
+        """Returns once the batch is durable on the object store and visible to reads."""
+        await self.committer.write(batch)
+
+    async def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
+        return self.catalog.instance(source, sop_uid)
+
+    async def result(self, source: str, sop_uid: str) -> ResultRecord | None:
+        return self.catalog.result(source, sop_uid)
+
+    async def unfinished(self) -> list[InstanceRecord]:
+        return self.catalog.unfinished()
+
+    async def states(self) -> dict[str, int]:
+        return self.catalog.states()

@@ -1,0 +1,153 @@
+"""The platform's shared vocabulary: instance states, use cases, and the records that flow between parts.
+
+Plain frozen dataclasses and enums; every part (api, pipeline, storage) speaks these, never dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+
+class InstanceState(str, Enum):
+    """`received → queued → processing → done | unusable | unsupported | failed` (DESIGN.md §3)."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    UNUSABLE = "unusable"
+    UNSUPPORTED = "unsupported"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_STATES
+
+
+_FINAL_STATES = frozenset(
+    {InstanceState.DONE, InstanceState.UNUSABLE, InstanceState.UNSUPPORTED, InstanceState.FAILED}
+)
+UNFINISHED_STATES = (InstanceState.RECEIVED, InstanceState.QUEUED, InstanceState.PROCESSING)
+
+
+class UseCase(str, Enum):
+    """The clinical use cases a model can serve."""
+
+    QXR = "qxr"  # chest X-ray
+    UNSUPPORTED = "unsupported"
+
+
+class TriageStatus(str, Enum):
+    CRITICAL = "Critical"
+    ROUTINE = "Routine"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRef:
+    """Identifies one stored instance of one source; what the queue carries."""
+
+    source: str
+    sop_uid: str
+    object_key: str
+    priority: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceRecord:
+    """An instance as the catalog knows it: its metadata row joined with its latest state."""
+
+    source: str
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    modality: str
+    body_part: str
+    view_position: str
+    rows: int
+    columns: int
+    transfer_syntax: str
+    size_bytes: int
+    sha256: str
+    object_key: str
+    received_at: datetime
+    state: InstanceState
+    reason: str = ""
+
+    @property
+    def ref(self) -> InstanceRef:
+        return InstanceRef(source=self.source, sop_uid=self.sop_uid, object_key=self.object_key)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    name: str
+    version: str
+    trained: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "trained": self.trained}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    """What a model deployment returns for one image."""
+
+    scores: dict[str, float]
+    model: ModelInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResultRecord:
+    """The outcome of one instance: what `GET /results` serves."""
+
+    source: str
+    sop_uid: str
+    usecase: UseCase
+    state: InstanceState
+    triage_status: TriageStatus | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    decisions: dict[str, bool] = field(default_factory=dict)
+    model: ModelInfo | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "sop_uid": self.sop_uid,
+            "usecase": self.usecase.value,
+            "state": self.state.value,
+            "triage_status": self.triage_status.value if self.triage_status else None,
+            "scores_json": json.dumps(self.scores),
+            "decisions_json": json.dumps(self.decisions),
+            "model_name": self.model.name if self.model else None,
+            "model_version": self.model.version if self.model else None,
+            "model_trained": self.model.trained if self.model else None,
+            "timings_json": json.dumps(self.timings_s),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ResultRecord:
+        model = None
+        if row.get("model_name"):
+            model = ModelInfo(
+                name=row["model_name"], version=row["model_version"], trained=bool(row["model_trained"])
+            )
+        return cls(
+            source=row["source"],
+            sop_uid=row["sop_uid"],
+            usecase=UseCase(row["usecase"]),
+            state=InstanceState(row["state"]),
+            triage_status=TriageStatus(row["triage_status"]) if row.get("triage_status") else None,
+            scores=json.loads(row["scores_json"] or "{}"),
+            decisions=json.loads(row["decisions_json"] or "{}"),
+            model=model,
+            timings_s=json.loads(row["timings_json"] or "{}"),
+            reason=row.get("reason") or "",
+        )

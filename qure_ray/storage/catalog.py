@@ -1,0 +1,217 @@
+"""`Catalog`: DuckDB tables `instances`, `events`, `results`, persisted as Parquet segments on the store.
+
+Writes arrive as `Batch`es; `commit(batch)` writes one Parquet segment per table touched (atomically, on
+the object store) and only then inserts the rows into DuckDB, so a row is visible only once durable. At
+start-up every segment is loaded back (deduplicated by `row_id`) and, past a threshold, compacted into one.
+
+The class is single-threaded and synchronous; `GroupCommitter` gathers concurrent writers into batches.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qure_ray.records import UNFINISHED_STATES, InstanceRecord, InstanceState, ResultRecord
+from qure_ray.storage.keys import CATALOG_PREFIX, catalog_key
+from qure_ray.storage.object_store import ObjectStore
+from qure_ray.storage.schema import TABLES, duckdb_type
+
+logger = logging.getLogger(__name__)
+
+COMPACT_AFTER_SEGMENTS = 32
+
+
+@dataclass
+class Batch:
+    """Rows to append, per table. Rows are plain dicts in the table's schema, without `row_id`."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        if table not in TABLES:
+            raise ValueError(f"unknown catalog table {table!r}")
+        self.rows.setdefault(table, []).append(row)
+
+    def extend(self, other: Batch) -> None:
+        for table, rows in other.rows.items():
+            self.rows.setdefault(table, []).extend(rows)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+
+_last_timestamp = datetime.min.replace(tzinfo=UTC)
+
+
+def now() -> datetime:
+    """The current UTC time, strictly increasing within this process (so events of one writer order)."""
+    global _last_timestamp
+    current = datetime.now(UTC)
+    if current <= _last_timestamp:
+        current = _last_timestamp + timedelta(microseconds=1)
+    _last_timestamp = current
+    return current
+
+
+def received_rows(record: InstanceRecord) -> Batch:
+    """The batch that makes a stored instance visible: its metadata row and its `queued` event."""
+    batch = Batch()
+    batch.add(
+        "instances",
+        {
+            name: getattr(record, name)
+            for name in TABLES["instances"].names
+            if name != "row_id"
+        },
+    )
+    batch.add("events", event_row(record.source, record.sop_uid, InstanceState.RECEIVED))
+    batch.add("events", event_row(record.source, record.sop_uid, InstanceState.QUEUED))
+    return batch
+
+
+def event_row(source: str, sop_uid: str, state: InstanceState, reason: str = "") -> dict[str, Any]:
+    return {"source": source, "sop_uid": sop_uid, "state": state.value, "reason": reason, "event_at": now()}
+
+
+class Catalog:
+    """The catalog of one object store. Only one process may own it at a time (the Catalog actor)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.db = duckdb.connect(":memory:")
+        for table, schema in TABLES.items():
+            columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in schema)
+            self.db.execute(f"CREATE TABLE {table} ({columns})")
+        self._load()
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        for table, schema in TABLES.items():
+            keys = self.store.list(f"{CATALOG_PREFIX}{table}/")
+            if not keys:
+                continue
+            parts = [pq.read_table(io.BytesIO(self.store.get(key)), schema=schema) for key in keys]
+            loaded = pa.concat_tables(parts)  # noqa: F841 - referenced by name in the SQL below
+            self.db.execute(f"INSERT INTO {table} SELECT DISTINCT ON (row_id) * FROM loaded")
+            if len(keys) > COMPACT_AFTER_SEGMENTS:
+                self._compact(table, keys)
+        logger.info(
+            "catalog loaded from %s in %.2fs: %s",
+            self.store.describe(),
+            time.perf_counter() - started,
+            {table: self.count(table) for table in TABLES},
+        )
+
+    def _compact(self, table: str, old_keys: list[str]) -> None:
+        """Rewrite a table as one segment; the new segment is durable before the old ones go."""
+        arrow = self.db.execute(f"SELECT * FROM {table}").fetch_arrow_table().cast(TABLES[table])
+        self._write_segment(table, arrow)
+        for key in old_keys:
+            self.store.delete(key)
+
+    def _write_segment(self, table: str, arrow: pa.Table) -> None:
+        buffer = io.BytesIO()
+        pq.write_table(arrow, buffer, compression="zstd")
+        segment = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+        self.store.put(catalog_key(table, segment), buffer.getvalue())
+
+    def persist(self, batch: Batch) -> dict[str, pa.Table]:
+        """Write the batch as one segment per table. Touches only the store: safe off the owner's thread."""
+        arrows = {}
+        for table, rows in batch.rows.items():
+            if rows:
+                full = [{"row_id": uuid.uuid4().hex, **row} for row in rows]
+                arrows[table] = pa.Table.from_pylist(full, schema=TABLES[table])
+        for table, arrow in arrows.items():
+            self._write_segment(table, arrow)
+        return arrows
+
+    def apply(self, arrows: dict[str, pa.Table]) -> None:
+        """Make persisted rows visible to queries."""
+        for table, arrow in arrows.items():  # noqa: B007 - `arrow` is read by name in the SQL
+            self.db.execute(f"INSERT INTO {table} SELECT * FROM arrow")
+
+    def commit(self, batch: Batch) -> None:
+        """Make the batch durable, then visible."""
+        self.apply(self.persist(batch))
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def count(self, table: str) -> int:
+        row = self.db.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
+    def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
+        """The instance's latest metadata and state, or None when this source never stored it."""
+        records = self._instances("i.source = ? AND i.sop_uid = ?", [source, sop_uid])
+        return records[0] if records else None
+
+    def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
+        return self._instances("i.source = ? AND i.series_uid = ?", [source, series_uid])
+
+    def unfinished(self) -> list[InstanceRecord]:
+        """Instances whose latest state is received, queued or processing, oldest first."""
+        states = [state.value for state in UNFINISHED_STATES]
+        placeholders = ", ".join("?" for _ in states)
+        return self._instances(f"e.state IN ({placeholders})", states)
+
+    def _instances(self, where: str, params: Iterable[Any]) -> list[InstanceRecord]:
+        rows = self.db.execute(
+            f"""
+            SELECT i.*, e.state AS state, e.reason AS reason
+            FROM (
+                SELECT * FROM instances
+                QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY received_at DESC) = 1
+            ) i
+            JOIN (
+                SELECT source, sop_uid, state, reason FROM events
+                QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY event_at DESC) = 1
+            ) e USING (source, sop_uid)
+            WHERE {where}
+            ORDER BY i.received_at
+            """,
+            list(params),
+        )
+        columns = [d[0] for d in rows.description]
+        return [_instance_record(dict(zip(columns, row, strict=True))) for row in rows.fetchall()]
+
+    def result(self, source: str, sop_uid: str) -> ResultRecord | None:
+        rows = self.db.execute(
+            "SELECT * FROM results WHERE source = ? AND sop_uid = ? ORDER BY finished_at DESC LIMIT 1",
+            [source, sop_uid],
+        )
+        columns = [d[0] for d in rows.description]
+        row = rows.fetchone()
+        return ResultRecord.from_row(dict(zip(columns, row, strict=True))) if row else None
+
+    def states(self) -> dict[str, int]:
+        """How many instances are in each state (latest event per instance)."""
+        rows = self.db.execute(
+            """
+            SELECT state, count(*) FROM (
+                SELECT state FROM events
+                QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY event_at DESC) = 1
+            ) GROUP BY state
+            """
+        ).fetchall()
+        return {str(state): int(count) for state, count in rows}
+
+
+def _instance_record(row: dict[str, Any]) -> InstanceRecord:
+    row.pop("row_id", None)
+    row["state"] = InstanceState(row["state"])
+    row["reason"] = row.get("reason") or ""
+    return InstanceRecord(**row)

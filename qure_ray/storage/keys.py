@@ -1,0 +1,41 @@
+"""Object-store key layout (DESIGN.md §3). Every UID is validated before it becomes part of a key."""
+
+from __future__ import annotations
+
+import re
+
+from qure_ray.dicom.uids import is_valid_uid
+from qure_ray.errors import StorageError
+
+_SOURCE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+CATALOG_PREFIX = "catalog/"
+
+
+def _check(kind: str, value: str, ok: bool) -> str:
+    if not ok or value in (".", ".."):
+        raise StorageError(f"refusing to build an object key from {kind} {value[:80]!r}")
+    return value
+
+
+def dicom_key(source: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """`dicom/<source>/<StudyUID>/<SeriesUID>/<SOPUID>.dcm`"""
+    _check("source", source, bool(_SOURCE.match(source)))
+    for uid in (study_uid, series_uid, sop_uid):
+        _check("UID", uid, is_valid_uid(uid))
+    return f"dicom/{source}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+
+def asset_key(source: str, result_uid: str, name: str) -> str:
+    """`assets/<source>/<result uid>/<asset name>`"""
+    _check("source", source, bool(_SOURCE.match(source)))
+    _check("UID", result_uid, is_valid_uid(result_uid))
+    _check("asset name", name, bool(_ASSET_NAME.match(name)))
+    return f"assets/{source}/{result_uid}/{name}"
+
+
+def catalog_key(table: str, segment: str) -> str:
+    """`catalog/<table>/<segment>.parquet`"""
+    _check("table", table, bool(re.fullmatch(r"[a-z_]+", table)))
+    _check("segment", segment, bool(re.fullmatch(r"[A-Za-z0-9_-]+", segment)))
+    return f"{CATALOG_PREFIX}{table}/{segment}.parquet"

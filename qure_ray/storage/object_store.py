@@ -1,0 +1,173 @@
+"""`ObjectStore`: where DICOM originals, assets and catalog segments live — a local folder or S3.
+
+Both backends write atomically (a reader sees the whole object or none) and translate their own errors
+into `StorageError`. `open_object_store(data_uri, endpoint_url)` picks the backend from the URI.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from qure_ray.errors import StorageError
+
+
+class ObjectStore(Protocol):
+    """Keys are `/`-separated relative paths built by `qure_ray.storage.keys`."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Enough to open the same store in another process (a Ray task or actor)."""
+
+    data_uri: str
+    endpoint_url: str | None = None
+
+    def open(self) -> ObjectStore:
+        return open_object_store(self.data_uri, endpoint_url=self.endpoint_url)
+
+
+def open_object_store(data_uri: str, *, endpoint_url: str | None = None) -> ObjectStore:
+    if data_uri.startswith("s3://"):
+        bucket, _, prefix = data_uri[5:].partition("/")
+        return S3ObjectStore(bucket=bucket, prefix=prefix, endpoint_url=endpoint_url)
+    return LocalObjectStore(Path(data_uri))
+
+
+class LocalObjectStore:
+    """A folder; writes go to a temporary file that is fsynced and renamed into place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"object key {key!r} would leave the store root")
+        return path
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(f"writing {key!r} to {self.root} failed: {exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StorageError(f"object {key!r} does not exist in {self.root}") from exc
+        except OSError as exc:
+            raise StorageError(f"reading {key!r} from {self.root} failed: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        folder = base if prefix.endswith("/") else base.parent
+        if not folder.is_dir():
+            return []
+        keys = []
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+
+class S3ObjectStore:
+    """A bucket and prefix on S3 or an S3-compatible server (path-style addressing)."""
+
+    def __init__(self, *, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._client: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 5, "mode": "standard"},
+                max_pool_connections=32,
+            ),
+        )
+
+    def _call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise StorageError(f"S3 {what} of {key!r} in bucket {self.bucket!r} failed: {code} {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 {what} of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call("put", key, self._client.put_object, Key=self.prefix + key, Body=data)
+
+    def get(self, key: str) -> bytes:
+        response = self._call("get", key, self._client.get_object, Key=self.prefix + key)
+        return bytes(response["Body"].read())
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(f"S3 head of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": self.prefix + prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call("list", prefix, self._client.list_objects_v2, **kwargs)
+            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            token = page.get("NextContinuationToken")
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self._client.delete_object, Key=self.prefix + key)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"

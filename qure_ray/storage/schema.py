@@ -1,0 +1,79 @@
+"""Arrow schemas of the catalog tables, as persisted in Parquet under `catalog/<table>/`.
+
+Every table is append-only; `row_id` makes rows unique so replayed or duplicated segments load once.
+The current state of an instance is its latest `events` row; the latest `instances` row holds its metadata
+(a later row exists only when a source's policy lets an instance be overwritten).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+INSTANCES = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("sop_uid", pa.string()),
+        ("study_uid", pa.string()),
+        ("series_uid", pa.string()),
+        ("sop_class_uid", pa.string()),
+        ("modality", pa.string()),
+        ("body_part", pa.string()),
+        ("view_position", pa.string()),
+        ("rows", pa.int32()),
+        ("columns", pa.int32()),
+        ("transfer_syntax", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("object_key", pa.string()),
+        ("received_at", TIMESTAMP),
+    ]
+)
+
+EVENTS = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("sop_uid", pa.string()),
+        ("state", pa.string()),
+        ("reason", pa.string()),
+        ("event_at", TIMESTAMP),
+    ]
+)
+
+RESULTS = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("sop_uid", pa.string()),
+        ("usecase", pa.string()),
+        ("state", pa.string()),
+        ("triage_status", pa.string()),
+        ("scores_json", pa.string()),
+        ("decisions_json", pa.string()),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("model_trained", pa.bool_()),
+        ("timings_json", pa.string()),
+        ("reason", pa.string()),
+        ("finished_at", TIMESTAMP),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {"instances": INSTANCES, "events": EVENTS, "results": RESULTS}
+
+
+def duckdb_type(arrow_type: pa.DataType) -> str:
+    if arrow_type == pa.string():
+        return "VARCHAR"
+    if arrow_type == pa.int32():
+        return "INTEGER"
+    if arrow_type == pa.int64():
+        return "BIGINT"
+    if arrow_type == pa.bool_():
+        return "BOOLEAN"
+    if arrow_type == TIMESTAMP:
+        return "TIMESTAMPTZ"
+    raise TypeError(f"no DuckDB type for {arrow_type}")
