@@ -37,7 +37,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         settings, created = settings.with_dev_token(LOCAL_STATE_DIR)
         if created:
             logger.warning("QURE_TOKENS is unset: generated a dev token in %s", LOCAL_STATE_DIR / "dev-token")
-    models_dir = Path(settings.models_dir).resolve()
+    models_dir = settings.models_path
     cards = load_registry(models_dir)
     _check_gpus(settings)
     location = settings.store_location

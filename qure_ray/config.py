@@ -22,6 +22,7 @@ _SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,256}$")
 DEV_SOURCE = "dev"
 DEV_TOKEN_FILE = "dev-token"
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class Settings:
     """API tokens and their sources; empty means a dev token is generated on local runs."""
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    models_dir: str = "models"
-    """Folder of model cards (`<name>/model.yaml`)."""
+    models_dir: str = ""
+    """Folder of model cards (`<name>/model.yaml`); empty: the `models/` folder shipped with qure_ray."""
     max_instance_bytes: int = 512 * 1024 * 1024
     max_concurrent_jobs: int = 16
     """How many instances the job manager works on at once."""
@@ -169,6 +170,10 @@ class Settings:
     @property
     def is_local_storage(self) -> bool:
         return not self.data_uri.startswith("s3://")
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir).resolve() if self.models_dir else SHIPPED_MODELS_DIR
 
     @property
     def store_location(self) -> StoreLocation:

@@ -24,7 +24,8 @@ from qure_ray.records import Prediction
 logger = logging.getLogger(__name__)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1}, health_check_period_s=10)
+@serve.deployment(ray_actor_options={"num_cpus": 1},
+    logging_config={"enable_access_log": False}, health_check_period_s=10)
 class ModelDeployment:
     def __init__(self, card_path: str, *, num_gpus: float, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         self.card = load_card(Path(card_path))

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
     num_replicas=1,
     max_ongoing_requests=4096,
     ray_actor_options={"num_cpus": 0},
+    logging_config={"enable_access_log": False},
     health_check_period_s=5,
 )
 class CatalogActor:

@@ -35,7 +35,8 @@ RESYNC_INTERVAL_S = 30.0
 RETRY_BASE_DELAY_S = 0.5
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+@serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0},
+    logging_config={"enable_access_log": False})
 class JobManager:
     def __init__(
         self,

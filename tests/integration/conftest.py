@@ -1,0 +1,97 @@
+"""Session-wide real services: SeaweedFS, one `ray start --head` cluster, qure_ray deployed with `serve deploy`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.services import (
+    RayCluster,
+    S3Server,
+    deploy_config,
+    free_port,
+    ray_head,
+    seaweedfs,
+    wait_healthy,
+)
+
+TOKEN, SOURCE = "integration-token-a", "site-a"
+OTHER_TOKEN, OTHER_SOURCE = "integration-token-b", "site-b"
+
+
+@dataclass
+class Deployed:
+    """qure_ray as deployed for the tests, and a small HTTP client for it."""
+
+    base_url: str
+    s3: S3Server
+    prefix: str
+    cluster: RayCluster
+    config_path: Path
+    args: dict[str, object] = field(default_factory=dict)
+
+    def headers(self, *, other: bool = False) -> dict[str, str]:
+        token, source = (OTHER_TOKEN, OTHER_SOURCE) if other else (TOKEN, SOURCE)
+        return {"Authorization": f"Token {token}", "Source": source}
+
+    def upload(self, *files: bytes, field: str = "file", other: bool = False) -> httpx.Response:
+        parts = [(field, (f"{i}.dcm", data, "application/dicom")) for i, data in enumerate(files)]
+        return httpx.post(f"{self.base_url}/studies", files=parts, headers=self.headers(other=other), timeout=60)
+
+    def result(self, uid: str, *, other: bool = False) -> httpx.Response:
+        return httpx.get(f"{self.base_url}/results/{uid}", headers=self.headers(other=other), timeout=30)
+
+    def wait_final(self, uid: str, *, timeout_s: float = 180) -> httpx.Response:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            response = self.result(uid)
+            if response.status_code != 202:
+                return response
+            time.sleep(0.5)
+        raise TimeoutError(f"{uid} still not final after {timeout_s}s: {response.text}")
+
+    def s3_keys(self, prefix: str) -> list[str]:
+        client = self.s3.client()
+        pages = client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
+            Bucket=self.s3.bucket, Prefix=f"{self.prefix}/{prefix}"
+        )
+        return [item["Key"][len(self.prefix) + 1 :] for page in pages for item in page.get("Contents", [])]
+
+    def s3_get(self, key: str) -> bytes:
+        response = self.s3.client().get_object(Bucket=self.s3.bucket, Key=f"{self.prefix}/{key}")  # type: ignore[attr-defined]
+        return bytes(response["Body"].read())
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    with ray_head(tmp_path_factory.mktemp("ray")) as head:
+        yield head
+
+
+@pytest.fixture(scope="session")
+def deployed(s3: S3Server, cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    port = free_port()
+    prefix = "platform"
+    args: dict[str, object] = {
+        "QURE_DATA_URI": f"s3://{s3.bucket}/{prefix}",
+        "AWS_ENDPOINT_URL": s3.endpoint_url,
+        "QURE_TOKENS": f"{TOKEN}:{SOURCE},{OTHER_TOKEN}:{OTHER_SOURCE}",
+        "QURE_MAX_INSTANCE_BYTES": 8 * 1024 * 1024,
+    }
+    workdir = tmp_path_factory.mktemp("deploy")
+    config_path = deploy_config(cluster, workdir, args=args, http_port=port)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_healthy(base_url)
+    yield Deployed(base_url, s3, prefix, cluster, config_path, args)
+    cluster.serve("shutdown")

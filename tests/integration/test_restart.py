@@ -1,0 +1,33 @@
+"""Stopping the whole deployment mid-processing and deploying it again finishes every accepted instance.
+
+Runs after the other integration tests (it restarts the shared deployment).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+import pytest
+
+from qure_ray.dicom.synthetic import chest_dx
+from tests.integration.services import wait_healthy
+from tests.integration.conftest import Deployed
+
+pytestmark = pytest.mark.integration
+
+
+def test_restart_mid_processing_finishes_every_accepted_instance(deployed: Deployed) -> None:
+    uploads = [chest_dx(seed=100 + i) for i in range(8)]
+    sops = [str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID) for data in uploads]
+    response = deployed.upload(*uploads)
+    assert response.status_code == 200 and response.json()["detailed_info"]["created"] == 8
+
+    stopped = deployed.cluster.serve("shutdown")
+    assert stopped.returncode == 0, stopped.stderr
+    redeployed = deployed.cluster.serve("deploy", str(deployed.config_path))
+    assert redeployed.returncode == 0, redeployed.stderr
+    wait_healthy(deployed.base_url)
+
+    codes = {sop: deployed.wait_final(sop, timeout_s=300).status_code for sop in sops}
+    assert codes == dict.fromkeys(sops, 200)
