@@ -53,7 +53,8 @@ class TokenTable:
         return bool(self.sources_by_token)
 
     def __repr__(self) -> str:
-        return f"TokenTable(<{len(self.sources_by_token)} tokens for sources {sorted(set(self.sources_by_token.values()))}>)"
+        sources = sorted(set(self.sources_by_token.values()))
+        return f"TokenTable(<{len(self.sources_by_token)} tokens for sources {sources}>)"
 
     def to_text(self) -> str:
         return ",".join(f"{token}:{source}" for token, source in self.sources_by_token.items())
@@ -157,9 +158,7 @@ class Settings:
                     "characters of lower-case letters, digits, '.' and '-' (s3://bucket/prefix)"
                 )
         elif "://" in self.data_uri:
-            raise ConfigError(
-                f"QURE_DATA_URI: {self.data_uri!r} is neither a local folder nor s3://bucket/prefix"
-            )
+            raise ConfigError(f"QURE_DATA_URI: {self.data_uri!r} is neither a local folder nor s3://bucket/prefix")
         if self.aws_endpoint_url is not None and not re.match(r"^https?://[^/\s]+", self.aws_endpoint_url):
             raise ConfigError(
                 f"AWS_ENDPOINT_URL: {self.aws_endpoint_url!r} is not an http(s) URL such as http://127.0.0.1:8333"

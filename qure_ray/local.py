@@ -42,7 +42,7 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
     _wait_ready(f"{base}/health")
     out = sys.stdout
     out.write(f"\nqure_ray is ready on {base} (data: {settings.store_location.data_uri})\n")
-    if created or settings.tokens.sources_by_token.keys() and (state_dir / "dev-token").exists():
+    if created or (settings.tokens.sources_by_token.keys() and (state_dir / "dev-token").exists()):
         token = next(iter(settings.tokens.sources_by_token))
         source = settings.tokens.sources_by_token[token]
         if created:

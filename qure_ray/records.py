@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class InstanceState(str, Enum):
+class InstanceState(StrEnum):
     """`received → queued → processing → done | unusable | unsupported | failed` (DESIGN.md §3)."""
 
     RECEIVED = "received"
@@ -28,20 +28,18 @@ class InstanceState(str, Enum):
         return self in _FINAL_STATES
 
 
-_FINAL_STATES = frozenset(
-    {InstanceState.DONE, InstanceState.UNUSABLE, InstanceState.UNSUPPORTED, InstanceState.FAILED}
-)
+_FINAL_STATES = frozenset({InstanceState.DONE, InstanceState.UNUSABLE, InstanceState.UNSUPPORTED, InstanceState.FAILED})
 UNFINISHED_STATES = (InstanceState.RECEIVED, InstanceState.QUEUED, InstanceState.PROCESSING)
 
 
-class UseCase(str, Enum):
+class UseCase(StrEnum):
     """The clinical use cases a model can serve."""
 
     QXR = "qxr"  # chest X-ray
     UNSUPPORTED = "unsupported"
 
 
-class TriageStatus(str, Enum):
+class TriageStatus(StrEnum):
     CRITICAL = "Critical"
     ROUTINE = "Routine"
 
@@ -136,9 +134,7 @@ class ResultRecord:
     def from_row(cls, row: dict[str, Any]) -> ResultRecord:
         model = None
         if row.get("model_name"):
-            model = ModelInfo(
-                name=row["model_name"], version=row["model_version"], trained=bool(row["model_trained"])
-            )
+            model = ModelInfo(name=row["model_name"], version=row["model_version"], trained=bool(row["model_trained"]))
         return cls(
             source=row["source"],
             sop_uid=row["sop_uid"],

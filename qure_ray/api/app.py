@@ -39,7 +39,7 @@ def create_app(platform: Platform) -> Starlette:
             Route("/results/v2/{uid}", get_result, methods=["GET"]),
             Route("/results/{uid}", get_result, methods=["GET"]),
         ],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.platform = platform
     return app

@@ -41,7 +41,11 @@ class IngestOutcome:
             "metadata": self.metadata.to_reply() if self.metadata else {},
         }
         if self.violation:
-            entry["error"] = {"code": self.violation.code, "tag": self.violation.tag, "status": self.violation.http_status}
+            entry["error"] = {
+                "code": self.violation.code,
+                "tag": self.violation.tag,
+                "status": self.violation.http_status,
+            }
         return entry
 
 
@@ -97,9 +101,7 @@ def qure_reply(outcomes: list[IngestOutcome]) -> tuple[int, dict[str, Any]]:
             "created": sum(o.created for o in accepted),
             "already_stored": sum(not o.created for o in accepted),
             "refused": [
-                {"field": o.field, "code": o.violation.code, "message": o.message}
-                for o in refused
-                if o.violation
+                {"field": o.field, "code": o.violation.code, "message": o.message} for o in refused if o.violation
             ],
         },
     }

@@ -7,6 +7,7 @@ complete and whose pixel data is present and long enough, or raises `InvalidInst
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import asdict, dataclass
 from io import BytesIO
 from typing import Any
@@ -71,15 +72,17 @@ def read_instance(data: bytes, *, max_bytes: int | None = None) -> ParsedInstanc
         raise Rules.TOO_LARGE.value.fail(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
     if len(data) < _PREAMBLE_LENGTH + 4 or data[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] != b"DICM":
         raise Rules.NOT_DICOM.value.fail(f"no 'DICM' prefix at byte 128 of a {len(data)}-byte object")
-    try:
-        dataset = pydicom.dcmread(BytesIO(data))
-        dataset.get("PixelData")  # force the parse to the end, where truncation shows
-    except InvalidDicomError as exc:
-        raise Rules.NOT_DICOM.value.fail(str(exc)) from exc
-    except Exception as exc:  # pydicom raises many kinds for truncated or corrupt data sets
-        raise Rules.UNREADABLE.value.fail(f"parsing failed ({type(exc).__name__}: {exc})") from exc
-    metadata = _extract_metadata(dataset, data)
-    _check_pixel_data(dataset)
+    with warnings.catch_warnings():  # pydicom warns on invalid values; the rules below judge them
+        warnings.simplefilter("ignore")
+        try:
+            dataset = pydicom.dcmread(BytesIO(data))
+            dataset.get("PixelData")  # force the parse to the end, where truncation shows
+        except InvalidDicomError as exc:
+            raise Rules.NOT_DICOM.value.fail(str(exc)) from exc
+        except Exception as exc:  # pydicom raises many kinds for truncated or corrupt data sets
+            raise Rules.UNREADABLE.value.fail(f"parsing failed ({type(exc).__name__}: {exc})") from exc
+        metadata = _extract_metadata(dataset, data)
+        _check_pixel_data(dataset)
     return ParsedInstance(dataset, metadata)
 
 
@@ -93,9 +96,7 @@ def _extract_metadata(dataset: Dataset, data: bytes) -> InstanceMetadata:
     ):
         value = dataset.get(keyword)
         if value is None or str(value).strip() == "":
-            raise InvalidInstanceError(
-                Rules.MISSING_UID.value.violation(f"{tag} {keyword} is missing or empty")
-            )
+            raise InvalidInstanceError(Rules.MISSING_UID.value.violation(f"{tag} {keyword} is missing or empty"))
         text = str(value).strip().rstrip("\x00")
         if not is_valid_uid(text):
             raise Rules.MALFORMED_UID.value.fail(f"{tag} {keyword} is {text[:80]!r}")
@@ -128,8 +129,7 @@ def _check_pixel_data(dataset: Dataset) -> None:
     frames = _int(dataset, "NumberOfFrames", default=1)
     if rows <= 0 or columns <= 0 or bits <= 0 or samples <= 0 or frames <= 0:
         raise Rules.MISSING_IMAGE_ATTRIBUTE.value.fail(
-            f"Rows={rows}, Columns={columns}, BitsAllocated={bits}, SamplesPerPixel={samples}, "
-            f"NumberOfFrames={frames}"
+            f"Rows={rows}, Columns={columns}, BitsAllocated={bits}, SamplesPerPixel={samples}, NumberOfFrames={frames}"
         )
     if not _text(dataset, "PhotometricInterpretation"):
         raise Rules.MISSING_IMAGE_ATTRIBUTE.value.fail("(0028,0004) PhotometricInterpretation is missing")

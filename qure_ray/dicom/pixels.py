@@ -7,6 +7,7 @@ original array is converted to float32 once and never copied again after that.
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -39,7 +40,9 @@ def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
     return image
 
 
-def window(image: NDArray[np.float32], *, center: float | None = None, width: float | None = None) -> NDArray[np.float32]:
+def window(
+    image: NDArray[np.float32], *, center: float | None = None, width: float | None = None
+) -> NDArray[np.float32]:
     """Map to [0, 1]: with a window when given, else between the 0.5th and 99.5th percentiles."""
     if center is None or width is None or width <= 0:
         low, high = np.percentile(image, [0.5, 99.5])
@@ -69,7 +72,7 @@ def dataset_window(dataset: Dataset) -> tuple[float | None, float | None]:
         return None, None
 
 
-def _first(value: object) -> object:
+def _first(value: Any) -> Any:
     if isinstance(value, MultiValue | list | tuple):
         return value[0] if len(value) else None
     return value

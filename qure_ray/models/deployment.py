@@ -24,20 +24,25 @@ from qure_ray.records import Prediction
 logger = logging.getLogger(__name__)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1},
-    logging_config={"enable_access_log": False}, health_check_period_s=10)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1}, logging_config={"enable_access_log": False}, health_check_period_s=10
+)
 class ModelDeployment:
     def __init__(self, card_path: str, *, num_gpus: float, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         self.card = load_card(Path(card_path))
         assigned = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         self.device = select_device(num_gpus=num_gpus, cuda_available=torch.cuda.is_available())
         self.network = load_network(self.card, self.device)
-        self.predict.set_max_batch_size(max_batch_size)
-        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.predict.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.batch_sizes: list[int] = []
         logger.info(
             "model %s %s loaded on %s (GPUs assigned: %s), batch size %d",
-            self.card.name, self.card.version, self.device, assigned, max_batch_size,
+            self.card.name,
+            self.card.version,
+            self.device,
+            assigned,
+            max_batch_size,
         )
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torchvision
 from torch import nn
@@ -21,10 +23,10 @@ def build_network(card: ModelCard) -> nn.Module:
 
 def _adapt_first_conv(network: nn.Module, channels: int) -> None:
     if hasattr(network, "features") and hasattr(network.features, "conv0"):  # DenseNet
-        old = network.features.conv0
+        old = cast(nn.Conv2d, network.features.conv0)
         network.features.conv0 = nn.Conv2d(channels, old.out_channels, 7, 2, 3, bias=False)
     elif hasattr(network, "conv1"):  # ResNet
-        old = network.conv1
+        old = cast(nn.Conv2d, network.conv1)
         network.conv1 = nn.Conv2d(channels, old.out_channels, 7, 2, 3, bias=False)
     else:  # pragma: no cover - guarded by the card's Literal of builders
         raise ModelError(f"do not know how to adapt {type(network).__name__} to {channels} channel(s)")
@@ -49,5 +51,8 @@ def save_seeded_weights(card: ModelCard, *, seed: int) -> bytes:
     torch.manual_seed(seed)
     network = build_network(card)
     buffer = io.BytesIO()
-    torch.save({key: value.half() if value.is_floating_point() else value for key, value in network.state_dict().items()}, buffer)
+    torch.save(
+        {key: value.half() if value.is_floating_point() else value for key, value in network.state_dict().items()},
+        buffer,
+    )
     return buffer.getvalue()

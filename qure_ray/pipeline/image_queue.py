@@ -17,8 +17,12 @@ from qure_ray.records import InstanceRef
 logger = logging.getLogger(__name__)
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0},
-    logging_config={"enable_access_log": False})
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=4096,
+    ray_actor_options={"num_cpus": 0},
+    logging_config={"enable_access_log": False},
+)
 class ImageQueue:
     def __init__(self, catalog: DeploymentHandle) -> None:
         self.catalog = catalog

@@ -21,8 +21,8 @@ from ray.serve.handle import DeploymentHandle
 from qure_ray.errors import InvalidInstanceError
 from qure_ray.models.card import ModelCard
 from qure_ray.models.registry import load_registry
-from qure_ray.pipeline.tasks import preprocess
 from qure_ray.models.verdict import verdict
+from qure_ray.pipeline.tasks import preprocess
 from qure_ray.records import InstanceRecord, InstanceRef, InstanceState, ResultRecord, UseCase
 from qure_ray.routing import route
 from qure_ray.storage.catalog import Batch, event_row, now
@@ -35,8 +35,12 @@ RESYNC_INTERVAL_S = 30.0
 RETRY_BASE_DELAY_S = 0.5
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0},
-    logging_config={"enable_access_log": False})
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=64,
+    ray_actor_options={"num_cpus": 0},
+    logging_config={"enable_access_log": False},
+)
 class JobManager:
     def __init__(
         self,
@@ -133,9 +137,7 @@ class JobManager:
             started = time.perf_counter()
             image = await self._attempts(
                 "preprocess",
-                lambda: preprocess.remote(
-                    self.location, record.object_key, card.input.size, card.preprocessing.window
-                ),
+                lambda: preprocess.remote(self.location, record.object_key, card.input.size, card.preprocessing.window),
             )
             timings["preprocess"] = time.perf_counter() - started
             started = time.perf_counter()

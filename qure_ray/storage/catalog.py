@@ -69,11 +69,7 @@ def received_rows(record: InstanceRecord) -> Batch:
     batch = Batch()
     batch.add(
         "instances",
-        {
-            name: getattr(record, name)
-            for name in TABLES["instances"].names
-            if name != "row_id"
-        },
+        {name: getattr(record, name) for name in TABLES["instances"].names if name != "row_id"},
     )
     batch.add("events", event_row(record.source, record.sop_uid, InstanceState.RECEIVED))
     batch.add("events", event_row(record.source, record.sop_uid, InstanceState.QUEUED))

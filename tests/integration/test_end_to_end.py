@@ -139,7 +139,9 @@ def test_bad_inputs_get_a_4xx_naming_the_problem_and_nothing_is_stored(deployed:
 
 def test_wrong_media_type_and_oversized_request(deployed: Deployed) -> None:
     response = httpx.post(
-        f"{deployed.base_url}/studies", content=b"{}", headers={**deployed.headers(), "Content-Type": "application/json"}
+        f"{deployed.base_url}/studies",
+        content=b"{}",
+        headers={**deployed.headers(), "Content-Type": "application/json"},
     )
     assert response.status_code == 415 and "multipart/form-data" in response.json()["message"]
     big = b"\x00" * (9 * 1024 * 1024)

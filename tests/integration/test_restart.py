@@ -11,8 +11,8 @@ import pydicom
 import pytest
 
 from qure_ray.dicom.synthetic import chest_dx
-from tests.integration.services import wait_healthy
 from tests.integration.conftest import Deployed
+from tests.integration.services import wait_healthy
 
 pytestmark = pytest.mark.integration
 

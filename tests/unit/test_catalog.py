@@ -97,9 +97,7 @@ def test_group_commit_gathers_concurrent_writers_into_few_segments(tmp_path: Pat
 
     async def write_many() -> GroupCommitter:
         committer = GroupCommitter(catalog, interval_s=0.05)
-        await asyncio.gather(
-            *(committer.write(received_rows(make_record(sop_uid=f"1.2.9.{i}"))) for i in range(50))
-        )
+        await asyncio.gather(*(committer.write(received_rows(make_record(sop_uid=f"1.2.9.{i}"))) for i in range(50)))
         return committer
 
     committer = asyncio.run(write_many())

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qure_ray.config import Settings, TokenTable
+from qure_ray.errors import ConfigError
+
+
+def test_defaults_match_the_design() -> None:
+    settings = Settings.load({}, {})
+    assert settings.data_uri == "./.qure" and settings.http_host == "127.0.0.1" and settings.http_port == 8000
+    assert settings.aws_endpoint_url is None and not settings.tokens
+    assert (settings.models_path / "qxr-densenet121" / "model.yaml").is_file()
+
+
+def test_args_win_over_env_in_either_spelling() -> None:
+    env = {"QURE_DATA_URI": "s3://env-bucket/p", "QURE_HTTP_PORT": "9000", "AWS_ENDPOINT_URL": "http://127.0.0.1:8333"}
+    settings = Settings.load({"data_uri": "/data", "QURE_HTTP_PORT": 9100}, env)
+    assert settings.data_uri == "/data" and settings.http_port == 9100
+    assert settings.aws_endpoint_url == "http://127.0.0.1:8333"
+
+
+def test_round_trip_through_serve_args() -> None:
+    settings = Settings.load({"QURE_TOKENS": "secret-token-1:site-a", "QURE_MODEL_NUM_GPUS": "0.5"}, {})
+    assert Settings.load(settings.to_args(), {}) == settings
+
+
+@pytest.mark.parametrize(
+    ("args", "named", "shown"),
+    [
+        ({"QURE_HTTP_PORT": "eighty"}, "QURE_HTTP_PORT", "'eighty'"),
+        ({"QURE_HTTP_PORT": 70000}, "QURE_HTTP_PORT", "1..65535"),
+        ({"QURE_DATA_URI": "s3://Bad_Bucket/x"}, "QURE_DATA_URI", "Bad_Bucket"),
+        ({"QURE_DATA_URI": "gs://bucket"}, "QURE_DATA_URI", "s3://bucket/prefix"),
+        ({"AWS_ENDPOINT_URL": "localhost:8333"}, "AWS_ENDPOINT_URL", "http"),
+        ({"QURE_TOKENS": "no-source-here"}, "QURE_TOKENS", "token:source"),
+        ({"QURE_MODEL_NUM_GPUS": "-1"}, "QURE_MODEL_NUM_GPUS", ">= 0"),
+        ({"QURE_NOT_A_SETTING": "1"}, "QURE_NOT_A_SETTING", "allowed"),
+    ],
+)
+def test_bad_values_name_the_setting_value_and_rule(args: dict[str, object], named: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.load(args, {})
+    assert named in str(info.value) and shown in str(info.value)
+
+
+def test_tokens_are_never_in_the_repr() -> None:
+    settings = Settings.load({"QURE_TOKENS": "very-secret-token:site-a"}, {})
+    assert "very-secret-token" not in repr(settings)
+    assert TokenTable.parse("very-secret-token:site-a").source_of("very-secret-token") == "site-a"
+
+
+def test_dev_token_is_made_once_and_kept(tmp_path: Path) -> None:
+    first, created = Settings.load({}, {}).with_dev_token(tmp_path)
+    assert created and (tmp_path / "dev-token").read_text().strip() == created
+    assert first.tokens.source_of(created) == "dev"
+    second, created_again = Settings.load({}, {}).with_dev_token(tmp_path)
+    assert created_again is None and second.tokens == first.tokens
+    configured, none = Settings.load({"QURE_TOKENS": "given-token-1:site-a"}, {}).with_dev_token(tmp_path)
+    assert none is None and configured.tokens.source_of("given-token-1") == "site-a"

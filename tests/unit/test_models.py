@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from qure_ray.config import SHIPPED_MODELS_DIR
+from qure_ray.dicom.pixels import prepare_for_model
+from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.errors import ConfigError, ModelError
+from qure_ray.models import load_card, load_registry, verdict
+from qure_ray.models.inference import predict_batch, select_device
+from qure_ray.models.network import load_network
+from qure_ray.records import TriageStatus, UseCase
+
+CARD = SHIPPED_MODELS_DIR / "qxr-densenet121" / "model.yaml"
+
+
+def copy_card(tmp_path: Path, **changes: object) -> Path:
+    folder = tmp_path / "models" / "m"
+    shutil.copytree(CARD.parent, folder)
+    raw = yaml.safe_load(CARD.read_text())
+    raw.update(changes)
+    (folder / "model.yaml").write_text(yaml.safe_dump(raw))
+    return folder / "model.yaml"
+
+
+def test_shipped_card_is_valid_and_untrained() -> None:
+    registry = load_registry(SHIPPED_MODELS_DIR)
+    card = registry[UseCase.QXR]
+    assert card.trained is False and card.architecture.builder == "densenet121"
+    assert card.label_names == [
+        "nodule", "consolidation", "pleural_effusion", "cardiomegaly",
+        "pneumothorax", "atelectasis", "fibrosis", "opacity",
+    ]  # fmt: skip
+    assert card.weights_path.stat().st_size < 20 * 1024 * 1024
+
+
+def test_bad_card_names_the_file_and_field(tmp_path: Path) -> None:
+    path = copy_card(tmp_path, labels=[{"name": "nodule", "threshold": 1.5}])
+    with pytest.raises(ConfigError) as info:
+        load_card(path)
+    assert str(path) in str(info.value) and "labels.0.threshold" in str(info.value)
+
+
+def test_weights_with_a_wrong_sha256_are_refused(tmp_path: Path) -> None:
+    path = copy_card(tmp_path, weights={"file": "weights.pt", "sha256": "0" * 64})
+    with pytest.raises(ConfigError, match="hashes to"):
+        load_registry(path.parent.parent)
+
+
+def test_gpu_asked_without_cuda_fails_clearly() -> None:
+    with pytest.raises(ModelError, match="num_gpus=1"):
+        select_device(num_gpus=1, cuda_available=False)
+    assert select_device(num_gpus=0, cuda_available=False) == torch.device("cpu")
+
+
+def test_network_scores_a_batch_of_preprocessed_images() -> None:
+    card = load_card(CARD)
+    network = load_network(card, torch.device("cpu"))
+    images = [
+        prepare_for_model(chest_dx(seed=i, size=128), size=card.input.size, window_mode="dataset") for i in range(2)
+    ]
+    assert images[0].shape == (224, 224) and images[0].dtype == np.float32 and 0 <= images[0].min() <= 1
+    predictions = predict_batch(network, card, images, torch.device("cpu"))
+    assert len(predictions) == 2 and predictions[0].model.trained is False
+    assert all(0.0 <= score <= 1.0 for score in predictions[0].scores.values())
+    with pytest.raises(ModelError, match="224x224"):
+        predict_batch(network, card, [np.zeros((10, 10), np.float32)], torch.device("cpu"))
+
+
+def test_verdict_uses_per_label_thresholds() -> None:
+    card = load_card(CARD)
+    scores = dict.fromkeys(card.label_names, 0.1)
+    assert verdict(card, scores) == (TriageStatus.ROUTINE, dict.fromkeys(card.label_names, False))
+    scores["pneumothorax"] = 0.5
+    triage, decisions = verdict(card, scores)
+    assert triage is TriageStatus.CRITICAL and [k for k, v in decisions.items() if v] == ["pneumothorax"]

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import io
+import warnings
+
+import pydicom
+import pytest
+
+from qure_ray.dicom import Rules, read_instance
+from qure_ray.dicom.synthetic import chest_dx, to_bytes
+from qure_ray.errors import InvalidInstanceError
+
+
+def edit(data: bytes, **changes: object) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for keyword, value in changes.items():
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+        return to_bytes(ds)
+
+
+def refusal(data: bytes, **kwargs: int) -> InvalidInstanceError:
+    with pytest.raises(InvalidInstanceError) as info:
+        read_instance(data, **kwargs)
+    return info.value
+
+
+def test_valid_chest_dx_gives_complete_metadata_without_phi() -> None:
+    parsed = read_instance(chest_dx(seed=0, size=64))
+    m = parsed.metadata
+    assert (m.modality, m.body_part, m.view_position, m.rows, m.columns) == ("DX", "CHEST", "PA", 64, 64)
+    assert m.transfer_syntax == "1.2.840.10008.1.2.1" and len(m.sha256) == 64
+    reply = m.to_reply()
+    assert "Phantom" not in str(reply) and "PHANTOM-0001" not in str(reply)
+    assert reply["SOPInstanceUID"] == m.sop_uid
+
+
+@pytest.mark.parametrize(
+    ("data", "rule", "mentioned"),
+    [
+        (b"", Rules.NOT_DICOM, "DICM"),
+        (b"\x00" * 128 + b"DICM" + b"\x02\x00garbage", Rules.MISSING_UID, "StudyInstanceUID"),
+        (edit(chest_dx(size=32), StudyInstanceUID=None), Rules.MISSING_UID, "(0020,000D) StudyInstanceUID"),
+        (edit(chest_dx(size=32), SeriesInstanceUID="1.2.03"), Rules.MALFORMED_UID, "'1.2.03'"),
+        (edit(chest_dx(size=32), SOPInstanceUID="1." + "1" * 70), Rules.MALFORMED_UID, "SOPInstanceUID"),
+        (edit(chest_dx(size=32), PixelData=None), Rules.NO_PIXEL_DATA, "Pixel Data"),
+        (edit(chest_dx(size=32), PixelData=b"\x00" * 100), Rules.PIXEL_DATA_SHORT, "needs 2048 bytes"),
+        (edit(chest_dx(size=32), Rows=0), Rules.MISSING_IMAGE_ATTRIBUTE, "Rows=0"),
+    ],
+)
+def test_each_rule_names_the_tag_the_value_and_the_expectation(data: bytes, rule: Rules, mentioned: str) -> None:
+    error = refusal(data)
+    assert error.code == rule.value.code
+    assert mentioned in str(error)
+    assert "expected" in str(error)
+    assert error.http_status == 400
+
+
+def test_sop_uid_must_match_the_file_meta() -> None:
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(size=32)))
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=False)  # keep the inconsistent meta as it is
+    assert refusal(buffer.getvalue()).code == Rules.SOP_MISMATCH.value.code
+
+
+def test_size_limit_is_413() -> None:
+    error = refusal(chest_dx(size=64), max_bytes=1000)
+    assert error.code == Rules.TOO_LARGE.value.code and error.http_status == 413 and "1000" in str(error)
+
+
+def test_truncated_file_is_refused_not_crashing() -> None:
+    data = chest_dx(size=64)
+    error = refusal(data[: len(data) // 2])
+    assert error.code in {Rules.UNREADABLE.value.code, Rules.PIXEL_DATA_SHORT.value.code}
+
+
+def test_every_rule_code_is_unique() -> None:
+    codes = [rule.value.code for rule in Rules]
+    assert len(codes) == len(set(codes))
