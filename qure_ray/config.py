@@ -82,6 +82,12 @@ class Settings:
     catalog_flush_interval_s: float = 0.02
     """Group commit: how long the catalog gathers writes before one Parquet segment is written."""
     max_request_bytes: int = 4 * 1024 * 1024 * 1024
+    max_parts: int = 1000
+    """Parts (instances) per upload request."""
+    overwrite_sources: str = ""
+    """Comma-separated sources whose re-upload of a UID with new content overwrites and reprocesses it."""
+    max_queue_depth: int = 10000
+    """Backpressure: above this many queued instances uploads get 503 with Retry-After."""
     ingress_replicas: int = 1
     model_replicas: int = 1
     model_num_gpus: float = 0.0
@@ -101,6 +107,9 @@ class Settings:
         "max_attempts": "QURE_MAX_ATTEMPTS",
         "catalog_flush_interval_s": "QURE_CATALOG_FLUSH_INTERVAL_S",
         "max_request_bytes": "QURE_MAX_REQUEST_BYTES",
+        "max_parts": "QURE_MAX_PARTS",
+        "max_queue_depth": "QURE_MAX_QUEUE_DEPTH",
+        "overwrite_sources": "QURE_OVERWRITE_SOURCES",
         "ingress_replicas": "QURE_INGRESS_REPLICAS",
         "model_replicas": "QURE_MODEL_REPLICAS",
         "model_num_gpus": "QURE_MODEL_NUM_GPUS",
@@ -169,6 +178,9 @@ class Settings:
     @property
     def is_local_storage(self) -> bool:
         return not self.data_uri.startswith("s3://")
+
+    def may_overwrite(self, source: str) -> bool:
+        return source in {name.strip() for name in self.overwrite_sources.split(",")}
 
     @property
     def models_path(self) -> Path:

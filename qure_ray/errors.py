@@ -10,6 +10,7 @@ foreign library; the HTTP layer maps them to responses in one place (`qure_ray.a
      ├── InvalidInstanceError   4xx: an uploaded object is not an acceptable DICOM instance
      ├── BadRequestError        400: the request itself is malformed (not one instance's fault)
      ├── NotFoundError          404: unknown UID, or one that belongs to another source
+     ├── OverloadedError        503: the queue is full (backpressure), retry later
      ├── StorageError           the object store or catalog failed (5xx, retried by the pipeline)
      └── ModelError             a model could not be loaded or run
 """
@@ -43,6 +44,8 @@ class Violation:
     tag: str
     message: str
     http_status: int = 400
+    failure_reason: int = 0xC000
+    """The DICOM failure reason (PS3.18 Table I.2-2) a STOW-RS reply or a C-STORE status reports."""
 
 
 class InvalidInstanceError(QureError):
@@ -67,6 +70,19 @@ class BadRequestError(QureError):
     def __init__(self, message: str, *, http_status: int = 400) -> None:
         super().__init__(message)
         self.http_status = http_status
+
+
+class OverloadedError(QureError):
+    """The queue is over its configured depth: nothing more is accepted until it drains (HTTP 503)."""
+
+    def __init__(self, *, queue_depth: int, max_queue_depth: int, retry_after_s: int = 10) -> None:
+        super().__init__(
+            f"the processing queue holds {queue_depth} instances (limit {max_queue_depth}); "
+            f"nothing was stored, retry after {retry_after_s} s"
+        )
+        self.queue_depth = queue_depth
+        self.max_queue_depth = max_queue_depth
+        self.retry_after_s = retry_after_s
 
 
 class NotFoundError(QureError):

@@ -39,6 +39,14 @@ class UseCase(StrEnum):
     UNSUPPORTED = "unsupported"
 
 
+class IngestOutcomeKind(StrEnum):
+    """What happened to an upload of a SOPInstanceUID the source had already stored."""
+
+    DUPLICATE = "duplicate"  # same content: accepted, not processed again
+    CONFLICT = "conflict"  # different content: refused (the default policy)
+    OVERWRITTEN = "overwritten"  # different content, source allows overwrite: stored and reprocessed
+
+
 class TriageStatus(StrEnum):
     CRITICAL = "Critical"
     ROUTINE = "Routine"

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from qure_ray.api.errors import EXCEPTION_HANDLERS, error_response
 from qure_ray.api.platform import Platform
 from qure_ray.api.results import get_result
+from qure_ray.api.retrieve import get_instance
 from qure_ray.api.uploads import post_studies, post_upload
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ def create_app(platform: Platform) -> Starlette:
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/studies", post_studies, methods=["POST"]),
+            Route("/studies/{study}", post_studies, methods=["POST"]),
+            Route("/studies/{study}/series/{series}/instances/{sop}", get_instance, methods=["GET"]),
             Route("/upload", post_upload, methods=["POST"]),
             Route("/results/v2/{uid}", get_result, methods=["GET"]),
             Route("/results/{uid}", get_result, methods=["GET"]),

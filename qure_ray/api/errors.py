@@ -14,6 +14,7 @@ from qure_ray.errors import (
     ForbiddenError,
     InvalidInstanceError,
     NotFoundError,
+    OverloadedError,
     QureError,
     StorageError,
 )
@@ -34,6 +35,10 @@ async def handle_qure_error(request: Request, exc: Exception) -> Response:
         return error_response(exc.http_status, str(exc), code=exc.code)
     if isinstance(exc, BadRequestError):
         return error_response(exc.http_status, str(exc))
+    if isinstance(exc, OverloadedError):
+        response = error_response(503, str(exc), queue_depth=exc.queue_depth)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     if isinstance(exc, NotFoundError):
         return error_response(404, str(exc))
     if isinstance(exc, StorageError):

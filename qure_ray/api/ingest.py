@@ -13,10 +13,11 @@ from typing import Any
 
 from qure_ray.api.platform import Platform
 from qure_ray.dicom import InstanceMetadata, read_instance
+from qure_ray.dicom.instance import identify
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import InvalidInstanceError, Violation
-from qure_ray.records import InstanceRecord, InstanceState
-from qure_ray.storage.catalog import now
+from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState
+from qure_ray.storage.catalog import ingest_log_row, now
 from qure_ray.storage.keys import dicom_key
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,16 @@ class IngestOutcome:
     message: str
     metadata: InstanceMetadata | None = None
     violation: Violation | None = None
+    identity: tuple[str, str] = ("", "")
+    """(SOPClassUID, SOPInstanceUID) of a refused object, when they could be read."""
+
+    @property
+    def sop_class_uid(self) -> str:
+        return self.metadata.sop_class_uid if self.metadata else self.identity[0]
+
+    @property
+    def sop_uid(self) -> str:
+        return self.metadata.sop_uid if self.metadata else self.identity[1]
 
     @property
     def accepted(self) -> bool:
@@ -49,30 +60,56 @@ class IngestOutcome:
         return entry
 
 
-async def ingest(platform: Platform, *, source: str, field: str, data: bytes) -> IngestOutcome:
+def refused(field: str, violation: Violation, data: bytes = b"") -> IngestOutcome:
+    return IngestOutcome(
+        field, False, violation.message, violation=violation, identity=identify(data) if data else ("", "")
+    )
+
+
+async def ingest(
+    platform: Platform, *, source: str, field: str, data: bytes, expected_study: str | None = None
+) -> IngestOutcome:
+    """Validate, store and enqueue one object. `expected_study`: the StudyInstanceUID the URL names."""
     try:
         parsed = await asyncio.to_thread(read_instance, data, max_bytes=platform.settings.max_instance_bytes)
     except InvalidInstanceError as exc:
         logger.info("refused part %r from source %s: %s", field, source, exc.code)
-        return IngestOutcome(field, False, str(exc), violation=exc.violation)
+        return refused(field, exc.violation, data)
     metadata = parsed.metadata
+    if expected_study is not None and metadata.study_uid != expected_study:
+        violation = Rules.STUDY_MISMATCH.value.violation(f"{metadata.study_uid} differs from {expected_study}")
+        return IngestOutcome(field, False, violation.message, metadata, violation)
     existing = await platform.find_instance(source, metadata.sop_uid)
+    overwrite = False
     if existing is not None:
         if existing.sha256 == metadata.sha256:
+            await platform.log_ingest(
+                ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.DUPLICATE, metadata.sha256)
+            )
             return IngestOutcome(field, False, "already stored with the same content; not processed again", metadata)
-        violation = Rules.DUPLICATE_CONFLICT.value.violation(
-            f"{metadata.sop_uid} was stored with sha256 {existing.sha256[:12]}..., this upload has "
-            f"{metadata.sha256[:12]}..."
-        )
-        return IngestOutcome(field, False, violation.message, metadata, violation)
+        if not platform.settings.may_overwrite(source):
+            violation = Rules.DUPLICATE_CONFLICT.value.violation(
+                f"{metadata.sop_uid} was stored with sha256 {existing.sha256[:12]}..., this upload has "
+                f"{metadata.sha256[:12]}..."
+            )
+            await platform.log_ingest(
+                ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.CONFLICT, metadata.sha256, existing.sha256)
+            )
+            return IngestOutcome(field, False, violation.message, metadata, violation)
+        overwrite = True
     key = dicom_key(source, metadata.study_uid, metadata.series_uid, metadata.sop_uid)
     await asyncio.to_thread(platform.store.put, key, data)
     record = InstanceRecord(
         **metadata.to_row(), source=source, object_key=key, received_at=now(), state=InstanceState.QUEUED
     )
+    if overwrite:
+        await platform.log_ingest(
+            ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.OVERWRITTEN, metadata.sha256, existing.sha256)  # type: ignore[union-attr]
+        )
     await platform.record_and_enqueue(record)
     logger.info("stored %s of source %s (%d bytes), queued", metadata.sop_uid, source, metadata.size_bytes)
-    return IngestOutcome(field, True, "stored and queued for processing", metadata)
+    message = "overwrote the earlier content and queued it again" if overwrite else "stored and queued for processing"
+    return IngestOutcome(field, True, message, metadata)
 
 
 def qure_reply(outcomes: list[IngestOutcome]) -> tuple[int, dict[str, Any]]:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray.config import Settings
+from qure_ray.errors import OverloadedError
 from qure_ray.records import InstanceRecord, ResultRecord
-from qure_ray.storage.catalog import received_rows
+from qure_ray.storage.catalog import Batch, received_rows
 from qure_ray.storage.object_store import ObjectStore
+
+DEPTH_CACHE_S = 0.5
 
 
 class Platform(Protocol):
@@ -20,6 +24,8 @@ class Platform(Protocol):
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None: ...
     async def find_result(self, source: str, sop_uid: str) -> ResultRecord | None: ...
     async def record_and_enqueue(self, record: InstanceRecord) -> None: ...
+    async def log_ingest(self, batch: Batch) -> None: ...
+    async def check_capacity(self) -> None: ...
     async def ready(self) -> bool: ...
 
 
@@ -33,6 +39,8 @@ class RayPlatform:
     queue: DeploymentHandle
     jobs: DeploymentHandle
     models: dict[str, DeploymentHandle]
+    _queue_depth: int = 0
+    _depth_checked_at: float = -1e9
 
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         record: InstanceRecord | None = await self.catalog.instance.remote(source, sop_uid)
@@ -46,6 +54,18 @@ class RayPlatform:
         """Durable first (catalog row + `queued` event), then the queue; a lost enqueue is resynced."""
         await self.catalog.write.remote(received_rows(record))
         await self.queue.put.remote(record.ref)
+
+    async def log_ingest(self, batch: Batch) -> None:
+        await self.catalog.write.remote(batch)
+
+    async def check_capacity(self) -> None:
+        """Raise `OverloadedError` when the queue is over its depth (checked at most every 0.5 s)."""
+        now = time.monotonic()
+        if now - self._depth_checked_at > DEPTH_CACHE_S:
+            self._queue_depth = await self.queue.depth.remote()
+            self._depth_checked_at = now
+        if self._queue_depth >= self.settings.max_queue_depth:
+            raise OverloadedError(queue_depth=self._queue_depth, max_queue_depth=self.settings.max_queue_depth)
 
     async def ready(self) -> bool:
         await self.catalog.states.remote()

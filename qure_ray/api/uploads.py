@@ -1,50 +1,139 @@
-"""`POST /studies` (multipart/form-data, one DICOM file per part) and `POST /upload`."""
+"""Uploads: `POST /studies` (Qure form-data, or DICOMweb STOW-RS), `POST /studies/{study}`, `POST /upload`.
+
+Request bodies are parsed part by part as they stream in (`qure_ray.dicom.multipart`); each part is
+ingested as soon as it is complete, so memory holds one part at a time.
+"""
 
 from __future__ import annotations
 
-from starlette.datastructures import UploadFile
+import asyncio
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from qure_ray.api.auth import authenticate
-from qure_ray.api.ingest import IngestOutcome, ingest, qure_reply
+from qure_ray.api.ingest import IngestOutcome, ingest, qure_reply, refused
 from qure_ray.api.platform import Platform
+from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, Part
+from qure_ray.dicom.stow import FailedInstance, StoredInstance, store_instances_response
+from qure_ray.dicom.uids import is_valid_uid
+from qure_ray.dicom.validation import Rules
 from qure_ray.errors import BadRequestError
 
-MAX_PARTS = 1000
+DICOM = "application/dicom"
+
+
+def _limits(platform: Platform) -> MultipartLimits:
+    settings = platform.settings
+    return MultipartLimits(
+        max_part_bytes=settings.max_instance_bytes,
+        max_request_bytes=settings.max_request_bytes,
+        max_parts=settings.max_parts,
+    )
 
 
 def _check_declared_size(request: Request, limit: int) -> None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
         raise BadRequestError(
             f"the request declares {declared} bytes (Content-Length); the limit is {limit} bytes", http_status=413
         )
 
 
-async def _ingest_form(request: Request, platform: Platform, source: str) -> JSONResponse:
-    _check_declared_size(request, platform.settings.max_request_bytes)
+async def _parts(request: Request, media_type: MediaType, limits: MultipartLimits) -> AsyncIterator[Part]:
+    _check_declared_size(request, limits.max_request_bytes)
+    stream = MultipartStream(media_type, limits)
+    async for chunk in request.stream():
+        for part in stream.feed(chunk):
+            yield part
+    for part in stream.close():
+        yield part
+
+
+async def _ingest_part(
+    platform: Platform, source: str, part: Part, field: str, *, expected_study: str | None = None
+) -> IngestOutcome:
     try:
-        form = await request.form(max_files=MAX_PARTS, max_fields=MAX_PARTS)
-    except Exception as exc:  # python-multipart and Starlette raise several kinds for broken bodies
-        raise BadRequestError(f"the multipart/form-data body could not be parsed: {exc}") from exc
+        if part.oversize:
+            limit = platform.settings.max_instance_bytes
+            return refused(field, Rules.TOO_LARGE.value.violation(f"the part exceeds the limit of {limit} bytes"))
+        data = await asyncio.to_thread(part.read)
+        return await ingest(platform, source=source, field=field, data=data, expected_study=expected_study)
+    finally:
+        part.close()
+
+
+async def _form_data(request: Request, platform: Platform, source: str, media_type: MediaType) -> JSONResponse:
     outcomes: list[IngestOutcome] = []
     seen: dict[str, int] = {}
-    try:
-        for name, value in form.multi_items():
-            count = seen.get(name, 0)
-            seen[name] = count + 1
-            field = name if count == 0 else f"{name}[{count}]"
-            if not isinstance(value, UploadFile):
-                continue  # plain form fields carry no instance
-            data = await value.read()
-            outcomes.append(await ingest(platform, source=source, field=field, data=data))
-    finally:
-        await form.close()
+    async for part in _parts(request, media_type, _limits(platform)):
+        if not part.is_file:
+            part.close()  # plain form fields carry no instance
+            continue
+        count = seen.get(part.name, 0)
+        seen[part.name] = count + 1
+        field = part.name if count == 0 else f"{part.name}[{count}]"
+        outcomes.append(await _ingest_part(platform, source, part, field))
     if not outcomes:
         raise BadRequestError("the form has no file parts; send each DICOM file as a file part")
     status, body = qure_reply(outcomes)
     return JSONResponse(body, status_code=status)
+
+
+async def _stow(
+    request: Request, platform: Platform, source: str, media_type: MediaType, study: str | None
+) -> Response:
+    base = str(request.base_url).rstrip("/")
+    stored: list[StoredInstance] = []
+    failed: list[FailedInstance] = []
+    first_study = ""
+    async for part in _parts(request, media_type, _limits(platform)):
+        field = f"part{part.index}"
+        if part.content_type not in ("", DICOM):
+            part.close()
+            violation = Rules.NOT_DICOM.value.violation(f"a part of type {part.content_type!r}")
+            failed.append(FailedInstance("", "", violation.failure_reason))
+            continue
+        outcome = await _ingest_part(platform, source, part, field, expected_study=study)
+        if outcome.accepted and outcome.metadata:
+            m = outcome.metadata
+            url = f"{base}/studies/{m.study_uid}/series/{m.series_uid}/instances/{m.sop_uid}"
+            stored.append(StoredInstance(m.sop_class_uid, m.sop_uid, url))
+            first_study = first_study or m.study_uid
+        elif outcome.violation:
+            failed.append(FailedInstance(outcome.sop_class_uid, outcome.sop_uid, outcome.violation.failure_reason))
+    if not stored and not failed:
+        raise BadRequestError("the multipart/related body has no parts; send one application/dicom part per instance")
+    study_url = f"{base}/studies/{study or first_study}" if stored else None
+    status, body = store_instances_response(stored, failed, study_url=study_url)
+    return JSONResponse(body, status_code=status, media_type="application/dicom+json")
+
+
+async def post_studies(request: Request) -> Response:
+    platform: Platform = request.app.state.platform
+    source = authenticate(request.headers, platform.settings.tokens)
+    study = request.path_params.get("study")
+    if study is not None and not is_valid_uid(study):
+        raise BadRequestError(f"{study[:80]!r} in the URL is not a StudyInstanceUID")
+    media_type = MediaType.parse(request.headers.get("content-type", ""))
+    if media_type.value == "multipart/related":
+        declared = media_type.params.get("type", DICOM).lower()
+        if declared != DICOM:
+            raise BadRequestError(
+                f'multipart/related of type {declared!r} is not accepted; STOW-RS here takes type="{DICOM}"',
+                http_status=415,
+            )
+        await platform.check_capacity()
+        return await _stow(request, platform, source, media_type, study)
+    if media_type.value == "multipart/form-data" and study is None:
+        await platform.check_capacity()
+        return await _form_data(request, platform, source, media_type)
+    raise BadRequestError(
+        f"Content-Type {media_type.value or '(none)'!r} is not accepted on {request.url.path}; send "
+        f'multipart/related; type="{DICOM}" (DICOMweb STOW-RS) or multipart/form-data (one file per part)',
+        http_status=415,
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -59,37 +148,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-async def post_studies(request: Request) -> JSONResponse:
+async def post_upload(request: Request) -> Response:
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
-    media_type = _media_type(request)
-    if media_type != "multipart/form-data":
-        raise BadRequestError(
-            f"Content-Type {media_type or '(none)'!r} is not accepted on POST /studies; "
-            "send multipart/form-data with one DICOM file per part",
-            http_status=415,
-        )
-    return await _ingest_form(request, platform, source)
-
-
-async def post_upload(request: Request) -> JSONResponse:
-    platform: Platform = request.app.state.platform
-    source = authenticate(request.headers, platform.settings.tokens)
-    media_type = _media_type(request)
-    if media_type == "multipart/form-data":
-        return await _ingest_form(request, platform, source)
-    if media_type == "application/dicom":
+    media_type = MediaType.parse(request.headers.get("content-type", ""))
+    if media_type.value == "multipart/form-data":
+        await platform.check_capacity()
+        return await _form_data(request, platform, source, media_type)
+    if media_type.value == DICOM:
+        await platform.check_capacity()
         data = await _read_body(request, platform.settings.max_instance_bytes)
         if not data:
             raise BadRequestError("the application/dicom body is empty; send one DICOM Part 10 file")
         status, body = qure_reply([await ingest(platform, source=source, field="file", data=data)])
         return JSONResponse(body, status_code=status)
     raise BadRequestError(
-        f"Content-Type {media_type or '(none)'!r} is not accepted on POST /upload; "
+        f"Content-Type {media_type.value or '(none)'!r} is not accepted on POST /upload; "
         "send application/dicom (one instance) or multipart/form-data",
         http_status=415,
     )

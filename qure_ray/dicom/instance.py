@@ -15,7 +15,15 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import pixel_array
+from pydicom.uid import UID
 
+from qure_ray.dicom.standards import (
+    COMPRESSED_TRANSFER_SYNTAXES,
+    IMAGE_STORAGE_SOP_CLASSES,
+    SUPPORTED_PHOTOMETRIC,
+    SUPPORTED_TRANSFER_SYNTAXES,
+)
 from qure_ray.dicom.uids import is_valid_uid
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import InvalidInstanceError
@@ -67,13 +75,16 @@ class ParsedInstance:
 
 
 def read_instance(data: bytes, *, max_bytes: int | None = None) -> ParsedInstance:
-    """Parse and validate one uploaded object. Raises `InvalidInstanceError` naming the broken rule."""
+    """Parse and validate one uploaded object. Raises `InvalidInstanceError` naming the broken rule.
+
+    Compressed pixel data is decoded (first frame) here, so that what is stored is known to decode.
+    """
     if max_bytes is not None and len(data) > max_bytes:
         raise Rules.TOO_LARGE.value.fail(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
-    if len(data) < _PREAMBLE_LENGTH + 4 or data[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] != b"DICM":
-        raise Rules.NOT_DICOM.value.fail(f"no 'DICM' prefix at byte 128 of a {len(data)}-byte object")
     with warnings.catch_warnings():  # pydicom warns on invalid values; the rules below judge them
         warnings.simplefilter("ignore")
+        if len(data) < _PREAMBLE_LENGTH + 4 or data[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] != b"DICM":
+            raise _not_part10(data)
         try:
             dataset = pydicom.dcmread(BytesIO(data))
             dataset.get("PixelData")  # force the parse to the end, where truncation shows
@@ -82,8 +93,21 @@ def read_instance(data: bytes, *, max_bytes: int | None = None) -> ParsedInstanc
         except Exception as exc:  # pydicom raises many kinds for truncated or corrupt data sets
             raise Rules.UNREADABLE.value.fail(f"parsing failed ({type(exc).__name__}: {exc})") from exc
         metadata = _extract_metadata(dataset, data)
+        _check_supported(metadata)
         _check_pixel_data(dataset)
     return ParsedInstance(dataset, metadata)
+
+
+def _not_part10(data: bytes) -> InvalidInstanceError:
+    """Tell a bare data set (no preamble, no file meta) from something that is not DICOM at all."""
+    try:
+        dataset = pydicom.dcmread(BytesIO(data), force=True, stop_before_pixels=True)
+        looks_like_dicom = "SOPInstanceUID" in dataset or "SOPClassUID" in dataset
+    except Exception:
+        looks_like_dicom = False
+    if looks_like_dicom:
+        return Rules.NO_PREAMBLE.value.fail("no 'DICM' prefix at byte 128, but the bytes parse as a data set")
+    return Rules.NOT_DICOM.value.fail(f"no 'DICM' prefix at byte 128 of a {len(data)}-byte object")
 
 
 def _extract_metadata(dataset: Dataset, data: bytes) -> InstanceMetadata:
@@ -96,7 +120,7 @@ def _extract_metadata(dataset: Dataset, data: bytes) -> InstanceMetadata:
     ):
         value = dataset.get(keyword)
         if value is None or str(value).strip() == "":
-            raise InvalidInstanceError(Rules.MISSING_UID.value.violation(f"{tag} {keyword} is missing or empty"))
+            raise Rules.MISSING_UID.value.fail(f"{tag} {keyword} is missing or empty")
         text = str(value).strip().rstrip("\x00")
         if not is_valid_uid(text):
             raise Rules.MALFORMED_UID.value.fail(f"{tag} {keyword} is {text[:80]!r}")
@@ -120,6 +144,17 @@ def _extract_metadata(dataset: Dataset, data: bytes) -> InstanceMetadata:
     )
 
 
+def _check_supported(metadata: InstanceMetadata) -> None:
+    if metadata.sop_class_uid not in IMAGE_STORAGE_SOP_CLASSES:
+        name = UID(metadata.sop_class_uid).name
+        raise Rules.SOP_CLASS_NOT_SUPPORTED.value.fail(f"{metadata.sop_class_uid} ({name}) is not accepted")
+    if metadata.transfer_syntax not in SUPPORTED_TRANSFER_SYNTAXES:
+        name = UID(metadata.transfer_syntax).name if metadata.transfer_syntax else "missing"
+        raise Rules.TRANSFER_SYNTAX_NOT_SUPPORTED.value.fail(
+            f"{metadata.transfer_syntax or '(none)'} ({name}) cannot be decoded here"
+        )
+
+
 def _check_pixel_data(dataset: Dataset) -> None:
     if "PixelData" not in dataset:
         raise Rules.NO_PIXEL_DATA.value.fail("the data set has no Pixel Data element")
@@ -131,11 +166,17 @@ def _check_pixel_data(dataset: Dataset) -> None:
         raise Rules.MISSING_IMAGE_ATTRIBUTE.value.fail(
             f"Rows={rows}, Columns={columns}, BitsAllocated={bits}, SamplesPerPixel={samples}, NumberOfFrames={frames}"
         )
-    if not _text(dataset, "PhotometricInterpretation"):
-        raise Rules.MISSING_IMAGE_ATTRIBUTE.value.fail("(0028,0004) PhotometricInterpretation is missing")
-    transfer_syntax = dataset.file_meta.get("TransferSyntaxUID")
-    if transfer_syntax is not None and transfer_syntax.is_compressed:
-        return  # encapsulated: length is checked when the frames are decoded
+    photometric = _text(dataset, "PhotometricInterpretation").upper()
+    if photometric not in SUPPORTED_PHOTOMETRIC:
+        raise Rules.PHOTOMETRIC_NOT_SUPPORTED.value.fail(f"{photometric or '(missing)'!r} is not supported")
+    if dataset.file_meta.TransferSyntaxUID in COMPRESSED_TRANSFER_SYNTAXES:
+        try:
+            pixel_array(dataset, index=0)
+        except Exception as exc:  # every codec raises its own kinds
+            raise Rules.PIXEL_DATA_UNDECODABLE.value.fail(
+                f"frame 1 does not decode ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from exc
+        return
     expected = (rows * columns * samples * bits * frames + 7) // 8
     actual = len(dataset.PixelData)
     if actual < expected:
@@ -156,3 +197,15 @@ def _int(dataset: Dataset, keyword: str, *, default: int = 0) -> int:
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return 0
+
+
+def identify(data: bytes) -> tuple[str, str]:
+    """Best-effort (SOPClassUID, SOPInstanceUID) of a refused object, for failure reports; '' if unknown."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            dataset = pydicom.dcmread(BytesIO(data), force=True, stop_before_pixels=True)
+            values = (str(dataset.get("SOPClassUID", "")).strip(), str(dataset.get("SOPInstanceUID", "")).strip())
+        except Exception:
+            return "", ""
+    return tuple(value if is_valid_uid(value) else "" for value in values)  # type: ignore[return-value]

@@ -6,7 +6,9 @@ one Parquet segment per flush. Reads are served from the in-memory DuckDB and ne
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from ray import serve
 
@@ -14,6 +16,9 @@ from qure_ray.records import InstanceRecord, ResultRecord
 from qure_ray.storage.catalog import Batch, Catalog
 from qure_ray.storage.group_commit import GroupCommitter
 from qure_ray.storage.object_store import StoreLocation
+from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orphans
+
+RECONCILE_INTERVAL_S = 3600.0
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +32,27 @@ logger = logging.getLogger(__name__)
 )
 class CatalogActor:
     def __init__(self, location: StoreLocation, flush_interval_s: float) -> None:
-        self.catalog = Catalog(location.open())
+        self.store = location.open()
+        self.catalog = Catalog(self.store)
         self.committer = GroupCommitter(self.catalog, interval_s=flush_interval_s)
+        self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_forever())
+
+    async def _reconcile_forever(self) -> None:
+        """Remove orphaned originals at start-up and then hourly (see `qure_ray.storage.reconcile`)."""
+        while True:
+            try:
+                objects = await asyncio.to_thread(self.store.list_objects, DICOM_PREFIX)
+                # the catalog is read on the actor's thread, after the listing: rows recorded meanwhile count
+                orphans = select_orphans(
+                    objects, self.catalog.object_keys(), grace_s=DEFAULT_GRACE_S, now_s=time.time()
+                )
+                for key in orphans:
+                    await asyncio.to_thread(self.store.delete, key)
+                if orphans:
+                    logger.warning("removed %d orphaned original(s) with no catalog row", len(orphans))
+            except Exception as exc:  # the store may be briefly unavailable; try again next round
+                logger.error("orphan reconciliation failed: %s", exc)
+            await asyncio.sleep(RECONCILE_INTERVAL_S)
 
     async def write(self, batch: Batch) -> None:
         """Returns once the batch is durable on the object store and visible to reads."""

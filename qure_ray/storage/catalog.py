@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qure_ray.records import UNFINISHED_STATES, InstanceRecord, InstanceState, ResultRecord
+from qure_ray.records import UNFINISHED_STATES, IngestOutcomeKind, InstanceRecord, InstanceState, ResultRecord
 from qure_ray.storage.keys import CATALOG_PREFIX, catalog_key
 from qure_ray.storage.object_store import ObjectStore
 from qure_ray.storage.schema import TABLES, duckdb_type
@@ -76,6 +76,22 @@ def received_rows(record: InstanceRecord) -> Batch:
     return batch
 
 
+def ingest_log_row(source: str, sop_uid: str, outcome: IngestOutcomeKind, sha256: str, detail: str = "") -> Batch:
+    batch = Batch()
+    batch.add(
+        "ingest_log",
+        {
+            "source": source,
+            "sop_uid": sop_uid,
+            "outcome": outcome.value,
+            "sha256": sha256,
+            "detail": detail,
+            "logged_at": now(),
+        },
+    )
+    return batch
+
+
 def event_row(source: str, sop_uid: str, state: InstanceState, reason: str = "") -> dict[str, Any]:
     return {"source": source, "sop_uid": sop_uid, "state": state.value, "reason": reason, "event_at": now()}
 
@@ -96,7 +112,7 @@ class Catalog:
     def _load(self) -> None:
         started = time.perf_counter()
         for table, schema in TABLES.items():
-            keys = self.store.list(f"{CATALOG_PREFIX}{table}/")
+            keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
             if not keys:
                 continue
             parts = [pq.read_table(io.BytesIO(self.store.get(key)), schema=schema) for key in keys]
@@ -192,6 +208,10 @@ class Catalog:
         columns = [d[0] for d in rows.description]
         row = rows.fetchone()
         return ResultRecord.from_row(dict(zip(columns, row, strict=True))) if row else None
+
+    def object_keys(self) -> set[str]:
+        """Every original's key the catalog knows (any source, any state)."""
+        return {str(row[0]) for row in self.db.execute("SELECT DISTINCT object_key FROM instances").fetchall()}
 
     def states(self) -> dict[str, int]:
         """How many instances are in each state (latest event per instance)."""

@@ -15,13 +15,22 @@ from typing import Any, Protocol
 from qure_ray.errors import StorageError
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified_at: float
+    """Seconds since the epoch."""
+
+
 class ObjectStore(Protocol):
     """Keys are `/`-separated relative paths built by `qure_ray.storage.keys`."""
 
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
-    def list(self, prefix: str) -> list[str]: ...
+    def list_keys(self, prefix: str) -> list[str]: ...
+    def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def describe(self) -> str: ...
 
@@ -85,18 +94,22 @@ class LocalObjectStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
+        return [info.key for info in self.list_objects(prefix)]
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
         base = self.root / prefix
         folder = base if prefix.endswith("/") else base.parent
         if not folder.is_dir():
             return []
-        keys = []
+        infos = []
         for path in folder.rglob("*"):
             if path.is_file() and not path.name.startswith(".tmp-"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
+                    stat = path.stat()
+                    infos.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
+        return sorted(infos, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -153,17 +166,22 @@ class S3ObjectStore:
                 return False
             raise StorageError(f"S3 head of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
 
-    def list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+    def list_keys(self, prefix: str) -> list[str]:
+        return [info.key for info in self.list_objects(prefix)]
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        infos: list[ObjectInfo] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Prefix": self.prefix + prefix}
             if token:
                 kwargs["ContinuationToken"] = token
             page = self._call("list", prefix, self._client.list_objects_v2, **kwargs)
-            keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                infos.append(ObjectInfo(key, int(item["Size"]), item["LastModified"].timestamp()))
             if not page.get("IsTruncated"):
-                return sorted(keys)
+                return sorted(infos, key=lambda info: info.key)
             token = page.get("NextContinuationToken")
 
     def delete(self, key: str) -> None:

@@ -62,7 +62,25 @@ RESULTS = pa.schema(
     ]
 )
 
-TABLES: dict[str, pa.Schema] = {"instances": INSTANCES, "events": EVENTS, "results": RESULTS}
+INGEST_LOG = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("sop_uid", pa.string()),
+        ("outcome", pa.string()),
+        ("sha256", pa.string()),
+        ("detail", pa.string()),
+        ("logged_at", TIMESTAMP),
+    ]
+)
+"""Every upload of an already-known SOPInstanceUID: duplicate, conflict or overwrite (audit trail)."""
+
+TABLES: dict[str, pa.Schema] = {
+    "instances": INSTANCES,
+    "events": EVENTS,
+    "results": RESULTS,
+    "ingest_log": INGEST_LOG,
+}
 
 
 def duckdb_type(arrow_type: pa.DataType) -> str:

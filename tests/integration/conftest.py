@@ -22,6 +22,7 @@ from tests.integration.services import (
 
 TOKEN, SOURCE = "integration-token-a", "site-a"
 OTHER_TOKEN, OTHER_SOURCE = "integration-token-b", "site-b"
+MAX_QUEUE_DEPTH = 20
 
 
 @dataclass
@@ -39,17 +40,30 @@ class Deployed:
         token, source = (OTHER_TOKEN, OTHER_SOURCE) if other else (TOKEN, SOURCE)
         return {"Authorization": f"Token {token}", "Source": source}
 
-    def upload(self, *files: bytes, field: str = "file", other: bool = False) -> httpx.Response:
+    def upload(
+        self, *files: bytes, field: str = "file", other: bool = False, wait_when_busy: bool = True
+    ) -> httpx.Response:
+        """POST /studies as form-data; like a well-behaved client, honours 503 + Retry-After."""
         parts = [(field, (f"{i}.dcm", data, "application/dicom")) for i, data in enumerate(files)]
-        return httpx.post(f"{self.base_url}/studies", files=parts, headers=self.headers(other=other), timeout=60)
+        deadline = time.monotonic() + 300
+        while True:
+            response = httpx.post(
+                f"{self.base_url}/studies", files=parts, headers=self.headers(other=other), timeout=60
+            )
+            if response.status_code != 503 or not wait_when_busy or time.monotonic() > deadline:
+                return response
+            time.sleep(float(response.headers.get("Retry-After", "1")))
 
     def result(self, uid: str, *, other: bool = False) -> httpx.Response:
         return httpx.get(f"{self.base_url}/results/{uid}", headers=self.headers(other=other), timeout=30)
 
     def wait_final(self, uid: str, *, timeout_s: float = 180) -> httpx.Response:
+        return self.wait_final_for(uid, timeout_s=timeout_s)
+
+    def wait_final_for(self, uid: str, *, other: bool = False, timeout_s: float = 180) -> httpx.Response:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            response = self.result(uid)
+            response = self.result(uid, other=other)
             if response.status_code != 202:
                 return response
             time.sleep(0.5)
@@ -88,6 +102,8 @@ def deployed(s3: S3Server, cluster: RayCluster, tmp_path_factory: pytest.TempPat
         "AWS_ENDPOINT_URL": s3.endpoint_url,
         "QURE_TOKENS": f"{TOKEN}:{SOURCE},{OTHER_TOKEN}:{OTHER_SOURCE}",
         "QURE_MAX_INSTANCE_BYTES": 8 * 1024 * 1024,
+        "QURE_MAX_QUEUE_DEPTH": MAX_QUEUE_DEPTH,
+        "QURE_OVERWRITE_SOURCES": OTHER_SOURCE,
     }
     workdir = tmp_path_factory.mktemp("deploy")
     config_path = deploy_config(cluster, workdir, args=args, http_port=port)

@@ -161,3 +161,30 @@ def test_image_without_a_use_case_gets_400_with_the_reason(deployed: Deployed) -
     result = deployed.wait_final(sop)
     assert result.status_code == 400
     assert "no use case" in result.json()["message"] and "ABDOMEN" in result.json()["message"]
+
+
+def test_same_uid_new_content_is_refused_or_overwritten_by_source_policy(deployed: Deployed) -> None:
+    sop = "1.2.826.0.1.3680043.10.999.1"
+    first, second = chest_dx(seed=20, size=64, sop_uid=sop), chest_dx(seed=21, size=64, sop_uid=sop)
+    assert deployed.upload(first).status_code == 200
+    conflict = deployed.upload(second)
+    assert conflict.status_code == 409
+    assert conflict.json()["messages"]["file"]["error"]["code"] == "duplicate-conflict"
+
+    assert deployed.upload(first, other=True).status_code == 200  # site-b may overwrite (QURE_OVERWRITE_SOURCES)
+    assert deployed.wait_final_for(sop, other=True).status_code == 200
+    overwritten = deployed.upload(second, other=True)
+    assert overwritten.status_code == 200 and overwritten.json()["messages"]["file"]["created"] is True
+    assert deployed.wait_final_for(sop, other=True).status_code == 200
+    log = [
+        (row["source"], row["outcome"])
+        for row in catalog_table(deployed, "ingest_log").to_pylist()
+        if row["sop_uid"] == sop
+    ]
+    assert ("site-a", "conflict") in log and ("site-b", "overwritten") in log
+    results = [
+        row
+        for row in catalog_table(deployed, "results").to_pylist()
+        if row["sop_uid"] == sop and row["source"] == "site-b"
+    ]
+    assert len(results) == 2

@@ -80,13 +80,13 @@ def test_segments_are_plain_parquet_and_compacted_at_start(tmp_path: Path) -> No
     catalog = Catalog(store)
     for i in range(COMPACT_AFTER_SEGMENTS + 1):
         catalog.commit(received_rows(make_record(sop_uid=f"1.2.3.{i + 10}")))
-    segments = store.list("catalog/instances/")
+    segments = store.list_keys("catalog/instances/")
     assert len(segments) == COMPACT_AFTER_SEGMENTS + 1
     table = pq.read_table(tmp_path / segments[0])
     assert table.column("sop_uid").to_pylist() == ["1.2.3.10"]
 
     reopened = Catalog(store)
-    assert len(store.list("catalog/instances/")) == 1
+    assert len(store.list_keys("catalog/instances/")) == 1
     assert reopened.count("instances") == COMPACT_AFTER_SEGMENTS + 1
     assert len(reopened.unfinished()) == COMPACT_AFTER_SEGMENTS + 1
 
@@ -103,7 +103,7 @@ def test_group_commit_gathers_concurrent_writers_into_few_segments(tmp_path: Pat
     committer = asyncio.run(write_many())
     assert catalog.count("instances") == 50
     assert committer.flushes < 5
-    assert len(store.list("catalog/events/")) == committer.flushes
+    assert len(store.list_keys("catalog/events/")) == committer.flushes
 
 
 def test_failed_flush_reaches_every_writer_and_nothing_becomes_visible(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ def test_local_store_round_trip_list_delete(tmp_path: Path) -> None:
     assert key == "dicom/site-a/1.2/1.2.3/1.2.3.4.dcm"
     store.put(key, b"abc")
     assert store.get(key) == b"abc" and store.exists(key)
-    assert store.list("dicom/site-a/") == [key]
-    assert store.list("dicom/site-b/") == []
+    assert store.list_keys("dicom/site-a/") == [key]
+    assert store.list_keys("dicom/site-b/") == []
     store.delete(key)
     assert not store.exists(key)
     with pytest.raises(StorageError, match="does not exist"):

@@ -1,0 +1,79 @@
+"""Which SOP classes and transfer syntaxes the platform accepts (PS3.4 Annex B, PS3.5 §10 / Annex A)."""
+
+from __future__ import annotations
+
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+
+_STORAGE = "1.2.840.10008.5.1.4.1.1."
+
+IMAGE_STORAGE_SOP_CLASSES: dict[str, str] = {
+    _STORAGE + "1": "Computed Radiography Image Storage",
+    _STORAGE + "1.1": "Digital X-Ray Image Storage - For Presentation",
+    _STORAGE + "1.1.1": "Digital X-Ray Image Storage - For Processing",
+    _STORAGE + "1.2": "Digital Mammography X-Ray Image Storage - For Presentation",
+    _STORAGE + "1.2.1": "Digital Mammography X-Ray Image Storage - For Processing",
+    _STORAGE + "1.3": "Digital Intra-Oral X-Ray Image Storage - For Presentation",
+    _STORAGE + "2": "CT Image Storage",
+    _STORAGE + "2.1": "Enhanced CT Image Storage",
+    _STORAGE + "3.1": "Ultrasound Multi-frame Image Storage",
+    _STORAGE + "4": "MR Image Storage",
+    _STORAGE + "4.1": "Enhanced MR Image Storage",
+    _STORAGE + "6.1": "Ultrasound Image Storage",
+    _STORAGE + "7": "Secondary Capture Image Storage",
+    _STORAGE + "7.1": "Multi-frame Single Bit Secondary Capture Image Storage",
+    _STORAGE + "7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    _STORAGE + "7.3": "Multi-frame Grayscale Word Secondary Capture Image Storage",
+    _STORAGE + "7.4": "Multi-frame True Color Secondary Capture Image Storage",
+    _STORAGE + "12.1": "X-Ray Angiographic Image Storage",
+    _STORAGE + "12.2": "X-Ray Radiofluoroscopic Image Storage",
+    _STORAGE + "20": "Nuclear Medicine Image Storage",
+    _STORAGE + "128": "Positron Emission Tomography Image Storage",
+    _STORAGE + "77.1.1": "VL Endoscopic Image Storage",
+    _STORAGE + "77.1.4": "VL Photographic Image Storage",
+}
+
+NATIVE_TRANSFER_SYNTAXES = frozenset(
+    {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
+)
+COMPRESSED_TRANSFER_SYNTAXES = frozenset(
+    {
+        JPEGBaseline8Bit,
+        JPEGExtended12Bit,
+        JPEGLossless,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        JPEGLSNearLossless,
+        JPEG2000Lossless,
+        JPEG2000,
+        RLELossless,
+    }
+)
+SUPPORTED_TRANSFER_SYNTAXES = NATIVE_TRANSFER_SYNTAXES | COMPRESSED_TRANSFER_SYNTAXES
+
+SUPPORTED_PHOTOMETRIC = frozenset(
+    {
+        "MONOCHROME1",
+        "MONOCHROME2",
+        "RGB",
+        "PALETTE COLOR",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_ICT",
+        "YBR_RCT",
+        "YBR_PARTIAL_420",
+    }
+)

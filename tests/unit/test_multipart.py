@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream
+from qure_ray.errors import BadRequestError
+
+LIMITS = MultipartLimits(max_part_bytes=1000, max_request_bytes=100_000, max_parts=5)
+
+
+def related(*bodies: bytes, boundary: str = "XyZ", close: bool = True) -> bytes:
+    out = b""
+    for body in bodies:
+        out += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body + b"\r\n"
+    return out + (f"--{boundary}--\r\n".encode() if close else b"")
+
+
+def parse(body: bytes, *, chunk: int = 7, limits: MultipartLimits = LIMITS) -> list[tuple[int, bytes, bool]]:
+    stream = MultipartStream(MediaType.parse('multipart/related; type="application/dicom"; boundary=XyZ'), limits)
+    parts = []
+    for i in range(0, len(body), chunk):
+        parts += stream.feed(body[i : i + chunk])
+    parts += stream.close()
+    return [(p.index, p.read(), p.oversize) for p in parts]
+
+
+def test_parts_arrive_one_by_one_whatever_the_chunking() -> None:
+    body = related(b"first", b"second\r\n--not-a-boundary", b"")
+    for chunk in (1, 7, 1000):
+        assert parse(body, chunk=chunk) == [
+            (0, b"first", False),
+            (1, b"second\r\n--not-a-boundary", False),
+            (2, b"", False),
+        ]
+
+
+def test_parts_complete_before_the_body_ends() -> None:
+    stream = MultipartStream(MediaType.parse("multipart/related; boundary=XyZ"), LIMITS)
+    body = related(b"a" * 50, b"b" * 50)
+    first_part_end = body.index(b"--XyZ", 10) + 10
+    done = stream.feed(body[:first_part_end])
+    assert [p.read() for p in done] == [b"a" * 50]
+
+
+def test_oversize_part_is_marked_and_others_survive() -> None:
+    assert parse(related(b"x" * 1001, b"ok")) == [(0, b"", True), (1, b"ok", False)]
+
+
+def test_request_limits_and_malformed_bodies() -> None:
+    with pytest.raises(BadRequestError) as info:
+        parse(related(*[b"p"] * 6))
+    assert info.value.http_status == 413 and "5 parts" in str(info.value)
+    small = MultipartLimits(max_part_bytes=1000, max_request_bytes=100, max_parts=5)
+    with pytest.raises(BadRequestError) as info:
+        parse(related(b"y" * 200), limits=small)
+    assert info.value.http_status == 413
+    with pytest.raises(BadRequestError, match="closing boundary"):
+        parse(related(b"z" * 10, close=False))
+    with pytest.raises(BadRequestError, match="boundary"):
+        MultipartStream(MediaType.parse("multipart/related"), LIMITS)
+
+
+def test_form_data_part_names() -> None:
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.dcm"\r\n\r\nAAA\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n--XyZ--\r\n'
+    )
+    stream = MultipartStream(MediaType.parse("multipart/form-data; boundary=XyZ"), LIMITS)
+    parts = stream.feed(body) + stream.close()
+    assert [(p.name, p.is_file, p.read()) for p in parts] == [("file", True, b"AAA"), ("note", False, b"hello")]
