@@ -22,7 +22,7 @@ from tests.integration.services import (
 
 TOKEN, SOURCE = "integration-token-a", "site-a"
 OTHER_TOKEN, OTHER_SOURCE = "integration-token-b", "site-b"
-MAX_QUEUE_DEPTH = 20
+MAX_QUEUE_DEPTH = 10
 
 
 @dataclass
