@@ -25,6 +25,7 @@ run: $(RUN_STAMP)
 	$(BIN)/qure-ray serve
 
 test: $(STAMP)
+	scripts/install-test-peers
 	$(BIN)/ruff check qure_ray tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest tests

@@ -16,6 +16,7 @@ from typing import Any
 import ray
 from ray.serve import Application
 
+from qure_ray.api.dimse import DimseGateway
 from qure_ray.api.ingress import Ingress
 from qure_ray.config import Settings
 from qure_ray.errors import ConfigError
@@ -67,8 +68,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         max_attempts=settings.max_attempts,
     )
     ingress_args = {**settings.to_args(), "QURE_MODELS_DIR": str(models_dir)}
+    dimse = DimseGateway.bind(ingress_args, catalog=catalog, queue=queue, jobs=jobs) if settings.dimse_port else None
     return Ingress.options(num_replicas=settings.ingress_replicas).bind(
-        ingress_args, catalog=catalog, queue=queue, jobs=jobs, models=models
+        ingress_args, catalog=catalog, queue=queue, jobs=jobs, models=models, dimse=dimse
     )
 
 

@@ -86,6 +86,12 @@ class Settings:
     """Parts (instances) per upload request."""
     overwrite_sources: str = ""
     """Comma-separated sources whose re-upload of a UID with new content overwrites and reprocesses it."""
+    dimse_port: int = 0
+    """Port of the DICOM C-STORE SCP; 0 (the default) starts none."""
+    dimse_host: str = "127.0.0.1"
+    dimse_ae_title: str = "QURE_RAY"
+    dimse_calling_aes: str = ""
+    """`AE:source,AE:source`: which calling AE titles may send, and as which source."""
     max_queue_depth: int = 10000
     """Backpressure: above this many queued instances uploads get 503 with Retry-After."""
     ingress_replicas: int = 1
@@ -110,6 +116,10 @@ class Settings:
         "max_parts": "QURE_MAX_PARTS",
         "max_queue_depth": "QURE_MAX_QUEUE_DEPTH",
         "overwrite_sources": "QURE_OVERWRITE_SOURCES",
+        "dimse_port": "QURE_DIMSE_PORT",
+        "dimse_host": "QURE_DIMSE_HOST",
+        "dimse_ae_title": "QURE_DIMSE_AE_TITLE",
+        "dimse_calling_aes": "QURE_DIMSE_CALLING_AES",
         "ingress_replicas": "QURE_INGRESS_REPLICAS",
         "model_replicas": "QURE_MODEL_REPLICAS",
         "model_num_gpus": "QURE_MODEL_NUM_GPUS",
@@ -149,7 +159,8 @@ class Settings:
             if f.name == "tokens":
                 values[f.name] = value if isinstance(value, TokenTable) else TokenTable.parse(str(value))
             elif f.type in ("int", int):
-                values[f.name] = _positive_int(env_name, value, maximum=65535 if f.name == "http_port" else None)
+                maximum = 65535 if f.name.endswith("_port") else None
+                values[f.name] = _positive_int(env_name, value, maximum=maximum, zero_ok=f.name == "dimse_port")
             elif f.type in ("float", float):
                 values[f.name] = _non_negative_float(env_name, value)
             else:
@@ -172,6 +183,17 @@ class Settings:
             raise ConfigError(
                 f"AWS_ENDPOINT_URL: {self.aws_endpoint_url!r} is not an http(s) URL such as http://127.0.0.1:8333"
             )
+        if self.dimse_port and not self.dimse_calling_aes:
+            raise ConfigError(
+                "QURE_DIMSE_CALLING_AES: empty while QURE_DIMSE_PORT is set; list the calling AE titles that may "
+                "send, as AE:source,AE:source"
+            )
+        for entry in filter(None, (part.strip() for part in self.dimse_calling_aes.split(","))):
+            title, sep, source = entry.partition(":")
+            if not sep or not 0 < len(title.strip()) <= 16 or not _SOURCE_PATTERN.match(source.strip()):
+                raise ConfigError(
+                    f"QURE_DIMSE_CALLING_AES: {entry!r} is not AE:source (AE title 1-16 characters, a valid source)"
+                )
         if not self.http_host or " " in self.http_host:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 
@@ -221,13 +243,14 @@ class Settings:
         return Settings._from_raw({**{f.name: getattr(self, f.name) for f in fields(self)}, "tokens": table}), created
 
 
-def _positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
+def _positive_int(name: str, value: Any, *, maximum: int | None = None, zero_ok: bool = False) -> int:
+    lowest = 0 if zero_ok else 1
     try:
         number = int(value)
     except (TypeError, ValueError):
-        number = 0
-    if number <= 0 or (maximum is not None and number > maximum) or isinstance(value, bool):
-        limit = f"1..{maximum}" if maximum else "a positive integer"
+        number = -1
+    if number < lowest or (maximum is not None and number > maximum) or isinstance(value, bool):
+        limit = f"{lowest}..{maximum}" if maximum else "a positive integer"
         raise ConfigError(f"{name}: {value!r} is not allowed; expected {limit}")
     return number
 

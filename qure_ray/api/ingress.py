@@ -24,6 +24,7 @@ class Ingress:
         queue: DeploymentHandle,
         jobs: DeploymentHandle,
         models: dict[str, DeploymentHandle],
+        dimse: DeploymentHandle | None = None,
     ) -> None:
         settings = Settings.load(settings_args, {})
         self.platform = RayPlatform(
@@ -33,6 +34,7 @@ class Ingress:
             queue=queue,
             jobs=jobs,
             models=models,
+            extra_health=[dimse] if dimse is not None else [],
         )
 
     def __serve_build_asgi_app__(self) -> Starlette:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ray.serve.handle import DeploymentHandle
@@ -39,6 +39,8 @@ class RayPlatform:
     queue: DeploymentHandle
     jobs: DeploymentHandle
     models: dict[str, DeploymentHandle]
+    extra_health: list[DeploymentHandle] = field(default_factory=list)
+    """Further deployments (the DIMSE gateway) whose `check_health` must pass for `/health`."""
     _queue_depth: int = 0
     _depth_checked_at: float = -1e9
 
@@ -73,4 +75,6 @@ class RayPlatform:
         await self.jobs.check_health.remote()
         for handle in self.models.values():
             await handle.info.remote()
+        for handle in self.extra_health:
+            await handle.check_health.remote()
         return True

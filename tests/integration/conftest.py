@@ -23,6 +23,7 @@ from tests.integration.services import (
 TOKEN, SOURCE = "integration-token-a", "site-a"
 OTHER_TOKEN, OTHER_SOURCE = "integration-token-b", "site-b"
 MAX_QUEUE_DEPTH = 10
+DIMSE_CALLING_AE = "MODALITY1"
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Deployed:
     prefix: str
     cluster: RayCluster
     config_path: Path
+    dimse_port: int
     args: dict[str, object] = field(default_factory=dict)
 
     def headers(self, *, other: bool = False) -> dict[str, str]:
@@ -95,7 +97,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
 
 @pytest.fixture(scope="session")
 def deployed(s3: S3Server, cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    port = free_port()
+    port, dimse_port = free_port(), free_port()
     prefix = "platform"
     args: dict[str, object] = {
         "QURE_DATA_URI": f"s3://{s3.bucket}/{prefix}",
@@ -104,10 +106,12 @@ def deployed(s3: S3Server, cluster: RayCluster, tmp_path_factory: pytest.TempPat
         "QURE_MAX_INSTANCE_BYTES": 8 * 1024 * 1024,
         "QURE_MAX_QUEUE_DEPTH": MAX_QUEUE_DEPTH,
         "QURE_OVERWRITE_SOURCES": OTHER_SOURCE,
+        "QURE_DIMSE_PORT": dimse_port,
+        "QURE_DIMSE_CALLING_AES": f"{DIMSE_CALLING_AE}:{SOURCE}",
     }
     workdir = tmp_path_factory.mktemp("deploy")
     config_path = deploy_config(cluster, workdir, args=args, http_port=port)
     base_url = f"http://127.0.0.1:{port}"
     wait_healthy(base_url)
-    yield Deployed(base_url, s3, prefix, cluster, config_path, args)
+    yield Deployed(base_url, s3, prefix, cluster, config_path, dimse_port, args)
     cluster.serve("shutdown")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pydicom
+import pydicom.data
 import pytest
 from dicomweb_client.api import DICOMwebClient
-import pydicom.data
 
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.dicom.validation import FailureReason

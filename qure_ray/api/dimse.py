@@ -1,0 +1,112 @@
+"""`DimseGateway`: a DICOM C-STORE SCP (pynetdicom) so modalities can send directly, as a Serve deployment.
+
+Calling AE titles map to sources (`QURE_DIMSE_CALLING_AES=CT01:site-a,...`); unknown callers are refused
+at association. Each received instance takes the same path as an HTTP upload (`qure_ray.api.ingest`);
+its refusal reason becomes the C-STORE status (0xA900, 0xC000, 0x0122, 0xC122; 0xA700 when the queue is
+full), so a modality sees exactly why an image was not taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.transport import ThreadedAssociationServer
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from qure_ray.api.ingest import ingest
+from qure_ray.api.platform import RayPlatform
+from qure_ray.config import Settings
+from qure_ray.dicom.standards import SUPPORTED_TRANSFER_SYNTAXES
+from qure_ray.dicom.validation import FailureReason
+from qure_ray.errors import OverloadedError
+
+logger = logging.getLogger(__name__)
+SUCCESS = 0x0000
+STORE_TIMEOUT_S = 300.0
+
+
+def parse_calling_aes(text: str) -> dict[str, str]:
+    """`AE:source,AE:source` → {AE title: source}."""
+    table: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        title, _, source = entry.partition(":")
+        table[title.strip()] = source.strip()
+    return table
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False})
+class DimseGateway:
+    def __init__(
+        self,
+        settings_args: dict[str, Any],
+        *,
+        catalog: DeploymentHandle,
+        queue: DeploymentHandle,
+        jobs: DeploymentHandle,
+    ) -> None:
+        settings = Settings.load(settings_args, {})
+        self.platform = RayPlatform(
+            settings=settings,
+            store=settings.store_location.open(),
+            catalog=catalog,
+            queue=queue,
+            jobs=jobs,
+            models={},
+        )
+        self.sources = parse_calling_aes(settings.dimse_calling_aes)
+        self.loop = asyncio.get_running_loop()
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output can include data sets
+        ae = AE(ae_title=settings.dimse_ae_title)
+        transfer_syntaxes = sorted(SUPPORTED_TRANSFER_SYNTAXES)
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                ae.add_supported_context(context.abstract_syntax, transfer_syntaxes)
+        ae.require_calling_aet = list(self.sources)
+        ae.maximum_pdu_size = 0
+        server = ae.start_server(
+            (settings.dimse_host, settings.dimse_port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_c_store), (evt.EVT_C_ECHO, lambda event: SUCCESS)],
+        )
+        assert server is not None  # block=False returns the running server
+        self.server: ThreadedAssociationServer = server
+        logger.info(
+            "C-STORE SCP %s listening on %s:%d for %d calling AE title(s)",
+            settings.dimse_ae_title, settings.dimse_host, settings.dimse_port, len(self.sources),
+        )  # fmt: skip
+
+    def _on_c_store(self, event: Any) -> int:
+        """Runs on pynetdicom's thread; the ingest itself runs on the replica's event loop."""
+        source = self.sources.get(str(event.assoc.requestor.ae_title).strip())
+        if source is None:  # pragma: no cover - refused at association already
+            return int(FailureReason.PROCESSING_FAILURE)
+        data = event.encoded_dataset(include_meta=True)
+        future = asyncio.run_coroutine_threadsafe(self._store(source, data), self.loop)
+        try:
+            return future.result(timeout=STORE_TIMEOUT_S)
+        except Exception as exc:
+            logger.error("C-STORE from source %s failed: %s", source, exc)
+            return int(FailureReason.PROCESSING_FAILURE)
+
+    async def _store(self, source: str, data: bytes) -> int:
+        try:
+            await self.platform.check_capacity()
+        except OverloadedError:
+            return int(FailureReason.OUT_OF_RESOURCES)
+        outcome = await ingest(self.platform, source=source, field="c-store", data=data)
+        if outcome.violation is not None:
+            return outcome.violation.failure_reason
+        return SUCCESS
+
+    async def check_health(self) -> None:
+        if not self.server.socket or self.server.socket.fileno() < 0:
+            raise RuntimeError("the C-STORE SCP socket is closed")
+
+    def __del__(self) -> None:
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.shutdown()
