@@ -5,6 +5,7 @@ Everything binds to 127.0.0.1 on free ports; each helper stops what it started.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -170,3 +171,53 @@ def wait_healthy(base_url: str, *, timeout_s: float = 300) -> None:
         timeout_s=timeout_s,
         what=f"{base_url}/health",
     )
+
+
+@dataclass(frozen=True)
+class OrthancServer:
+    base_url: str
+
+    def upload(self, data: bytes) -> dict[str, str]:
+        response = httpx.post(f"{self.base_url}/instances", content=data, timeout=60)
+        response.raise_for_status()
+        return dict(response.json())
+
+
+@contextmanager
+def orthanc(workdir: Path, *, peers: dict[str, dict[str, object]]) -> Iterator[OrthancServer]:
+    """Debian's Orthanc with its DICOMweb plugin; `peers` become `DicomWeb.Servers` (Url, HttpHeaders)."""
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    plugin = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+    assert Path(binary).exists() and plugin.exists(), (
+        "Orthanc + orthanc-dicomweb missing: run scripts/install-test-peers"
+    )
+    http_port = free_port()
+    config = {
+        "Name": "qure-test-pacs",
+        "StorageDirectory": str(workdir / "db"),
+        "IndexDirectory": str(workdir / "db"),
+        "HttpPort": http_port,
+        "DicomPort": free_port(),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [str(plugin)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": peers},
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    log = (workdir / "orthanc.log").open("wb")
+    process = subprocess.Popen([binary, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
+    server = OrthancServer(f"http://127.0.0.1:{http_port}")
+    try:
+        wait_for(
+            lambda: httpx.get(f"{server.base_url}/system", timeout=5).status_code == 200, timeout_s=60, what="Orthanc"
+        )
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
