@@ -68,3 +68,33 @@ def test_form_data_part_names() -> None:
     stream = MultipartStream(MediaType.parse("multipart/form-data; boundary=XyZ"), LIMITS)
     parts = stream.feed(body) + stream.close()
     assert [(p.name, p.is_file, p.read()) for p in parts] == [("file", True, b"AAA"), ("note", False, b"hello")]
+
+
+def test_memory_stays_at_a_few_part_sizes_for_a_large_request() -> None:
+    """256 MB in 16 MB parts, fed in 1 MB chunks: peak Python memory stays near one spool, not the body."""
+    import tracemalloc
+
+    part_bytes, parts, chunk_bytes = 16 * 1024 * 1024, 16, 1024 * 1024
+    limits = MultipartLimits(max_part_bytes=part_bytes, max_request_bytes=1 << 40, max_parts=100)
+    stream = MultipartStream(MediaType.parse("multipart/related; boundary=XyZ"), limits)
+    header = b"--XyZ\r\nContent-Type: application/dicom\r\n\r\n"
+    payload = b"\xab" * chunk_bytes
+    tracemalloc.start()
+    try:
+        sizes = []
+        for _ in range(parts):
+            done = stream.feed(header)
+            for _ in range(part_bytes // chunk_bytes):
+                done += stream.feed(payload)
+            done += stream.feed(b"\r\n")
+            for part in done:
+                sizes.append(part.size)
+                part.close()
+        for part in stream.feed(b"--XyZ--\r\n") + stream.close():
+            sizes.append(part.size)
+            part.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sizes == [part_bytes] * parts
+    assert peak < 3 * 8 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB for a {parts * part_bytes / 1e6:.0f} MB body"
