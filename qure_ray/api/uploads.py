@@ -7,6 +7,7 @@ ingested as soon as it is complete, so memory holds one part at a time.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -15,13 +16,15 @@ from starlette.responses import JSONResponse, Response
 from qure_ray.api.auth import authenticate
 from qure_ray.api.ingest import IngestOutcome, ingest, qure_reply, refused
 from qure_ray.api.platform import Platform
-from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, Part
+from qure_ray.dicom.archive import zip_members
+from qure_ray.dicom.multipart import SPOOL_BYTES, MediaType, MultipartLimits, MultipartStream, Part
 from qure_ray.dicom.stow import FailedInstance, StoredInstance, store_instances_response
 from qure_ray.dicom.uids import is_valid_uid
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import BadRequestError
 
 DICOM = "application/dicom"
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 
 
 def _limits(platform: Platform) -> MultipartLimits:
@@ -162,8 +165,37 @@ async def post_upload(request: Request) -> Response:
             raise BadRequestError("the application/dicom body is empty; send one DICOM Part 10 file")
         status, body = qure_reply([await ingest(platform, source=source, field="file", data=data)])
         return JSONResponse(body, status_code=status)
+    if media_type.value in ZIP_TYPES:
+        await platform.check_capacity()
+        return await _zip(request, platform, source)
     raise BadRequestError(
         f"Content-Type {media_type.value or '(none)'!r} is not accepted on POST /upload; "
-        "send application/dicom (one instance) or multipart/form-data",
+        "send application/dicom (one instance), application/zip (of DICOM files) or multipart/form-data",
         http_status=415,
     )
+
+
+async def _zip(request: Request, platform: Platform, source: str) -> JSONResponse:
+    """The body is spooled (to disk past a few MB), then each member is ingested in turn."""
+    limits = _limits(platform)
+    _check_declared_size(request, limits.max_request_bytes)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_request_bytes:
+                raise BadRequestError(f"the zip exceeds the limit of {limits.max_request_bytes} bytes", http_status=413)
+            spool.write(chunk)
+        spool.seek(0)
+        outcomes: list[IngestOutcome] = []
+        members = zip_members(spool, limits)
+        while (member := await asyncio.to_thread(next, members, None)) is not None:
+            if member.data is None:
+                violation = Rules.TOO_LARGE.value.violation(f"{member.name} exceeds {limits.max_part_bytes} bytes")
+                outcomes.append(refused(member.name, violation))
+            else:
+                outcomes.append(await ingest(platform, source=source, field=member.name, data=member.data))
+    if not outcomes:
+        raise BadRequestError("the zip holds no files; put one DICOM file per member")
+    status, body = qure_reply(outcomes)
+    return JSONResponse(body, status_code=status)

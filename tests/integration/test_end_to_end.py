@@ -188,3 +188,26 @@ def test_same_uid_new_content_is_refused_or_overwritten_by_source_policy(deploye
         if row["sop_uid"] == sop and row["source"] == "site-b"
     ]
     assert len(results) == 2
+
+
+def test_zip_upload_of_dicom_files(deployed: Deployed) -> None:
+    import zipfile
+
+    members = {f"study/{i}.dcm": chest_dx(seed=700 + i, size=64) for i in range(3)}
+    members["study/readme.txt"] = b"not an image"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    response = httpx.post(
+        f"{deployed.base_url}/upload",
+        content=buffer.getvalue(),
+        headers={**deployed.headers(), "Content-Type": "application/zip"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["detailed_info"]["created"] == 3
+    assert [r["field"] for r in body["detailed_info"]["refused"]] == ["study/readme.txt"]
+    sop = uid_of(members["study/0.dcm"])[2]
+    assert deployed.wait_final(sop).status_code == 200
