@@ -75,13 +75,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
 
 def _check_gpus(settings: Settings) -> None:
-    """With GPUs asked for and none in the cluster, fail now instead of waiting forever to schedule."""
-    if settings.model_num_gpus <= 0 or not ray.is_initialized():
-        return
-    available = ray.cluster_resources().get("GPU", 0)
-    if available < settings.model_num_gpus:
+    if settings.model_num_gpus > 0 and ray.is_initialized():
+        check_gpu_request(settings.model_num_gpus, available=ray.cluster_resources().get("GPU", 0))
+
+
+def check_gpu_request(num_gpus: float, *, available: float) -> None:
+    """With GPUs asked for and too few in the cluster, fail now instead of waiting forever to schedule."""
+    if num_gpus > 0 and available < num_gpus:
         raise ConfigError(
-            f"QURE_MODEL_NUM_GPUS: {settings.model_num_gpus} GPU(s) per model replica asked for, but the Ray "
-            f"cluster has {available:g} GPU(s) and no CUDA device to give; set QURE_MODEL_NUM_GPUS=0 to run "
-            "models on CPU, or add GPU worker nodes"
+            f"QURE_MODEL_NUM_GPUS: {num_gpus:g} GPU(s) per model replica asked for, but the Ray cluster has "
+            f"{available:g} GPU(s) and no CUDA device to give; set QURE_MODEL_NUM_GPUS=0 to run models on CPU, "
+            "or add GPU worker nodes"
         )

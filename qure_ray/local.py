@@ -42,14 +42,13 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
     _wait_ready(f"{base}/health")
     out = sys.stdout
     out.write(f"\nqure_ray is ready on {base} (data: {settings.store_location.data_uri})\n")
-    if created or (settings.tokens.sources_by_token.keys() and (state_dir / "dev-token").exists()):
-        token = next(iter(settings.tokens.sources_by_token))
-        source = settings.tokens.sources_by_token[token]
-        if created:
-            out.write(f"dev token (kept in {state_dir / 'dev-token'}): {token}\n")
+    if created:
+        out.write(f"dev token for source 'dev' (kept in {state_dir / 'dev-token'}): {created}\n")
+    token_file = state_dir / "dev-token"
+    if token_file.exists() and settings.tokens.source_of(token_file.read_text().strip()):
         out.write(
-            f"try: curl -H 'Authorization: Token {token if created else '$(cat .qure/dev-token)'}' "
-            f"-H 'Source: {source}' -F file=@image.dcm {base}/studies\n"
+            f'try: curl -H "Authorization: Token $(cat {token_file})" -H "Source: dev" '
+            f"-F file=@image.dcm {base}/studies\n"
         )
     out.write("Ctrl-C stops it; accepted instances resume at the next start.\n")
     out.flush()

@@ -19,7 +19,6 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray.api.ingest import ingest
 from qure_ray.api.platform import RayPlatform
-from qure_ray.config import Settings
 from qure_ray.dicom.standards import SUPPORTED_TRANSFER_SYNTAXES
 from qure_ray.dicom.validation import FailureReason
 from qure_ray.errors import OverloadedError
@@ -48,15 +47,8 @@ class DimseGateway:
         queue: DeploymentHandle,
         jobs: DeploymentHandle,
     ) -> None:
-        settings = Settings.load(settings_args, {})
-        self.platform = RayPlatform(
-            settings=settings,
-            store=settings.store_location.open(),
-            catalog=catalog,
-            queue=queue,
-            jobs=jobs,
-            models={},
-        )
+        self.platform = RayPlatform.from_args(settings_args, catalog=catalog, queue=queue, jobs=jobs)
+        settings = self.platform.settings
         self.sources = parse_calling_aes(settings.dimse_calling_aes)
         self.loop = asyncio.get_running_loop()
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output can include data sets

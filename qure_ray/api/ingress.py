@@ -10,7 +10,6 @@ from starlette.applications import Starlette
 
 from qure_ray.api.app import create_app
 from qure_ray.api.platform import RayPlatform
-from qure_ray.config import Settings
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
@@ -26,10 +25,8 @@ class Ingress:
         models: dict[str, DeploymentHandle],
         dimse: DeploymentHandle | None = None,
     ) -> None:
-        settings = Settings.load(settings_args, {})
-        self.platform = RayPlatform(
-            settings=settings,
-            store=settings.store_location.open(),
+        self.platform = RayPlatform.from_args(
+            settings_args,
             catalog=catalog,
             queue=queue,
             jobs=jobs,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ray.serve.handle import DeploymentHandle
 
@@ -43,6 +43,29 @@ class RayPlatform:
     """Further deployments (the DIMSE gateway) whose `check_health` must pass for `/health`."""
     _queue_depth: int = 0
     _depth_checked_at: float = -1e9
+
+    @classmethod
+    def from_args(
+        cls,
+        settings_args: dict[str, Any],
+        *,
+        catalog: DeploymentHandle,
+        queue: DeploymentHandle,
+        jobs: DeploymentHandle,
+        models: dict[str, DeploymentHandle] | None = None,
+        extra_health: list[DeploymentHandle] | None = None,
+    ) -> RayPlatform:
+        """Built inside a replica from the settings the app builder validated."""
+        settings = Settings.load(settings_args, {})
+        return cls(
+            settings=settings,
+            store=settings.store_location.open(),
+            catalog=catalog,
+            queue=queue,
+            jobs=jobs,
+            models=models or {},
+            extra_health=extra_health or [],
+        )
 
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         record: InstanceRecord | None = await self.catalog.instance.remote(source, sop_uid)

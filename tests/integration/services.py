@@ -65,6 +65,14 @@ def wait_for(check: object, *, timeout_s: float, what: str, interval_s: float = 
     raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s (last error: {last})")
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def service_env() -> dict[str, str]:
     return {
         **os.environ,
@@ -112,11 +120,7 @@ def seaweedfs(workdir: Path, *, bucket: str = "qure-test") -> Iterator[S3Server]
         wait_for(lambda: client.create_bucket(Bucket=bucket), timeout_s=30, what="bucket creation")  # type: ignore[attr-defined]
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 
@@ -215,9 +219,5 @@ def orthanc(workdir: Path, *, peers: dict[str, dict[str, object]]) -> Iterator[O
         )
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()

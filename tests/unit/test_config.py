@@ -60,3 +60,15 @@ def test_dev_token_is_made_once_and_kept(tmp_path: Path) -> None:
     assert created_again is None and second.tokens == first.tokens
     configured, none = Settings.load({"QURE_TOKENS": "given-token-1:site-a"}, {}).with_dev_token(tmp_path)
     assert none is None and configured.tokens.source_of("given-token-1") == "site-a"
+
+
+def test_dimse_settings_are_checked() -> None:
+    from qure_ray.api.dimse import parse_calling_aes
+
+    settings = Settings.load({"QURE_DIMSE_PORT": 11112, "QURE_DIMSE_CALLING_AES": "CT01:site-a, MR02:site-b"}, {})
+    assert parse_calling_aes(settings.dimse_calling_aes) == {"CT01": "site-a", "MR02": "site-b"}
+    assert Settings.load({}, {}).dimse_port == 0
+    with pytest.raises(ConfigError, match="QURE_DIMSE_CALLING_AES"):
+        Settings.load({"QURE_DIMSE_PORT": 11112}, {})
+    with pytest.raises(ConfigError, match="AE:source"):
+        Settings.load({"QURE_DIMSE_PORT": 11112, "QURE_DIMSE_CALLING_AES": "WAY_TOO_LONG_AE_TITLE_X:site-a"}, {})

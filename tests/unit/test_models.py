@@ -80,3 +80,12 @@ def test_verdict_uses_per_label_thresholds() -> None:
     scores["pneumothorax"] = 0.5
     triage, decisions = verdict(card, scores)
     assert triage is TriageStatus.CRITICAL and [k for k, v in decisions.items() if v] == ["pneumothorax"]
+
+
+def test_deploy_time_gpu_check_names_the_setting() -> None:
+    from qure_ray.app import check_gpu_request
+
+    check_gpu_request(0, available=0)
+    check_gpu_request(0.5, available=1)
+    with pytest.raises(ConfigError, match=r"QURE_MODEL_NUM_GPUS: 1 GPU.*has 0 GPU"):
+        check_gpu_request(1, available=0)
