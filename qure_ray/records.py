@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 
 class InstanceState(StrEnum):
     """`received → queued → processing → done | unusable | unsupported | failed` (DESIGN.md §3)."""
@@ -105,6 +107,8 @@ class Prediction:
 
     scores: dict[str, float]
     model: ModelInfo
+    heatmaps: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """(labels, h, w) float16 in [0, 1], in the order of the card's labels: where each label's evidence is."""
 
 
 @dataclass(frozen=True, kw_only=True)

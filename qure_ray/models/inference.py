@@ -8,6 +8,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from qure_ray.errors import ModelError
+from qure_ray.models.cam import forward_with_cam
 from qure_ray.models.card import ModelCard
 from qure_ray.records import Prediction
 
@@ -29,16 +30,22 @@ def select_device(*, num_gpus: float, cuda_available: bool) -> torch.device:
 def predict_batch(
     network: nn.Module, card: ModelCard, images: list[NDArray[np.float32]], device: torch.device
 ) -> list[Prediction]:
-    """Scores (sigmoid of each label's logit) for a batch of preprocessed `size` x `size` images."""
+    """Scores (sigmoid of each label's logit) and a low-resolution heatmap per label, for each image."""
     for image in images:
         if image.shape != (card.input.size, card.input.size):
             raise ModelError(f"{card.name} expects {card.input.size}x{card.input.size} images, got {image.shape}")
     batch = torch.from_numpy(np.stack(images)).unsqueeze(1).to(device)
     if card.input.channels == 3:
         batch = batch.expand(-1, 3, -1, -1)
-    probabilities = torch.sigmoid(network(batch)).float().cpu().numpy()
+    logits, cams = forward_with_cam(network, batch)
+    probabilities = torch.sigmoid(logits).float().cpu().numpy()
+    heatmaps = cams.to(torch.float16).cpu().numpy()
     labels = card.label_names
     return [
-        Prediction(scores={label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}, model=card.info)
-        for row in probabilities
+        Prediction(
+            scores={label: round(float(p), 6) for label, p in zip(labels, row, strict=True)},
+            model=card.info,
+            heatmaps=heatmaps[i],
+        )
+        for i, row in enumerate(probabilities)
     ]

@@ -89,3 +89,17 @@ def test_deploy_time_gpu_check_names_the_setting() -> None:
     check_gpu_request(0.5, available=1)
     with pytest.raises(ConfigError, match=r"QURE_MODEL_NUM_GPUS: 1 GPU.*has 0 GPU"):
         check_gpu_request(1, available=0)
+
+
+def test_heatmaps_come_with_the_scores_and_match_the_logits() -> None:
+    from qure_ray.models.cam import forward_with_cam
+
+    card = load_card(CARD)
+    network = load_network(card, torch.device("cpu"))
+    batch = torch.rand(2, 1, 224, 224)
+    with torch.inference_mode():
+        logits, cams = forward_with_cam(network, batch)
+        assert torch.allclose(logits, network(batch), atol=1e-4)
+    assert cams.shape == (2, 8, 7, 7) and float(cams.min()) >= 0 and float(cams.max()) <= 1
+    prediction = predict_batch(network, card, [batch[0, 0].numpy()], torch.device("cpu"))[0]
+    assert prediction.heatmaps is not None and prediction.heatmaps.shape == (8, 7, 7)
