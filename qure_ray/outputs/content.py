@@ -1,0 +1,63 @@
+"""`ReportContent`: what every output document shows, built once from a result and its model card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qure_ray.models.card import ModelCard
+from qure_ray.records import ModelInfo, ResultRecord, TriageStatus
+
+
+@dataclass(frozen=True)
+class LabelFinding:
+    name: str
+    display: str
+    score: float
+    threshold: float
+    positive: bool
+
+
+@dataclass(frozen=True)
+class ReportContent:
+    findings: tuple[LabelFinding, ...]
+    triage: TriageStatus
+    model: ModelInfo
+    trained_on: str
+    heatmaps: np.ndarray | None = None
+    """(labels, h, w) in [0, 1], in the order of `findings`."""
+
+    @classmethod
+    def from_result(cls, result: ResultRecord, card: ModelCard, heatmaps: np.ndarray | None) -> ReportContent:
+        findings = tuple(
+            LabelFinding(
+                name=label.name,
+                display=label.display or label.name.replace("_", " ").capitalize(),
+                score=result.scores[label.name],
+                threshold=label.threshold,
+                positive=result.decisions[label.name],
+            )
+            for label in card.labels
+        )
+        return cls(
+            findings=findings,
+            triage=result.triage_status or TriageStatus.ROUTINE,
+            model=card.info,
+            trained_on=card.trained_on,
+            heatmaps=heatmaps,
+        )
+
+    @property
+    def positives(self) -> list[LabelFinding]:
+        return [finding for finding in self.findings if finding.positive]
+
+    @property
+    def not_for_clinical_use(self) -> bool:
+        return not self.model.trained or "synthetic" in self.trained_on.lower()
+
+    @property
+    def summary(self) -> str:
+        if not self.positives:
+            return "No abnormality detected by the model."
+        return "Suspected: " + ", ".join(f"{f.display} ({f.score:.2f})" for f in self.positives) + "."

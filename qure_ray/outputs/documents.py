@@ -1,0 +1,77 @@
+"""Human-readable outputs: the PDF report (reportlab) and PNG renderings of the overlay."""
+
+from __future__ import annotations
+
+import datetime as dt
+from io import BytesIO
+
+import numpy as np
+from PIL import Image
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.platypus import Image as PdfImage
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from qure_ray.outputs.content import ReportContent
+
+THUMBNAIL_PX = 256
+
+
+def png(rgb: np.ndarray, *, max_side: int | None = None) -> bytes:
+    image = Image.fromarray(rgb, mode="RGB")
+    if max_side is not None:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def pdf_report(*, study: dict[str, str], content: ReportContent, overlay_png: bytes) -> bytes:
+    """A one-page report: study header, findings table, the overlay, the model, and its limits.
+
+    `study` holds header fields (e.g. accession, study date, modality); the caller decides what a
+    report may show.
+    """
+    styles = getSampleStyleSheet()
+    buffer = BytesIO()
+    document = SimpleDocTemplate(
+        buffer, pagesize=A4, title="AI findings report", author="qure_ray", leftMargin=15 * mm, rightMargin=15 * mm
+    )
+    story: list[object] = [Paragraph("AI findings report", styles["Title"])]
+    if content.not_for_clinical_use:
+        story.append(
+            Paragraph(
+                f'<font color="red"><b>NOT FOR CLINICAL USE</b></font> — model trained on: {content.trained_on}',
+                styles["Normal"],
+            )
+        )
+    header = [[name, value] for name, value in study.items()]
+    header.append(["Triage", content.triage.value])
+    story += [Spacer(1, 4 * mm), _table(header, header_row=False), Spacer(1, 4 * mm)]
+    story.append(Paragraph(f"<b>Impression:</b> {content.summary}", styles["Normal"]))
+    rows = [["Finding", "Score", "Threshold", "Decision"]] + [
+        [f.display, f"{f.score:.3f}", f"{f.threshold:.2f}", "present" if f.positive else "absent"]
+        for f in content.findings
+    ]
+    story += [Spacer(1, 4 * mm), _table(rows, header_row=True), Spacer(1, 4 * mm)]
+    image = PdfImage(BytesIO(overlay_png))
+    scale = min(120 * mm / image.imageWidth, 120 * mm / image.imageHeight)
+    image.drawWidth, image.drawHeight = image.imageWidth * scale, image.imageHeight * scale
+    story.append(image)
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    story.append(
+        Paragraph(f"Model {content.model.name} {content.model.version} — generated {generated}", styles["Italic"])
+    )
+    document.build(story)
+    return buffer.getvalue()
+
+
+def _table(rows: list[list[str]], *, header_row: bool) -> Table:
+    table = Table(rows, hAlign="LEFT")
+    style = [("GRID", (0, 0), (-1, -1), 0.4, colors.grey), ("FONTSIZE", (0, 0), (-1, -1), 9)]
+    if header_row:
+        style.append(("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey))
+    table.setStyle(TableStyle(style))
+    return table

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from qure_ray.config import SHIPPED_MODELS_DIR
+from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.models import load_card
+from qure_ray.outputs.content import ReportContent
+from qure_ray.outputs.dicom_objects import encapsulated_pdf, secondary_capture, structured_report
+from qure_ray.outputs.documents import THUMBNAIL_PX, pdf_report, png
+from qure_ray.outputs.overlay import overlay
+from qure_ray.records import InstanceState, ModelInfo, ResultRecord, TriageStatus, UseCase
+
+CARD = load_card(SHIPPED_MODELS_DIR / "qxr-densenet121" / "model.yaml")
+
+
+@pytest.fixture(scope="module")
+def source() -> pydicom.Dataset:
+    return pydicom.dcmread(io.BytesIO(chest_dx(seed=3, size=256)))
+
+
+@pytest.fixture(scope="module")
+def content(source: pydicom.Dataset) -> ReportContent:
+    scores = dict.fromkeys(CARD.label_names, 0.1) | {"nodule": 0.9, "pneumothorax": 0.7}
+    decisions = {name: score >= 0.5 for name, score in scores.items()}
+    result = ResultRecord(
+        source="s", sop_uid=source.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
+        triage_status=TriageStatus.CRITICAL, scores=scores, decisions=decisions,
+        model=ModelInfo(name=CARD.name, version=CARD.version, trained=False),
+    )  # fmt: skip
+    heatmaps = np.zeros((8, 7, 7), np.float16)
+    heatmaps[0, 2, 2] = 1.0  # nodule, upper left
+    return ReportContent.from_result(result, CARD, heatmaps)
+
+
+def dciodvfy_errors(data: bytes, tmp_path: Path) -> list[str]:
+    tool = shutil.which("dciodvfy")
+    assert tool, "dicom3tools' dciodvfy is missing: make test installs it (scripts/install-test-peers)"
+    path = tmp_path / "object.dcm"
+    path.write_bytes(data)
+    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_overlay_colours_only_where_positive_heat_is(source: pydicom.Dataset, content: ReportContent) -> None:
+    rgb = overlay(source, content)
+    assert rgb.shape == (256, 256, 3) and rgb.dtype == np.uint8
+    upper_left, lower_right = rgb[91, 91].astype(int), rgb[230, 230].astype(int)  # heat peak: cell (2, 2) of 7
+    assert upper_left[0] - upper_left[2] > 60  # red nodule heat
+    assert abs(int(lower_right[0]) - int(lower_right[2])) < 10  # untouched grayscale
+    assert rgb[5:40, 5:100].std() > 20  # the legend is burned in
+
+
+def test_secondary_capture_is_valid_and_references_the_source(
+    source: pydicom.Dataset, content: ReportContent, tmp_path: Path
+) -> None:
+    data = secondary_capture(source, overlay(source, content), content)
+    assert dciodvfy_errors(data, tmp_path) == []
+    sc = pydicom.dcmread(io.BytesIO(data))
+    assert sc.StudyInstanceUID == source.StudyInstanceUID and sc.SeriesInstanceUID != source.SeriesInstanceUID
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert sc.pixel_array.shape == (256, 256, 3)
+
+
+def test_structured_report_has_one_evaluation_and_score_per_label(
+    source: pydicom.Dataset, content: ReportContent, tmp_path: Path
+) -> None:
+    data = structured_report(source, content)
+    assert dciodvfy_errors(data, tmp_path) == []
+    sr = hd.sr.srread(io.BytesIO(data))
+    groups = sr.content.get_observation_groups() if hasattr(sr.content, "get_observation_groups") else None
+    assert groups is None or groups
+    text = str(pydicom.dcmread(io.BytesIO(data)))
+    assert text.count("Probability score") == 8 and "Present" in text and "Absent" in text
+    assert CARD.name in text and sr.StudyInstanceUID == source.StudyInstanceUID
+
+
+def test_pdf_report_and_its_encapsulation(source: pydicom.Dataset, content: ReportContent, tmp_path: Path) -> None:
+    overlay_png = png(overlay(source, content))
+    pdf = pdf_report(study={"Accession": "ACC0001", "Modality": "DX"}, content=content, overlay_png=overlay_png)
+    assert pdf.startswith(b"%PDF")
+    pdftotext = shutil.which("pdftotext")
+    assert pdftotext, "poppler-utils' pdftotext is missing: make test installs it (scripts/install-test-peers)"
+    (tmp_path / "r.pdf").write_bytes(pdf)
+    text = subprocess.run([pdftotext, str(tmp_path / "r.pdf"), "-"], capture_output=True, text=True).stdout
+    assert "NOT FOR CLINICAL USE" in text and "Nodule" in text and "Pneumothorax" in text
+    data = encapsulated_pdf(source, pdf, content)
+    assert dciodvfy_errors(data, tmp_path) == []
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert ds.EncapsulatedDocument[: len(pdf)] == pdf and ds.StudyInstanceUID == source.StudyInstanceUID
+
+
+def test_png_full_and_thumbnail(source: pydicom.Dataset, content: ReportContent) -> None:
+    from PIL import Image
+
+    rgb = overlay(source, content)
+    assert Image.open(io.BytesIO(png(rgb))).size == (256, 256)
+    assert max(Image.open(io.BytesIO(png(rgb, max_side=THUMBNAIL_PX // 2))).size) == THUMBNAIL_PX // 2
