@@ -8,6 +8,7 @@ setting, the value and what is allowed.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Mapping
@@ -92,6 +93,9 @@ class Settings:
     dimse_ae_title: str = "QURE_RAY"
     dimse_calling_aes: str = ""
     """`AE:source,AE:source`: which calling AE titles may send, and as which source."""
+    url_secret: str = field(default="", repr=False)
+    """Key of the HMAC that signs local asset URLs; empty: derived from QURE_TOKENS."""
+    asset_url_expiry_s: int = 3600
     max_queue_depth: int = 10000
     """Backpressure: above this many queued instances uploads get 503 with Retry-After."""
     ingress_replicas: int = 1
@@ -116,6 +120,8 @@ class Settings:
         "max_parts": "QURE_MAX_PARTS",
         "max_queue_depth": "QURE_MAX_QUEUE_DEPTH",
         "overwrite_sources": "QURE_OVERWRITE_SOURCES",
+        "url_secret": "QURE_URL_SECRET",
+        "asset_url_expiry_s": "QURE_ASSET_URL_EXPIRY_S",
         "dimse_port": "QURE_DIMSE_PORT",
         "dimse_host": "QURE_DIMSE_HOST",
         "dimse_ae_title": "QURE_DIMSE_AE_TITLE",
@@ -200,6 +206,11 @@ class Settings:
     @property
     def is_local_storage(self) -> bool:
         return not self.data_uri.startswith("s3://")
+
+    @property
+    def url_signing_key(self) -> bytes:
+        material = self.url_secret or "qure-asset-urls\n" + self.tokens.to_text()
+        return hashlib.sha256(material.encode()).digest()
 
     def may_overwrite(self, source: str) -> bool:
         return source in {name.strip() for name in self.overwrite_sources.split(",")}

@@ -125,6 +125,8 @@ class ResultRecord:
     model: ModelInfo | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    assets: dict[str, str] = field(default_factory=dict)
+    """Asset kind (`sc`, `report_pdf`, ...) → object key on the store."""
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -140,6 +142,7 @@ class ResultRecord:
             "model_trained": self.model.trained if self.model else None,
             "timings_json": json.dumps(self.timings_s),
             "reason": self.reason,
+            "assets_json": json.dumps(self.assets),
         }
 
     @classmethod
@@ -158,4 +161,5 @@ class ResultRecord:
             model=model,
             timings_s=json.loads(row["timings_json"] or "{}"),
             reason=row.get("reason") or "",
+            assets=json.loads(row.get("assets_json") or "{}"),
         )

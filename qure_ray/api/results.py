@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from qure_ray.api.asset_urls import AssetSigner, file_urls
 from qure_ray.api.auth import authenticate
 from qure_ray.api.errors import error_response
 from qure_ray.api.platform import Platform
@@ -36,4 +37,12 @@ async def get_result(request: Request) -> JSONResponse:
         return error_response(206, f"the image is unusable: {reason}", state=record.state.value)
     if result is None:  # pragma: no cover - a done state is written with its result in one batch
         raise NotFoundError(f"the result of {uid} is missing")
-    return JSONResponse(result_body(result))
+    settings = platform.settings
+    files = file_urls(
+        signer=AssetSigner(settings.url_signing_key, settings.asset_url_expiry_s),
+        store=platform.store,
+        base_url=str(request.base_url),
+        assets=result.assets,
+        original_key=record.object_key,
+    )
+    return JSONResponse(result_body(result, files=files))

@@ -9,6 +9,7 @@ retried with exponential backoff and ends as `failed` with its reason after the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,10 +20,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray.errors import InvalidInstanceError
-from qure_ray.models.card import ModelCard
+from qure_ray.models.card import CARD_FILE, ModelCard
 from qure_ray.models.registry import load_registry
 from qure_ray.models.verdict import verdict
-from qure_ray.pipeline.tasks import preprocess
+from qure_ray.pipeline.tasks import build_outputs, preprocess
 from qure_ray.records import InstanceRecord, InstanceRef, InstanceState, ResultRecord, UseCase
 from qure_ray.routing import route
 from qure_ray.storage.catalog import Batch, event_row, now
@@ -148,14 +149,27 @@ class JobManager:
         except Exception as exc:
             return ResultRecord(**base, state=InstanceState.FAILED, reason=f"{type(exc).__name__}: {exc}")
         triage, decisions = verdict(card, prediction.scores)
-        return ResultRecord(
+        result = ResultRecord(
             **base,
             state=InstanceState.DONE,
             triage_status=triage,
             scores=prediction.scores,
             decisions=decisions,
             model=prediction.model,
-            timings_s={name: round(value, 4) for name, value in timings.items()},
+        )
+        try:
+            started = time.perf_counter()
+            assets = await self._attempts(
+                "outputs",
+                lambda: build_outputs.remote(
+                    self.location, record.object_key, result, str(card.folder / CARD_FILE), prediction.heatmaps
+                ),
+            )
+            timings["outputs"] = time.perf_counter() - started
+        except Exception as exc:
+            return ResultRecord(**base, state=InstanceState.FAILED, reason=f"outputs: {type(exc).__name__}: {exc}")
+        return dataclasses.replace(
+            result, assets=assets, timings_s={name: round(value, 4) for name, value in timings.items()}
         )
 
     async def _attempts(self, stage: str, call: Callable[[], Awaitable[T]]) -> T:

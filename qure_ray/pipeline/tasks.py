@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+from pathlib import Path
+
 import numpy as np
+import pydicom
 import ray
 from numpy.typing import NDArray
 
 from qure_ray.dicom.pixels import prepare_for_model
+from qure_ray.models.card import load_card
+from qure_ray.outputs.assets import render_assets
+from qure_ray.records import ResultRecord
+from qure_ray.storage.keys import asset_key
 from qure_ray.storage.object_store import StoreLocation
 
 
@@ -19,3 +27,19 @@ def preprocess(location: StoreLocation, object_key: str, size: int, window_mode:
     """
     data = location.open().get(object_key)
     return prepare_for_model(data, size=size, window_mode=window_mode)
+
+
+@ray.remote(num_cpus=0.5, max_retries=0)
+def build_outputs(
+    location: StoreLocation, object_key: str, result: ResultRecord, card_path: str, heatmaps: np.ndarray | None
+) -> dict[str, str]:
+    """Render SC, SR, PDF, encapsulated PDF and PNGs for one result; store them; return kind → key."""
+    store = location.open()
+    source = pydicom.dcmread(BytesIO(store.get(object_key)))
+    card = load_card(Path(card_path))
+    keys: dict[str, str] = {}
+    for asset in render_assets(source, result, card, heatmaps):
+        key = asset_key(result.source, result.sop_uid, asset.name)
+        store.put(key, asset.data, media_type=asset.media_type)
+        keys[asset.kind.value] = key
+    return keys

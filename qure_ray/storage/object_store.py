@@ -26,13 +26,16 @@ class ObjectInfo:
 class ObjectStore(Protocol):
     """Keys are `/`-separated relative paths built by `qure_ray.storage.keys`."""
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, *, media_type: str | None = None) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str) -> list[str]: ...
     def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def describe(self) -> str: ...
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        """A URL anyone can GET until it expires, or None when the backend has none (local folder)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class LocalObjectStore:
             raise StorageError(f"object key {key!r} would leave the store root")
         return path
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, media_type: str | None = None) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +120,9 @@ class LocalObjectStore:
     def describe(self) -> str:
         return str(self.root)
 
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        return None
+
 
 class S3ObjectStore:
     """A bucket and prefix on S3 or an S3-compatible server (path-style addressing)."""
@@ -148,8 +154,9 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise StorageError(f"S3 {what} of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
 
-    def put(self, key: str, data: bytes) -> None:
-        self._call("put", key, self._client.put_object, Key=self.prefix + key, Body=data)
+    def put(self, key: str, data: bytes, *, media_type: str | None = None) -> None:
+        extra = {"ContentType": media_type} if media_type else {}
+        self._call("put", key, self._client.put_object, Key=self.prefix + key, Body=data, **extra)
 
     def get(self, key: str) -> bytes:
         response = self._call("get", key, self._client.get_object, Key=self.prefix + key)
@@ -189,3 +196,9 @@ class S3ObjectStore:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+        url: str = self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=expires_s
+        )
+        return url

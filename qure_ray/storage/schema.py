@@ -58,6 +58,7 @@ RESULTS = pa.schema(
         ("model_trained", pa.bool_()),
         ("timings_json", pa.string()),
         ("reason", pa.string()),
+        ("assets_json", pa.string()),
         ("finished_at", TIMESTAMP),
     ]
 )

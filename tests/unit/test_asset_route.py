@@ -1,0 +1,49 @@
+"""The `/assets` route on local storage, through the real Starlette app (no Ray: it needs only the store)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from qure_ray.api.app import create_app
+from qure_ray.api.asset_urls import AssetSigner
+from qure_ray.config import Settings
+from qure_ray.storage import LocalObjectStore
+
+
+@dataclass
+class StoreOnlyPlatform:
+    """The parts of a platform `/assets` uses; the other routes are not called here."""
+
+    settings: Settings
+    store: LocalObjectStore
+
+
+def test_signed_local_asset_url_serves_the_file_and_refuses_tampering(tmp_path: Path) -> None:
+    settings = Settings.load({"QURE_TOKENS": "token-aaaa:site-a,token-bbbb:site-b", "QURE_DATA_URI": str(tmp_path)}, {})
+    store = LocalObjectStore(tmp_path)
+    key = "assets/site-a/1.2.3/report.pdf"
+    store.put(key, b"%PDF-1.4 test")
+    app = create_app(StoreOnlyPlatform(settings, store))  # type: ignore[arg-type]
+    url = AssetSigner(settings.url_signing_key, 60).sign("http://testserver", key)
+
+    async def get(target: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            return await client.get(target, headers=headers)
+
+    class Client:
+        def get(self, target: str, headers: dict[str, str] | None = None) -> httpx.Response:
+            return asyncio.run(get(target, headers))
+
+    client = Client()
+    ok = client.get(url)
+    assert ok.status_code == 200 and ok.content == b"%PDF-1.4 test" and ok.headers["content-type"] == "application/pdf"
+    assert client.get(url.replace("report.pdf", "sc.dcm")).status_code == 403
+    assert client.get(url.split("?")[0]).status_code == 403
+    other = client.get(url, headers={"Authorization": "Token token-bbbb", "Source": "site-b"})
+    assert other.status_code == 404
+    owner = client.get(url, headers={"Authorization": "Token token-aaaa", "Source": "site-a"})
+    assert owner.status_code == 200
