@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from qure_ray.api.asset_urls import get_asset
 from qure_ray.api.errors import EXCEPTION_HANDLERS, error_response
+from qure_ray.api.openapi import openapi_json
 from qure_ray.api.platform import Platform
 from qure_ray.api.results import get_result
 from qure_ray.api.retrieve import get_instance
@@ -36,6 +37,7 @@ def create_app(platform: Platform) -> Starlette:
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/studies", post_studies, methods=["POST"]),
             Route("/studies/{study}", post_studies, methods=["POST"]),
             Route("/studies/{study}/series/{series}/instances/{sop}", get_instance, methods=["GET"]),

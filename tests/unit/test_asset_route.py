@@ -47,3 +47,19 @@ def test_signed_local_asset_url_serves_the_file_and_refuses_tampering(tmp_path: 
     assert other.status_code == 404
     owner = client.get(url, headers={"Authorization": "Token token-aaaa", "Source": "site-a"})
     assert owner.status_code == 200
+
+
+def test_openapi_describes_every_route_of_the_app() -> None:
+    from starlette.routing import Route
+
+    from qure_ray.api.openapi import spec
+
+    app = create_app(StoreOnlyPlatform(Settings.load({}, {}), None))  # type: ignore[arg-type]
+    routes = {route.path.replace("{key:path}", "{key}") for route in app.routes if isinstance(route, Route)}
+    document = spec()
+    assert routes == set(document["paths"])
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            assert operation["responses"], path
+    results = document["paths"]["/results/{uid}"]["get"]["responses"]
+    assert {"200", "202", "206", "400", "401", "403", "404"} <= set(results)

@@ -1,0 +1,141 @@
+"""`GET /openapi.json`: the HTTP API as OpenAPI 3.1 — uploads, results, assets, with schemas and codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+import qure_ray
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_AUTH_ERRORS = {
+    "401": {"description": "missing or unknown token", "content": {"application/json": {"schema": _ERROR}}},
+    "403": {"description": "Source missing or not the token's", "content": {"application/json": {"schema": _ERROR}}},
+}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(description, _ERROR)
+
+
+_UPLOAD_RESPONSES = {
+    "200": _json("at least one file accepted", {"$ref": "#/components/schemas/UploadReply"}),
+    "400": _error("no file accepted (the message names the rule), or a malformed body"),
+    "409": _error("the same SOPInstanceUID was stored with other content"),
+    "413": _error("over the per-instance or per-request size, or too many parts"),
+    "415": _error("unsupported Content-Type"),
+    "503": _error("the queue is full: retry after Retry-After seconds"),
+    **_AUTH_ERRORS,
+}
+_STOW_RESPONSES = {
+    "200": {"description": "all stored", "content": {"application/dicom+json": {"schema": {"type": "object"}}}},
+    "202": {"description": "some failed (FailedSOPSequence with FailureReason)"},
+    "409": {"description": "none stored"},
+    "400": _error("malformed multipart body"),
+    "415": _error("multipart/related of a type other than application/dicom"),
+    "503": _error("the queue is full"),
+    **_AUTH_ERRORS,
+}
+_UID = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^[0-9.]{1,64}$"}}
+_RESULT_RESPONSES = {
+    "200": _json("done", {"$ref": "#/components/schemas/Result"}),
+    "202": _error("queued or processing; ask again after Retry-After"),
+    "206": _error("valid modality but the image is unusable; the message says why"),
+    "400": _error("no use case for this image"),
+    "404": _error("unknown UID, or another source's"),
+    "500": _error("processing failed; the message carries the recorded reason"),
+    **_AUTH_ERRORS,
+}
+
+
+def spec() -> dict[str, Any]:
+    form = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "additionalProperties": {"type": "string", "format": "binary"}}
+        }
+    }
+    related = {"multipart/related": {"schema": {"type": "string", "format": "binary"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "qure_ray", "version": qure_ray.__version__,
+                 "description": "Diagnostic AI on medical images; compatible with the Qure.ai Platform API."},
+        "components": {
+            "securitySchemes": {
+                "token": {"type": "apiKey", "in": "header", "name": "Authorization",
+                          "description": "`Token <token>` or `Bearer <token>`, with a `Source: <source>` header"},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["message"],
+                          "properties": {"message": {"type": "string"}, "status": {"type": "integer"}}},
+                "UploadReply": {
+                    "type": "object",
+                    "required": ["message", "status", "messages", "series_instance_uids", "detailed_info"],
+                    "properties": {
+                        "message": {"type": "string"}, "status": {"type": "integer"},
+                        "messages": {"type": "object", "additionalProperties": {
+                            "type": "object", "properties": {
+                                "message": {"type": "string"}, "created": {"type": "boolean"},
+                                "metadata": {"type": "object"}, "error": {"type": "object"}}}},
+                        "series_instance_uids": {"type": "array", "items": {"type": "string"}},
+                        "detailed_info": {"type": "object"},
+                    },
+                },
+                "Result": {
+                    "type": "object",
+                    "required": ["message", "triage_status", "usecase", "result", "model", "timings"],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "triage_status": {"enum": ["Critical", "Routine"]},
+                        "usecase": {"type": "string"},
+                        "result": {"type": "object", "properties": {
+                            "report": {"type": "object", "properties": {
+                                "findings": {"type": "string"}, "impression": {"type": "string"},
+                                "findings_list": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}}},
+                            "scores": {"type": "object", "additionalProperties": {"type": "number"}},
+                            "decisions": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                            "files": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string", "format": "uri"}}},
+                        }},
+                        "model": {"type": "object", "properties": {
+                            "name": {"type": "string"}, "version": {"type": "string"}, "trained": {"type": "boolean"}}},
+                        "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+                    },
+                },
+            },
+        },
+        "security": [{"token": []}],
+        "paths": {
+            "/health": {"get": {"summary": "ready", "security": [], "responses": {"200": {"description": "ready"}, "503": _error("not ready")}}},
+            "/studies": {"post": {"summary": "upload: Qure form-data, or DICOMweb STOW-RS",
+                                  "requestBody": {"content": {**form, **related}}, "responses": {**_UPLOAD_RESPONSES, **_STOW_RESPONSES, "200": _UPLOAD_RESPONSES["200"]}}},
+            "/studies/{study}": {"post": {"summary": "DICOMweb STOW-RS into one study",
+                                          "parameters": [{**_UID, "name": "study"}],
+                                          "requestBody": {"content": related}, "responses": _STOW_RESPONSES}},
+            "/studies/{study}/series/{series}/instances/{sop}": {"get": {
+                "summary": "WADO-RS: the stored original",
+                "parameters": [{**_UID, "name": name} for name in ("study", "series", "sop")],
+                "responses": {"200": {"description": "multipart/related; type=application/dicom"}, "404": _error("unknown"), **_AUTH_ERRORS}}},
+            "/upload": {"post": {"summary": "upload one instance (application/dicom), a zip, or form-data",
+                                 "requestBody": {"content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}},
+                                                             "application/zip": {"schema": {"type": "string", "format": "binary"}}, **form}},
+                                 "responses": _UPLOAD_RESPONSES}},
+            "/results/{uid}": {"get": {"summary": "state or result of a SOPInstanceUID", "parameters": [_UID], "responses": _RESULT_RESPONSES}},
+            "/results/v2/{uid}": {"get": {"summary": "same as /results/{uid}", "parameters": [_UID], "responses": _RESULT_RESPONSES}},
+            "/assets/{key}": {"get": {"summary": "a signed asset URL (local storage)", "security": [],
+                                      "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
+                                                     {"name": "expires", "in": "query", "required": True, "schema": {"type": "integer"}},
+                                                     {"name": "signature", "in": "query", "required": True, "schema": {"type": "string"}}],
+                                      "responses": {"200": {"description": "the asset"}, "403": _error("altered or expired URL"),
+                                                    "404": _error("another source's or no longer stored")}}},
+            "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        },
+    }  # fmt: skip
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(spec())
