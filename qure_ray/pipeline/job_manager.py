@@ -26,6 +26,7 @@ from qure_ray.models.verdict import verdict
 from qure_ray.pipeline.tasks import build_outputs, preprocess
 from qure_ray.records import InstanceRecord, InstanceRef, InstanceState, ResultRecord, UseCase
 from qure_ray.routing import route
+from qure_ray.routing.quality import blank_reason, unusable_reason
 from qure_ray.storage.catalog import Batch, event_row, now
 from qure_ray.storage.object_store import StoreLocation
 
@@ -133,6 +134,11 @@ class JobManager:
         if usecase not in self.cards:
             return ResultRecord(**base, state=InstanceState.UNSUPPORTED, reason=decision.reason)
         card = self.cards[usecase]
+        reason = unusable_reason(
+            usecase=usecase, view_position=record.view_position, rows=record.rows, columns=record.columns
+        )
+        if reason is not None:
+            return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason)
         timings: dict[str, float] = {"queue": max(0.0, (now() - record.received_at).total_seconds())}
         try:
             started = time.perf_counter()
@@ -141,6 +147,8 @@ class JobManager:
                 lambda: preprocess.remote(self.location, record.object_key, card.input.size, card.preprocessing.window),
             )
             timings["preprocess"] = time.perf_counter() - started
+            if (reason := blank_reason(image)) is not None:
+                return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason)
             started = time.perf_counter()
             prediction = await self._attempts("inference", lambda: self.models[usecase].predict.remote(image))
             timings["inference"] = time.perf_counter() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qure_ray.records import UseCase
+from qure_ray.routing.quality import LATERAL_VIEWS
 
 RADIOGRAPHY_MODALITIES = frozenset({"CR", "DX"})
 CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG"})
@@ -23,6 +24,8 @@ def route(*, modality: str, body_part: str, view_position: str) -> RoutingDecisi
     if modality in RADIOGRAPHY_MODALITIES:
         if body_part in CHEST_BODY_PARTS:
             return RoutingDecision(UseCase.QXR, f"{modality} with BodyPartExamined {body_part}")
+        if not body_part and view_position in LATERAL_VIEWS:
+            return RoutingDecision(UseCase.QXR, f"{modality} with lateral view {view_position}")
         if not body_part and view_position in CHEST_VIEWS:
             return RoutingDecision(UseCase.QXR, f"{modality} with chest view {view_position}")
     return RoutingDecision(

@@ -211,3 +211,12 @@ def test_zip_upload_of_dicom_files(deployed: Deployed) -> None:
     assert [r["field"] for r in body["detailed_info"]["refused"]] == ["study/readme.txt"]
     sop = uid_of(members["study/0.dcm"])[2]
     assert deployed.wait_final(sop).status_code == 200
+
+
+def test_lateral_chest_view_is_unusable_with_206_and_the_reason(deployed: Deployed) -> None:
+    data = chest_dx(seed=30, size=128, view_position="LL")
+    _, _, sop = uid_of(data)
+    assert deployed.upload(data).status_code == 200
+    result = deployed.wait_final(sop)
+    assert result.status_code == 206, result.text
+    assert "lateral" in result.json()["message"]
