@@ -33,9 +33,7 @@ async def get_result(request: Request) -> JSONResponse:
         return error_response(400, reason or "no use case for this image", state=record.state.value)
     if record.state is InstanceState.FAILED:
         return error_response(500, f"processing failed: {reason}", state=record.state.value)
-    if record.state is InstanceState.UNUSABLE:
-        return error_response(206, f"the image is unusable: {reason}", state=record.state.value)
-    if result is None:  # pragma: no cover - a done state is written with its result in one batch
+    if result is None:  # pragma: no cover - a final state is written with its result in one batch
         raise NotFoundError(f"the result of {uid} is missing")
     settings = platform.settings
     files = file_urls(
@@ -45,4 +43,7 @@ async def get_result(request: Request) -> JSONResponse:
         assets=result.assets,
         original_key=record.object_key,
     )
+    if record.state is InstanceState.UNUSABLE:
+        message = f"the image is unusable: {reason}"
+        return error_response(206, message, state=record.state.value, result={"files": files})
     return JSONResponse(result_body(result, files=files))

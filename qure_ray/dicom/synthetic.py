@@ -6,11 +6,11 @@ mediastinum and noise. Images are deterministic for a given seed; UIDs are fresh
 
 from __future__ import annotations
 
-from io import BytesIO
-
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from qure_ray.dicom.part10 import new_dataset, to_bytes
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -74,15 +74,7 @@ def _image_dataset(
     patient_name: str,
     patient_id: str,
 ) -> Dataset:
-    sop_uid = sop_uid or generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
+    ds = new_dataset(sop_class, sop_uid or generate_uid())
     ds.StudyInstanceUID = study_uid or generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.Modality = modality
@@ -112,9 +104,3 @@ def _set_pixels(ds: Dataset, pixels: np.ndarray, *, bits_stored: int) -> None:
     ds.HighBit = bits_stored - 1
     ds.PixelRepresentation = 0
     ds.PixelData = pixels.astype("<u2").tobytes()
-
-
-def to_bytes(ds: Dataset) -> bytes:
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()

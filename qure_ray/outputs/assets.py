@@ -50,11 +50,15 @@ def render_assets(source: Dataset, result: ResultRecord, card: ModelCard, heatma
         "SOP Instance UID": str(source.SOPInstanceUID),
     }
     pdf = pdf_report(study=header, content=content, overlay_png=full_png)
-    return [
+    assets = [
         Asset(AssetKind.SC, "sc.dcm", secondary_capture(source, rgb, content), MEDIA_TYPES[".dcm"]),
         Asset(AssetKind.SC_FULL_PNG, "sc_full.png", full_png, MEDIA_TYPES[".png"]),
         Asset(AssetKind.SC_THUMBNAIL, "sc_thumbnail.png", png(rgb, max_side=THUMBNAIL_PX), MEDIA_TYPES[".png"]),
         Asset(AssetKind.REPORT_PDF, "report.pdf", pdf, MEDIA_TYPES[".pdf"]),
         Asset(AssetKind.REPORT_DCM, "report_pdf.dcm", encapsulated_pdf(source, pdf, content), MEDIA_TYPES[".dcm"]),
-        Asset(AssetKind.REPORT_SR, "report_sr.dcm", structured_report(source, content), MEDIA_TYPES[".dcm"]),
     ]
+    if content.unusable_reason is None:  # an SR of findings only when there are findings
+        assets.append(
+            Asset(AssetKind.REPORT_SR, "report_sr.dcm", structured_report(source, content), MEDIA_TYPES[".dcm"])
+        )
+    return assets

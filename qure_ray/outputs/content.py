@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qure_ray.models.card import ModelCard
-from qure_ray.records import ModelInfo, ResultRecord, TriageStatus
+from qure_ray.records import InstanceState, ModelInfo, ResultRecord, TriageStatus
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,19 @@ class ReportContent:
     trained_on: str
     heatmaps: np.ndarray | None = None
     """(labels, h, w) in [0, 1], in the order of `findings`."""
+    unusable_reason: str | None = None
+    """Set when the image could not be read by the model: outputs say so instead of showing findings."""
 
     @classmethod
     def from_result(cls, result: ResultRecord, card: ModelCard, heatmaps: np.ndarray | None) -> ReportContent:
+        if result.state is InstanceState.UNUSABLE:
+            return cls(
+                findings=(),
+                triage=TriageStatus.ROUTINE,
+                model=card.info,
+                trained_on=card.trained_on,
+                unusable_reason=result.reason or "the image cannot be read by the model",
+            )
         findings = tuple(
             LabelFinding(
                 name=label.name,
@@ -58,6 +68,8 @@ class ReportContent:
 
     @property
     def summary(self) -> str:
+        if self.unusable_reason:
+            return f"Image unusable for AI analysis: {self.unusable_reason}."
         if not self.positives:
             return "No abnormality detected by the model."
         return "Suspected: " + ", ".join(f"{f.display} ({f.score:.2f})" for f in self.positives) + "."

@@ -6,16 +6,16 @@ in the source's study, in a new series, referencing the source image, naming the
 from __future__ import annotations
 
 import datetime as dt
-from io import BytesIO
 
 import highdicom as hd
 import numpy as np
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from qure_ray.dicom.part10 import new_dataset, to_bytes
 from qure_ray.outputs.content import ReportContent
 
 MANUFACTURER = "qure_ray"
@@ -35,12 +35,6 @@ def _equipment(content: ReportContent) -> hd.ContributingEquipment:
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         contribution_description=f"AI analysis by {content.model.name} {content.model.version}",
     )
-
-
-def _to_bytes(dataset: Dataset) -> bytes:
-    buffer = BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def secondary_capture(source: Dataset, rgb: np.ndarray, content: ReportContent) -> bytes:
@@ -69,7 +63,7 @@ def secondary_capture(source: Dataset, rgb: np.ndarray, content: ReportContent) 
     sc.BurnedInAnnotation = "YES"
     sc.Laterality = source.get("Laterality", "")  # Type 2C: present, empty for an unpaired body part
     sc.ImageComments = content.summary[:10240]
-    return _to_bytes(sc)
+    return to_bytes(sc)
 
 
 def structured_report(source: Dataset, content: ReportContent) -> bytes:
@@ -124,23 +118,15 @@ def structured_report(source: Dataset, content: ReportContent) -> bytes:
         series_description=f"AI findings ({content.model.name})",
         contributing_equipment=[_equipment(content)],
     )
-    return _to_bytes(sr)
+    return to_bytes(sr)
 
 
 def encapsulated_pdf(source: Dataset, pdf: bytes, content: ReportContent) -> bytes:
     """The PDF report as Encapsulated PDF Storage in the source's study."""
     now = dt.datetime.now(dt.UTC)
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(ENCAPSULATED_PDF_STORAGE)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
+    ds = new_dataset(ENCAPSULATED_PDF_STORAGE, generate_uid())
     for keyword in _PATIENT_AND_STUDY:
         ds[keyword] = source[keyword] if keyword in source else _empty(keyword)
-    ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
-    ds.SOPInstanceUID = sop_uid
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = PDF_SERIES_NUMBER
@@ -161,7 +147,7 @@ def encapsulated_pdf(source: Dataset, pdf: bytes, content: ReportContent) -> byt
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     ds.SourceInstanceSequence = [reference]
-    return _to_bytes(ds)
+    return to_bytes(ds)
 
 
 def _empty(keyword: str) -> DataElement:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from io import BytesIO
+from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image
@@ -50,12 +51,14 @@ def pdf_report(*, study: dict[str, str], content: ReportContent, overlay_png: by
     header = [[name, value] for name, value in study.items()]
     header.append(["Triage", content.triage.value])
     story += [Spacer(1, 4 * mm), _table(header, header_row=False), Spacer(1, 4 * mm)]
-    story.append(Paragraph(f"<b>Impression:</b> {content.summary}", styles["Normal"]))
-    rows = [["Finding", "Score", "Threshold", "Decision"]] + [
-        [f.display, f"{f.score:.3f}", f"{f.threshold:.2f}", "present" if f.positive else "absent"]
-        for f in content.findings
-    ]
-    story += [Spacer(1, 4 * mm), _table(rows, header_row=True), Spacer(1, 4 * mm)]
+    story.append(Paragraph(f"<b>Impression:</b> {escape(content.summary)}", styles["Normal"]))
+    if content.findings:
+        rows = [["Finding", "Score", "Threshold", "Decision"]] + [
+            [f.display, f"{f.score:.3f}", f"{f.threshold:.2f}", "present" if f.positive else "absent"]
+            for f in content.findings
+        ]
+        story += [Spacer(1, 4 * mm), _table(rows, header_row=True)]
+    story.append(Spacer(1, 4 * mm))
     image = PdfImage(BytesIO(overlay_png))
     scale = min(120 * mm / image.imageWidth, 120 * mm / image.imageHeight)
     image.drawWidth, image.drawHeight = image.imageWidth * scale, image.imageHeight * scale

@@ -50,7 +50,15 @@ def _legend(image: Image.Image, content: ReportContent, positives: list[int]) ->
     ]
     if content.not_for_clinical_use:
         lines.append(("NOT FOR CLINICAL USE", (255, 80, 80)))
-    if not positives:
+    if content.unusable_reason:
+        words, line = f"UNUSABLE FOR AI: {content.unusable_reason}".split(), ""
+        for word in words:  # wrap at about 48 characters
+            if len(line) + len(word) > 48:
+                lines.append((line, (255, 200, 0)))
+                line = ""
+            line = f"{line} {word}".strip()
+        lines.append((line, (255, 200, 0)))
+    elif not positives:
         lines.append(("No abnormality detected", (200, 255, 200)))
     for colour_index, label_index in enumerate(positives):
         finding = content.findings[label_index]

@@ -138,7 +138,9 @@ class JobManager:
             usecase=usecase, view_position=record.view_position, rows=record.rows, columns=record.columns
         )
         if reason is not None:
-            return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason)
+            return await self._with_assets(
+                ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason), record, card
+            )
         timings: dict[str, float] = {"queue": max(0.0, (now() - record.received_at).total_seconds())}
         try:
             started = time.perf_counter()
@@ -148,7 +150,8 @@ class JobManager:
             )
             timings["preprocess"] = time.perf_counter() - started
             if (reason := blank_reason(image)) is not None:
-                return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason)
+                unusable = ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason)
+                return await self._with_assets(unusable, record, card)
             started = time.perf_counter()
             prediction = await self._attempts("inference", lambda: self.models[usecase].predict.remote(image))
             timings["inference"] = time.perf_counter() - started
@@ -179,6 +182,20 @@ class JobManager:
         return dataclasses.replace(
             result, assets=assets, timings_s={name: round(value, 4) for name, value in timings.items()}
         )
+
+    async def _with_assets(self, result: ResultRecord, record: InstanceRecord, card: ModelCard) -> ResultRecord:
+        """Assets that say why an image is unusable; without them if they cannot be made (the reason stays)."""
+        try:
+            assets = await self._attempts(
+                "outputs",
+                lambda: build_outputs.remote(
+                    self.location, record.object_key, result, str(card.folder / CARD_FILE), None
+                ),
+            )
+        except Exception as exc:
+            logger.warning("no assets for unusable %s: %s", record.sop_uid, exc)
+            return result
+        return dataclasses.replace(result, assets=assets)
 
     async def _attempts(self, stage: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run `call` up to max_attempts times with exponential backoff; bad input is never retried."""

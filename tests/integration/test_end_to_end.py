@@ -219,4 +219,8 @@ def test_lateral_chest_view_is_unusable_with_206_and_the_reason(deployed: Deploy
     assert deployed.upload(data).status_code == 200
     result = deployed.wait_final(sop)
     assert result.status_code == 206, result.text
-    assert "lateral" in result.json()["message"]
+    body = result.json()
+    assert "lateral" in body["message"]
+    files = body["result"]["files"]
+    assert "report_sr" not in files and {"sc", "report_pdf", "original"} <= set(files)
+    assert httpx.get(files["report_pdf"][0], timeout=30).content.startswith(b"%PDF")

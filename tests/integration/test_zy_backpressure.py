@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_full_queue_answers_503_with_retry_after_and_stores_nothing(deployed: Deployed) -> None:
-    batches = [[chest_dx(seed=1000 + 40 * b + i, size=64) for i in range(40)] for b in range(5)]
+    batches = [[chest_dx(seed=1000 + 40 * b + i, size=64) for i in range(30)] for b in range(4)]
     refused: httpx.Response | None = None
     probe = b""
     with ThreadPoolExecutor(max_workers=len(batches)) as pool:

@@ -104,3 +104,18 @@ def test_png_full_and_thumbnail(source: pydicom.Dataset, content: ReportContent)
     rgb = overlay(source, content)
     assert Image.open(io.BytesIO(png(rgb))).size == (256, 256)
     assert max(Image.open(io.BytesIO(png(rgb, max_side=THUMBNAIL_PX // 2))).size) == THUMBNAIL_PX // 2
+
+
+def test_unusable_image_assets_say_so_instead_of_findings(source: pydicom.Dataset, tmp_path: Path) -> None:
+    from qure_ray.outputs.assets import AssetKind, render_assets
+
+    result = ResultRecord(
+        source="s", sop_uid=source.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.UNUSABLE,
+        reason="ViewPosition LL is a lateral view",
+    )  # fmt: skip
+    assets = {asset.kind: asset for asset in render_assets(source, result, CARD, None)}
+    assert AssetKind.REPORT_SR not in assets and AssetKind.SC in assets
+    assert dciodvfy_errors(assets[AssetKind.SC].data, tmp_path) == []
+    (tmp_path / "r.pdf").write_bytes(assets[AssetKind.REPORT_PDF].data)
+    text = subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True, text=True).stdout
+    assert "unusable" in text and "lateral" in text and "Threshold" not in text
