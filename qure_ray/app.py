@@ -26,6 +26,7 @@ from qure_ray.models.registry import load_registry
 from qure_ray.pipeline.catalog_actor import CatalogActor
 from qure_ray.pipeline.image_queue import ImageQueue
 from qure_ray.pipeline.job_manager import JobManager
+from qure_ray.routing import load_routing
 
 logger = logging.getLogger(__name__)
 LOCAL_STATE_DIR = Path(".qure")
@@ -40,6 +41,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             logger.warning("QURE_TOKENS is unset: generated a dev token in %s", LOCAL_STATE_DIR / "dev-token")
     models_dir = settings.models_path
     cards = load_registry(models_dir)
+    load_routing(settings.routing_path)  # a bad rules file stops the deploy here, with its message
     _check_gpus(settings)
     location = settings.store_location
     catalog = CatalogActor.bind(location, settings.catalog_flush_interval_s)
@@ -64,6 +66,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         models=models,
         location=location,
         models_dir=str(models_dir),
+        routing_file=str(settings.routing_path),
         max_concurrent_jobs=settings.max_concurrent_jobs,
         max_attempts=settings.max_attempts,
     )

@@ -24,6 +24,7 @@ _TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,256}$")
 DEV_SOURCE = "dev"
 DEV_TOKEN_FILE = "dev-token"
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+SHIPPED_ROUTING_FILE = Path(__file__).resolve().parent / "routing" / "rules.yaml"
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class Settings:
     url_secret: str = field(default="", repr=False)
     """Key of the HMAC that signs local asset URLs; empty: derived from QURE_TOKENS."""
     asset_url_expiry_s: int = 3600
+    routing_file: str = ""
+    """Use-case rules (YAML); empty: the rules shipped in qure_ray/routing/rules.yaml."""
     max_queue_depth: int = 10000
     """Backpressure: above this many queued instances uploads get 503 with Retry-After."""
     ingress_replicas: int = 1
@@ -120,6 +123,7 @@ class Settings:
         "max_parts": "QURE_MAX_PARTS",
         "max_queue_depth": "QURE_MAX_QUEUE_DEPTH",
         "overwrite_sources": "QURE_OVERWRITE_SOURCES",
+        "routing_file": "QURE_ROUTING_FILE",
         "url_secret": "QURE_URL_SECRET",
         "asset_url_expiry_s": "QURE_ASSET_URL_EXPIRY_S",
         "dimse_port": "QURE_DIMSE_PORT",
@@ -214,6 +218,10 @@ class Settings:
 
     def may_overwrite(self, source: str) -> bool:
         return source in {name.strip() for name in self.overwrite_sources.split(",")}
+
+    @property
+    def routing_path(self) -> Path:
+        return Path(self.routing_file).resolve() if self.routing_file else SHIPPED_ROUTING_FILE
 
     @property
     def models_path(self) -> Path:

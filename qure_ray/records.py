@@ -76,6 +76,7 @@ class InstanceRecord:
     modality: str
     body_part: str
     view_position: str
+    series_description: str
     rows: int
     columns: int
     transfer_syntax: str

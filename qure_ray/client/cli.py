@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     synth = commands.add_parser("synth", help="write a synthetic chest DX (no patient data) for trying things")
     synth.add_argument("output", type=Path)
     synth.add_argument("--seed", type=int, default=0)
+    route = commands.add_parser("route", help="print the use case a DICOM file would be routed to, and why")
+    route.add_argument("file", type=Path)
+    route.add_argument("--source", required=True)
+    route.add_argument("--rules", type=Path, default=None, help="routing YAML (default: the shipped rules)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -34,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
             args.output.write_bytes(chest_dx(seed=args.seed))
             print(f"wrote {args.output}")
+        elif args.command == "route":
+            _route(args.file, source=args.source, rules=args.rules)
         elif args.command == "init-weights":
             _init_weights(args.card, seed=args.seed)
     except ConfigError as exc:
@@ -43,6 +49,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _route(path: Path, *, source: str, rules: Path | None) -> None:
+    from qure_ray.dicom import read_instance
+    from qure_ray.routing import InstanceFacts, load_routing
+
+    metadata = read_instance(path.read_bytes()).metadata
+    table = load_routing(rules) if rules else load_routing()
+    decision = table.route(
+        InstanceFacts(
+            modality=metadata.modality,
+            body_part=metadata.body_part,
+            view_position=metadata.view_position,
+            series_description=metadata.series_description,
+            sop_class=metadata.sop_class_uid,
+            source=source,
+        )
+    )
+    print(f"{decision.usecase.value}\t{decision.reason}")
 
 
 def _init_weights(card_path: Path, *, seed: int) -> None:

@@ -42,6 +42,7 @@ class InstanceMetadata:
     modality: str
     body_part: str
     view_position: str
+    series_description: str
     rows: int
     columns: int
     transfer_syntax: str
@@ -136,6 +137,7 @@ def _extract_metadata(dataset: Dataset, data: bytes) -> InstanceMetadata:
         modality=_text(dataset, "Modality"),
         body_part=_text(dataset, "BodyPartExamined").upper(),
         view_position=_text(dataset, "ViewPosition").upper(),
+        series_description=_text(dataset, "SeriesDescription")[:64],
         rows=_int(dataset, "Rows"),
         columns=_int(dataset, "Columns"),
         transfer_syntax=str(dataset.file_meta.get("TransferSyntaxUID", "")),

@@ -25,7 +25,7 @@ from qure_ray.models.registry import load_registry
 from qure_ray.models.verdict import verdict
 from qure_ray.pipeline.tasks import build_outputs, preprocess
 from qure_ray.records import InstanceRecord, InstanceRef, InstanceState, ResultRecord, UseCase
-from qure_ray.routing import route
+from qure_ray.routing import InstanceFacts, load_routing
 from qure_ray.routing.quality import blank_reason, unusable_reason
 from qure_ray.storage.catalog import Batch, event_row, now
 from qure_ray.storage.object_store import StoreLocation
@@ -52,6 +52,7 @@ class JobManager:
         models: dict[str, DeploymentHandle],
         location: StoreLocation,
         models_dir: str,
+        routing_file: str,
         max_concurrent_jobs: int,
         max_attempts: int,
     ) -> None:
@@ -59,6 +60,7 @@ class JobManager:
         self.queue = queue
         self.models = {UseCase(name): handle for name, handle in models.items()}
         self.cards: dict[UseCase, ModelCard] = load_registry(Path(models_dir))
+        self.routing = load_routing(Path(routing_file))
         self.location = location
         self.max_attempts = max_attempts
         self.slots = asyncio.Semaphore(max_concurrent_jobs)
@@ -128,7 +130,16 @@ class JobManager:
         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
 
     async def _workflow(self, record: InstanceRecord) -> ResultRecord:
-        decision = route(modality=record.modality, body_part=record.body_part, view_position=record.view_position)
+        decision = self.routing.route(
+            InstanceFacts(
+                modality=record.modality,
+                body_part=record.body_part,
+                view_position=record.view_position,
+                series_description=record.series_description,
+                sop_class=record.sop_class_uid,
+                source=record.source,
+            )
+        )
         usecase = decision.usecase
         base: dict[str, Any] = {"source": record.source, "sop_uid": record.sop_uid, "usecase": usecase}
         if usecase not in self.cards:

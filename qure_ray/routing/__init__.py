@@ -1,5 +1,5 @@
-"""Use-case rules: DICOM tags → use case."""
+"""Use-case routing: rules as data (DICOM tags + request Source → use case) and image usability."""
 
-from qure_ray.routing.usecases import RoutingDecision, route
+from qure_ray.routing.rules import InstanceFacts, RoutingDecision, RoutingTable, load_routing
 
-__all__ = ["RoutingDecision", "route"]
+__all__ = ["InstanceFacts", "RoutingDecision", "RoutingTable", "load_routing"]

@@ -115,7 +115,7 @@ class Catalog:
             keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
             if not keys:
                 continue
-            parts = [pq.read_table(io.BytesIO(self.store.get(key)), schema=schema) for key in keys]
+            parts = [_conform(pq.read_table(io.BytesIO(self.store.get(key))), schema) for key in keys]
             loaded = pa.concat_tables(parts)  # noqa: F841 - referenced by name in the SQL below
             self.db.execute(f"INSERT INTO {table} SELECT DISTINCT ON (row_id) * FROM loaded")
             if len(keys) > COMPACT_AFTER_SEGMENTS:
@@ -226,8 +226,20 @@ class Catalog:
         return {str(state): int(count) for state, count in rows}
 
 
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A segment in the current schema: columns added since it was written are null, in schema order."""
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(len(table), field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _instance_record(row: dict[str, Any]) -> InstanceRecord:
     row.pop("row_id", None)
     row["state"] = InstanceState(row["state"])
     row["reason"] = row.get("reason") or ""
+    row["series_description"] = row.get("series_description") or ""
     return InstanceRecord(**row)

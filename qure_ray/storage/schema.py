@@ -22,6 +22,7 @@ INSTANCES = pa.schema(
         ("modality", pa.string()),
         ("body_part", pa.string()),
         ("view_position", pa.string()),
+        ("series_description", pa.string()),
         ("rows", pa.int32()),
         ("columns", pa.int32()),
         ("transfer_syntax", pa.string()),

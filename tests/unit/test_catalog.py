@@ -20,6 +20,7 @@ def make_record(sop_uid: str = "1.2.3.4", source: str = "site-a", sha: str = "ab
         modality="DX",
         body_part="CHEST",
         view_position="PA",
+        series_description="PA chest",
         rows=256,
         columns=256,
         transfer_syntax="1.2.840.10008.1.2.1",
@@ -120,3 +121,18 @@ def test_failed_flush_reaches_every_writer_and_nothing_becomes_visible(tmp_path:
     (outcome,) = asyncio.run(write())
     assert outcome is not None and "failed" in str(outcome)
     assert catalog.count("instances") == 0
+
+
+def test_segments_written_before_a_column_existed_still_load(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from qure_ray.storage.schema import INSTANCES
+
+    store = LocalObjectStore(tmp_path)
+    Catalog(store).commit(received_rows(make_record()))
+    (segment,) = store.list_keys("catalog/instances/")
+    old = pq.read_table(tmp_path / segment).drop_columns(["series_description"])
+    assert "series_description" not in old.column_names and isinstance(old, pa.Table)
+    pq.write_table(old, tmp_path / segment)
+    record = Catalog(store).instance("site-a", "1.2.3.4")
+    assert record is not None and record.series_description == "" and len(INSTANCES) == len(old.schema) + 1
