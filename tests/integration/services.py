@@ -201,8 +201,8 @@ def orthanc(workdir: Path, *, peers: dict[str, dict[str, object]]) -> Iterator[O
         "StorageDirectory": str(workdir / "db"),
         "IndexDirectory": str(workdir / "db"),
         "HttpPort": http_port,
-        "DicomPort": free_port(),
-        "RemoteAccessAllowed": False,
+        "DicomServerEnabled": False,  # not needed; Orthanc 1.10 cannot bind it to loopback only
+        "RemoteAccessAllowed": False,  # HTTP answers 127.0.0.1 only
         "AuthenticationEnabled": False,
         "Plugins": [str(plugin)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": peers},
