@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,10 +208,6 @@ class Settings:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 
     @property
-    def is_local_storage(self) -> bool:
-        return not self.data_uri.startswith("s3://")
-
-    @property
     def url_signing_key(self) -> bytes:
         material = self.url_secret or "qure-asset-urls\n" + self.tokens.to_text()
         return hashlib.sha256(material.encode()).digest()
@@ -258,8 +254,7 @@ class Settings:
             path.write_text(token + "\n")
             path.chmod(0o600)
             created = token
-        table = TokenTable({token: DEV_SOURCE})
-        return Settings._from_raw({**{f.name: getattr(self, f.name) for f in fields(self)}, "tokens": table}), created
+        return replace(self, tokens=TokenTable({token: DEV_SOURCE})), created
 
 
 def _positive_int(name: str, value: Any, *, maximum: int | None = None, zero_ok: bool = False) -> int:

@@ -57,16 +57,7 @@ def _route(path: Path, *, source: str, rules: Path | None) -> None:
 
     metadata = read_instance(path.read_bytes()).metadata
     table = load_routing(rules) if rules else load_routing()
-    decision = table.route(
-        InstanceFacts(
-            modality=metadata.modality,
-            body_part=metadata.body_part,
-            view_position=metadata.view_position,
-            series_description=metadata.series_description,
-            sop_class=metadata.sop_class_uid,
-            source=source,
-        )
-    )
+    decision = table.route(InstanceFacts.of(metadata, source=source))
     print(f"{decision.usecase.value}\t{decision.reason}")
 
 

@@ -33,6 +33,10 @@ def _ui(value: str) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
 
+def _sequence_item(sop_class_uid: str, sop_uid: str, tag: str, element: dict[str, Any]) -> dict[str, Any]:
+    return {REFERENCED_SOP_CLASS_UID: _ui(sop_class_uid), REFERENCED_SOP_INSTANCE_UID: _ui(sop_uid), tag: element}
+
+
 def store_instances_response(
     stored: list[StoredInstance], failed: list[FailedInstance], *, study_url: str | None
 ) -> tuple[int, dict[str, Any]]:
@@ -44,24 +48,16 @@ def store_instances_response(
         body[REFERENCED_SOP_SEQUENCE] = {
             "vr": "SQ",
             "Value": [
-                {
-                    REFERENCED_SOP_CLASS_UID: _ui(item.sop_class_uid),
-                    REFERENCED_SOP_INSTANCE_UID: _ui(item.sop_uid),
-                    RETRIEVE_URL: {"vr": "UR", "Value": [item.retrieve_url]},
-                }
-                for item in stored
+                _sequence_item(i.sop_class_uid, i.sop_uid, RETRIEVE_URL, {"vr": "UR", "Value": [i.retrieve_url]})
+                for i in stored
             ],
         }
     if failed:
         body[FAILED_SOP_SEQUENCE] = {
             "vr": "SQ",
             "Value": [
-                {
-                    REFERENCED_SOP_CLASS_UID: _ui(item.sop_class_uid),
-                    REFERENCED_SOP_INSTANCE_UID: _ui(item.sop_uid),
-                    FAILURE_REASON: {"vr": "US", "Value": [item.failure_reason]},
-                }
-                for item in failed
+                _sequence_item(i.sop_class_uid, i.sop_uid, FAILURE_REASON, {"vr": "US", "Value": [i.failure_reason]})
+                for i in failed
             ],
         }
     status = 200 if not failed else (202 if stored else 409)

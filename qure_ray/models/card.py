@@ -10,11 +10,17 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qure_ray.errors import ConfigError
 from qure_ray.records import ModelInfo, UseCase
+from qure_ray.yaml_config import load_yaml_model
+
+
+def label_text(name: str) -> str:
+    """`pleural_effusion` → `Pleural effusion`: how a label reads when its card gives no display name."""
+    return name.replace("_", " ").capitalize()
+
 
 CARD_FILE = "model.yaml"
 
@@ -43,6 +49,10 @@ class Label(_Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     threshold: float = Field(gt=0.0, lt=1.0)
     display: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return self.display or label_text(self.name)
 
 
 class Weights(_Frozen):
@@ -101,16 +111,4 @@ class ModelCard(_Frozen):
 
 def load_card(path: Path) -> ModelCard:
     """Read and validate one `model.yaml`."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the model card: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a model card is a YAML mapping, got {type(raw).__name__}")
-    try:
-        return ModelCard(**raw, folder=path.parent)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in error['loc'])}': {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from exc
+    return load_yaml_model(path, ModelCard, what="model card", folder=path.parent)

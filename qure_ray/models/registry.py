@@ -9,14 +9,19 @@ from qure_ray.models.card import CARD_FILE, ModelCard, load_card
 from qure_ray.records import UseCase
 
 
-def load_registry(models_dir: Path) -> dict[UseCase, ModelCard]:
-    """All cards of `models_dir/*/model.yaml`, keyed by use case; weights are checked too."""
+def load_registry(models_dir: Path, *, verify_weights: bool = True) -> dict[UseCase, ModelCard]:
+    """All cards of `models_dir/*/model.yaml`, keyed by use case.
+
+    `verify_weights` hashes each weights file against its card: the app builder does it once at deploy and
+    each model replica when it loads; parts that only read cards (the job manager) skip it.
+    """
     if not models_dir.is_dir():
         raise ConfigError(f"QURE_MODELS_DIR: {str(models_dir)!r} is not a folder of model cards")
     cards: dict[UseCase, ModelCard] = {}
     for path in sorted(models_dir.glob(f"*/{CARD_FILE}")):
         card = load_card(path)
-        card.verify_weights()
+        if verify_weights:
+            card.verify_weights()
         if card.usecase in cards:
             raise ConfigError(
                 f"{path}: use case {card.usecase.value!r} is already served by {cards[card.usecase].name!r}; "

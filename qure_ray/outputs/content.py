@@ -43,7 +43,7 @@ class ReportContent:
         findings = tuple(
             LabelFinding(
                 name=label.name,
-                display=label.display or label.name.replace("_", " ").capitalize(),
+                display=label.display_name,
                 score=result.scores[label.name],
                 threshold=label.threshold,
                 positive=result.decisions[label.name],

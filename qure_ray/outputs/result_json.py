@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from qure_ray.models.card import label_text
 from qure_ray.records import ResultRecord
-
-
-def label_text(label: str) -> str:
-    return label.replace("_", " ").capitalize()
 
 
 def result_body(result: ResultRecord, *, files: dict[str, list[str]] | None = None) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class JobManager:
         self.catalog = catalog
         self.queue = queue
         self.models = {UseCase(name): handle for name, handle in models.items()}
-        self.cards: dict[UseCase, ModelCard] = load_registry(Path(models_dir))
+        self.cards: dict[UseCase, ModelCard] = load_registry(Path(models_dir), verify_weights=False)
         self.routing = load_routing(Path(routing_file))
         self.location = location
         self.max_attempts = max_attempts
@@ -73,9 +73,6 @@ class JobManager:
         if self._loop.done():
             error = self._loop.exception() if not self._loop.cancelled() else None
             raise RuntimeError(f"job manager loop stopped: {error!r}")
-
-    async def stats(self) -> dict[str, int]:
-        return {"in_flight": len(self.in_flight), "processed": self.processed}
 
     async def _run(self) -> None:
         last_resync = -RESYNC_INTERVAL_S
@@ -130,16 +127,7 @@ class JobManager:
         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
 
     async def _workflow(self, record: InstanceRecord) -> ResultRecord:
-        decision = self.routing.route(
-            InstanceFacts(
-                modality=record.modality,
-                body_part=record.body_part,
-                view_position=record.view_position,
-                series_description=record.series_description,
-                sop_class=record.sop_class_uid,
-                source=record.source,
-            )
-        )
+        decision = self.routing.route(InstanceFacts.of(record, source=record.source))
         usecase = decision.usecase
         base: dict[str, Any] = {"source": record.source, "sop_uid": record.sop_uid, "usecase": usecase}
         if usecase not in self.cards:

@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qure_ray.errors import ConfigError
-from qure_ray.records import UseCase
+from qure_ray.dicom.instance import InstanceMetadata
+from qure_ray.records import InstanceRecord, UseCase
+from qure_ray.yaml_config import load_yaml_model
 
 SHIPPED_RULES = Path(__file__).with_name("rules.yaml")
 
@@ -29,6 +29,17 @@ class InstanceFacts:
     series_description: str = ""
     sop_class: str = ""
     source: str = ""
+
+    @classmethod
+    def of(cls, metadata: InstanceMetadata | InstanceRecord, *, source: str) -> InstanceFacts:
+        return cls(
+            modality=metadata.modality,
+            body_part=metadata.body_part,
+            view_position=metadata.view_position,
+            series_description=metadata.series_description,
+            sop_class=metadata.sop_class_uid,
+            source=source,
+        )
 
 
 @dataclass(frozen=True)
@@ -109,16 +120,4 @@ class RoutingTable(_Frozen):
 
 def load_routing(path: Path = SHIPPED_RULES) -> RoutingTable:
     """Read and validate a routing file; a bad file raises `ConfigError` naming the file and the field."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the routing rules: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: routing rules are a YAML mapping with `rules` and `sources`")
-    try:
-        return RoutingTable(**raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in error['loc'])}': {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from exc
+    return load_yaml_model(path, RoutingTable, what="routing rules")
