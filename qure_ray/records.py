@@ -37,8 +37,14 @@ UNFINISHED_STATES = (InstanceState.RECEIVED, InstanceState.QUEUED, InstanceState
 class UseCase(StrEnum):
     """The clinical use cases a model can serve."""
 
-    QXR = "qxr"  # chest X-ray
+    QXR = "qxr"  # chest X-ray, one result per instance
+    QER = "qer"  # head CT, one result per series
     UNSUPPORTED = "unsupported"
+
+    @property
+    def per_series(self) -> bool:
+        """Whether the use case reads a whole series (results by SeriesInstanceUID) rather than one image."""
+        return self is UseCase.QER
 
 
 class IngestOutcomeKind(StrEnum):

@@ -31,6 +31,8 @@ def facts(modality: str, body_part: str, view: str, **more: str) -> InstanceFact
         ("DX", "HAND", "PA", "", UseCase.UNSUPPORTED),
         ("CT", "CHEST", "", "", UseCase.UNSUPPORTED),
         ("MR", "", "", "", UseCase.UNSUPPORTED),
+        ("CT", "HEAD", "", "", UseCase.QER),
+        ("CT", "brain", "", "", UseCase.QER),
     ],
 )
 def test_shipped_rules(modality: str, body_part: str, view: str, description: str, expected: UseCase) -> None:
@@ -38,8 +40,8 @@ def test_shipped_rules(modality: str, body_part: str, view: str, description: st
 
 
 def test_unsupported_reason_names_the_tags() -> None:
-    reason = TABLE.route(facts("CT", "HEAD", "")).reason
-    assert "CT" in reason and "HEAD" in reason and "qxr" in reason
+    reason = TABLE.route(facts("CT", "ABDOMEN", "")).reason
+    assert "CT" in reason and "ABDOMEN" in reason and "qxr" in reason and "qer" in reason
 
 
 def test_a_source_without_the_use_case_is_told_so(tmp_path: Path) -> None:
