@@ -51,7 +51,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             name=f"model-{card.name}",
             num_replicas=settings.model_replicas,
             max_ongoing_requests=settings.model_max_batch_size * 4,
-            ray_actor_options={"num_cpus": 1, "num_gpus": settings.model_num_gpus},
+            ray_actor_options={"num_cpus": settings.model_num_cpus, "num_gpus": settings.model_num_gpus},
         ).bind(
             str(card.folder / CARD_FILE),
             num_gpus=settings.model_num_gpus,
@@ -69,6 +69,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         routing_file=str(settings.routing_path),
         max_concurrent_jobs=settings.max_concurrent_jobs,
         max_attempts=settings.max_attempts,
+        series_quiet_period_s=settings.series_quiet_period_s,
     )
     ingress_args = {**settings.to_args(), "QURE_MODELS_DIR": str(models_dir)}
     dimse = DimseGateway.bind(ingress_args, catalog=catalog, queue=queue, jobs=jobs) if settings.dimse_port else None

@@ -105,8 +105,12 @@ class Settings:
     model_replicas: int = 1
     model_num_gpus: float = 0.0
     """GPUs per model replica (fractions share a GPU); > 0 needs CUDA on the node."""
+    model_num_cpus: float = 1.0
+    """CPUs Ray reserves per model replica (one per use case's model card)."""
     model_max_batch_size: int = 8
     model_batch_wait_timeout_s: float = 0.02
+    series_quiet_period_s: float = 60.0
+    """A head-CT series with no new instance for this long starts without waiting for GET /compute."""
 
     _ENV_NAMES = {
         "data_uri": "QURE_DATA_URI",
@@ -133,7 +137,9 @@ class Settings:
         "ingress_replicas": "QURE_INGRESS_REPLICAS",
         "model_replicas": "QURE_MODEL_REPLICAS",
         "model_num_gpus": "QURE_MODEL_NUM_GPUS",
+        "model_num_cpus": "QURE_MODEL_NUM_CPUS",
         "model_max_batch_size": "QURE_MODEL_MAX_BATCH_SIZE",
+        "series_quiet_period_s": "QURE_SERIES_QUIET_PERIOD_S",
         "model_batch_wait_timeout_s": "QURE_MODEL_BATCH_WAIT_TIMEOUT_S",
     }
 

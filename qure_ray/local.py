@@ -19,6 +19,9 @@ from qure_ray.config import Settings
 logger = logging.getLogger(__name__)
 APP_NAME = "qure_ray"
 READY_TIMEOUT_S = 600.0
+MIN_LOCAL_CPUS = 4
+"""Ray's logical CPUs on a local run: one model replica per use case holds one each, and preprocessing and
+output tasks need room beside them even on a 2-core machine (the OS shares the real cores)."""
 
 
 def loopback_ray_environment() -> None:
@@ -35,7 +38,12 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
     from qure_ray.app import build_app
 
     settings, created = settings.with_dev_token(state_dir)
-    ray.init(include_dashboard=False, namespace=APP_NAME, logging_level=logging.WARNING)
+    ray.init(
+        include_dashboard=False,
+        namespace=APP_NAME,
+        logging_level=logging.WARNING,
+        num_cpus=max(MIN_LOCAL_CPUS, os.cpu_count() or 1),
+    )
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_app(settings.to_args()), name=APP_NAME, route_prefix="/", blocking=False)
     base = f"http://{settings.http_host}:{settings.http_port}"

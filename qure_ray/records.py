@@ -15,11 +15,16 @@ import numpy as np
 
 
 class InstanceState(StrEnum):
-    """`received → queued → processing → done | unusable | unsupported | failed` (DESIGN.md §3)."""
+    """`received → queued → processing → done | unusable | unsupported | failed` (DESIGN.md §3).
+
+    Slices of a per-series use case (head CT) go `processing → held` and wait there for their series to
+    start (`GET /compute/{SeriesInstanceUID}` or a quiet period); the series then finishes them together.
+    """
 
     RECEIVED = "received"
     QUEUED = "queued"
     PROCESSING = "processing"
+    HELD = "held"
     DONE = "done"
     UNUSABLE = "unusable"
     UNSUPPORTED = "unsupported"
@@ -98,14 +103,38 @@ class InstanceRecord:
         return InstanceRef(source=self.source, sop_uid=self.sop_uid, object_key=self.object_key)
 
 
+class SeriesTrigger(StrEnum):
+    """What started a per-series computation."""
+
+    COMPUTE = "compute"  # GET /compute/{SeriesInstanceUID}
+    QUIET_PERIOD = "quiet period"  # no new instance of the series for QURE_SERIES_QUIET_PERIOD_S
+
+
+class SeriesStart(StrEnum):
+    """The answer to a request to start a series (`GET /compute`: 200, 304, 404)."""
+
+    STARTED = "started"
+    ALREADY_STARTED = "already started"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesRef:
+    """A series whose computation has started and has no result yet."""
+
+    source: str
+    series_uid: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelInfo:
     name: str
     version: str
     trained: bool
+    trained_on: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "trained": self.trained}
+        return {"name": self.name, "version": self.version, "trained": self.trained, "trained_on": self.trained_on}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,10 +149,11 @@ class Prediction:
 
 @dataclass(frozen=True, kw_only=True)
 class ResultRecord:
-    """The outcome of one instance: what `GET /results` serves."""
+    """The outcome of one instance, or of one series for a per-series use case: what `GET /results` serves."""
 
     source: str
     sop_uid: str
+    """The SOPInstanceUID, or the SeriesInstanceUID of a per-series result."""
     usecase: UseCase
     state: InstanceState
     triage_status: TriageStatus | None = None
@@ -132,8 +162,19 @@ class ResultRecord:
     model: ModelInfo | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     reason: str = ""
-    assets: dict[str, str] = field(default_factory=dict)
-    """Asset kind (`sc`, `report_pdf`, ...) → object key on the store."""
+    assets: dict[str, list[str]] = field(default_factory=dict)
+    """Asset kind (`sc`, `report_pdf`, ...) → object keys on the store (a series has one SC per key slice)."""
+    slices: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per-series results: each slice's SOPInstanceUID → its scores; the series scores are their maximum."""
+
+    @property
+    def key_slices(self) -> list[str]:
+        """A series result's key slices: for each label in turn, the slice that scored highest (distinct)."""
+        if not self.slices:
+            return []
+        labels = next(iter(self.slices.values())).keys()
+        chosen = [max(self.slices, key=lambda sop: self.slices[sop][label]) for label in labels]
+        return list(dict.fromkeys(chosen))
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -147,16 +188,23 @@ class ResultRecord:
             "model_name": self.model.name if self.model else None,
             "model_version": self.model.version if self.model else None,
             "model_trained": self.model.trained if self.model else None,
+            "model_trained_on": self.model.trained_on if self.model else None,
             "timings_json": json.dumps(self.timings_s),
             "reason": self.reason,
             "assets_json": json.dumps(self.assets),
+            "slices_json": json.dumps(self.slices),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ResultRecord:
         model = None
         if row.get("model_name"):
-            model = ModelInfo(name=row["model_name"], version=row["model_version"], trained=bool(row["model_trained"]))
+            model = ModelInfo(
+                name=row["model_name"],
+                version=row["model_version"],
+                trained=bool(row["model_trained"]),
+                trained_on=row.get("model_trained_on") or "",
+            )
         return cls(
             source=row["source"],
             sop_uid=row["sop_uid"],
@@ -168,5 +216,9 @@ class ResultRecord:
             model=model,
             timings_s=json.loads(row["timings_json"] or "{}"),
             reason=row.get("reason") or "",
-            assets=json.loads(row.get("assets_json") or "{}"),
+            assets={  # rows written before series results held one key per kind
+                kind: keys if isinstance(keys, list) else [keys]
+                for kind, keys in json.loads(row.get("assets_json") or "{}").items()
+            },
+            slices=json.loads(row.get("slices_json") or "{}"),
         )

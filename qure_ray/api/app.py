@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from qure_ray.api.asset_urls import get_asset
+from qure_ray.api.compute import get_compute
 from qure_ray.api.errors import EXCEPTION_HANDLERS, error_response
 from qure_ray.api.openapi import openapi_json
 from qure_ray.api.platform import Platform
@@ -44,6 +45,7 @@ def create_app(platform: Platform) -> Starlette:
             Route("/upload", post_upload, methods=["POST"]),
             Route("/results/v2/{uid}", get_result, methods=["GET"]),
             Route("/results/{uid}", get_result, methods=["GET"]),
+            Route("/compute/{series}", get_compute, methods=["GET"]),
             Route("/assets/{key:path}", get_asset, methods=["GET"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

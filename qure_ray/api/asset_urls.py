@@ -51,15 +51,15 @@ class AssetSigner:
 
 
 def file_urls(
-    *, signer: AssetSigner, store: ObjectStore, base_url: str, assets: dict[str, str], original_key: str
+    *, signer: AssetSigner, store: ObjectStore, base_url: str, assets: dict[str, list[str]], original_keys: list[str]
 ) -> dict[str, list[str]]:
-    """The `result.files` object: each asset kind → [URL], plus the stored original."""
+    """The `result.files` object: each asset kind → its URLs, plus the stored original(s)."""
 
     def url(key: str) -> str:
         return store.presigned_url(key, expires_s=signer.expiry_s) or signer.sign(base_url, key)
 
-    files = {kind: [url(key)] for kind, key in sorted(assets.items())}
-    files["original"] = [url(original_key)]
+    files = {kind: [url(key) for key in keys] for kind, keys in sorted(assets.items())}
+    files["original"] = [url(key) for key in original_keys]
     return files
 
 

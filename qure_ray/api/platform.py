@@ -10,7 +10,7 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray.config import Settings
 from qure_ray.errors import OverloadedError
-from qure_ray.records import InstanceRecord, ResultRecord
+from qure_ray.records import InstanceRecord, ResultRecord, SeriesStart, SeriesTrigger
 from qure_ray.storage.catalog import Batch, received_rows
 from qure_ray.storage.object_store import ObjectStore
 
@@ -23,6 +23,9 @@ class Platform(Protocol):
 
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None: ...
     async def find_result(self, source: str, sop_uid: str) -> ResultRecord | None: ...
+    async def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]: ...
+    async def series_started(self, source: str, series_uid: str) -> bool: ...
+    async def start_series(self, source: str, series_uid: str) -> SeriesStart: ...
     async def record_and_enqueue(self, record: InstanceRecord) -> None: ...
     async def log_ingest(self, batch: Batch) -> None: ...
     async def check_capacity(self) -> None: ...
@@ -74,6 +77,18 @@ class RayPlatform:
     async def find_result(self, source: str, sop_uid: str) -> ResultRecord | None:
         result: ResultRecord | None = await self.catalog.result.remote(source, sop_uid)
         return result
+
+    async def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
+        records: list[InstanceRecord] = await self.catalog.series_instances.remote(source, series_uid)
+        return records
+
+    async def series_started(self, source: str, series_uid: str) -> bool:
+        started: bool = await self.catalog.series_started.remote(source, series_uid)
+        return started
+
+    async def start_series(self, source: str, series_uid: str) -> SeriesStart:
+        outcome: SeriesStart = await self.catalog.start_series.remote(source, series_uid, SeriesTrigger.COMPUTE)
+        return outcome
 
     async def record_and_enqueue(self, record: InstanceRecord) -> None:
         """Durable first (catalog row + `queued` event), then the queue; a lost enqueue is resynced."""

@@ -1,4 +1,8 @@
-"""`GET /results/{uid}` and `GET /results/v2/{uid}`: the state or the result of one instance."""
+"""`GET /results/{uid}` and `GET /results/v2/{uid}`: the state or the result of an instance or a series.
+
+`uid` is a SOPInstanceUID (one result per image, chest X-ray) or a SeriesInstanceUID (one result per
+series, head CT); any SOPInstanceUID of a per-series use case answers with its series' result.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from qure_ray.api.platform import Platform
 from qure_ray.dicom.uids import is_valid_uid
 from qure_ray.errors import BadRequestError, NotFoundError
 from qure_ray.outputs import result_body
-from qure_ray.records import InstanceState
+from qure_ray.records import UNFINISHED_STATES, InstanceState, ResultRecord
 
 
 async def get_result(request: Request) -> JSONResponse:
@@ -23,27 +27,58 @@ async def get_result(request: Request) -> JSONResponse:
         raise BadRequestError(f"{uid[:80]!r} is not a DICOM UID (digits and dots, at most 64 characters)")
     record = await platform.find_instance(source, uid)
     if record is None:
-        raise NotFoundError(f"no instance with SOPInstanceUID {uid} has been uploaded by this source")
+        return await _series_result(request, platform, source, uid)
+    if record.state is InstanceState.HELD:
+        return await _series_result(request, platform, source, record.series_uid)
     if not record.state.is_final:
-        body = {"message": f"the instance is {record.state.value}; ask again shortly", "status": record.state.value}
-        return JSONResponse(body, status_code=202, headers={"Retry-After": "2"})
+        return _pending(f"the instance is {record.state.value}; ask again shortly", record.state.value)
     result = await platform.find_result(source, uid)
-    reason = result.reason if result else record.reason
-    if record.state is InstanceState.UNSUPPORTED:
-        return error_response(400, reason or "no use case for this image", state=record.state.value)
-    if record.state is InstanceState.FAILED:
-        return error_response(500, f"processing failed: {reason}", state=record.state.value)
-    if result is None:  # pragma: no cover - a final state is written with its result in one batch
-        raise NotFoundError(f"the result of {uid} is missing")
+    if result is None:  # a slice read with its series: the series' result is its result
+        return await _series_result(request, platform, source, record.series_uid)
+    return _answer(request, platform, result, [record.object_key])
+
+
+async def _series_result(request: Request, platform: Platform, source: str, series_uid: str) -> JSONResponse:
+    result = await platform.find_result(source, series_uid)
+    if result is not None:
+        slices = {r.sop_uid: r.object_key for r in await platform.series_instances(source, series_uid)}
+        originals = [slices[sop] for sop in result.key_slices if sop in slices]
+        return _answer(request, platform, result, originals)
+    instances = await platform.series_instances(source, series_uid)
+    if not instances:
+        raise NotFoundError(
+            f"no instance with SOPInstanceUID {series_uid}, and no series with that SeriesInstanceUID, has been "
+            "uploaded by this source"
+        )
+    if await platform.series_started(source, series_uid) or any(r.state in UNFINISHED_STATES for r in instances):
+        return _pending(f"the series ({len(instances)} instances) is being processed; ask again shortly", "processing")
+    quiet = platform.settings.series_quiet_period_s
+    return _pending(
+        f"the series has {len(instances)} instances and waits to start: call GET /compute/{series_uid} when all "
+        f"are uploaded, or it starts by itself {quiet:g} s after the last one",
+        InstanceState.HELD.value,
+    )
+
+
+def _pending(message: str, state: str) -> JSONResponse:
+    return JSONResponse({"message": message, "status": state}, status_code=202, headers={"Retry-After": "2"})
+
+
+def _answer(request: Request, platform: Platform, result: ResultRecord, original_keys: list[str]) -> JSONResponse:
+    """A final result: 200 with findings, 206 unusable (with assets that say why), 400 unsupported, 500 failed."""
+    if result.state is InstanceState.UNSUPPORTED:
+        return error_response(400, result.reason or "no use case for this image", state=result.state.value)
+    if result.state is InstanceState.FAILED:
+        return error_response(500, f"processing failed: {result.reason}", state=result.state.value)
     settings = platform.settings
     files = file_urls(
         signer=AssetSigner(settings.url_signing_key, settings.asset_url_expiry_s),
         store=platform.store,
         base_url=str(request.base_url),
         assets=result.assets,
-        original_key=record.object_key,
+        original_keys=original_keys,
     )
-    if record.state is InstanceState.UNUSABLE:
-        message = f"the image is unusable: {reason}"
-        return error_response(206, message, state=record.state.value, result={"files": files})
+    if result.state is InstanceState.UNUSABLE:
+        message = f"the image is unusable: {result.reason}"
+        return error_response(206, message, state=result.state.value, result={"files": files})
     return JSONResponse(result_body(result, files=files))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -38,27 +39,57 @@ class Asset:
 MEDIA_TYPES = {".dcm": "application/dicom", ".png": "image/png", ".pdf": "application/pdf"}
 
 
-def render_assets(source: Dataset, result: ResultRecord, card: ModelCard, heatmaps: np.ndarray | None) -> list[Asset]:
-    content = ReportContent.from_result(result, card, heatmaps)
-    rgb = overlay(source, content)
-    full_png = png(rgb)
-    header = {
-        "Accession": str(source.get("AccessionNumber", "")),
-        "Study date": str(source.get("StudyDate", "")),
-        "Modality": str(source.get("Modality", "")),
-        "Body part": str(source.get("BodyPartExamined", "")),
-        "SOP Instance UID": str(source.SOPInstanceUID),
-    }
-    pdf = pdf_report(study=header, content=content, overlay_png=full_png)
-    assets = [
-        Asset(AssetKind.SC, "sc.dcm", secondary_capture(source, rgb, content), MEDIA_TYPES[".dcm"]),
-        Asset(AssetKind.SC_FULL_PNG, "sc_full.png", full_png, MEDIA_TYPES[".png"]),
-        Asset(AssetKind.SC_THUMBNAIL, "sc_thumbnail.png", png(rgb, max_side=THUMBNAIL_PX), MEDIA_TYPES[".png"]),
+def render_assets(
+    images: Sequence[tuple[Dataset, np.ndarray | None]], result: ResultRecord, card: ModelCard
+) -> list[Asset]:
+    """Every asset of a result. `images`: the source image with its heatmaps (labels, h, w), or for a series
+    result its key slices, each with its own heatmaps; each image gets an SC and PNGs, the result one SR and
+    one PDF report (also as Encapsulated PDF), made from the first image's study."""
+    if not images:
+        raise ValueError("a result's assets need at least one source image")
+    assets: list[Asset] = []
+    overlays: list[bytes] = []
+    for index, (dataset, heatmaps) in enumerate(images):
+        content = ReportContent.from_result(result, card, heatmaps)
+        rgb = overlay(dataset, content)
+        suffix = f"_{index + 1}" if index else ""  # a single image's assets keep the plain names
+        overlays.append(png(rgb))
+        assets += [
+            Asset(AssetKind.SC, f"sc{suffix}.dcm", secondary_capture(dataset, rgb, content), MEDIA_TYPES[".dcm"]),
+            Asset(AssetKind.SC_FULL_PNG, f"sc_full{suffix}.png", overlays[-1], MEDIA_TYPES[".png"]),
+            Asset(
+                AssetKind.SC_THUMBNAIL,
+                f"sc_thumbnail{suffix}.png",
+                png(rgb, max_side=THUMBNAIL_PX),
+                MEDIA_TYPES[".png"],
+            ),
+        ]
+    first = images[0][0]
+    content = ReportContent.from_result(result, card, None)
+    pdf = pdf_report(study=_report_header(first, [dataset for dataset, _ in images], result), content=content,
+                     overlay_png=overlays[0])  # fmt: skip
+    assets += [
         Asset(AssetKind.REPORT_PDF, "report.pdf", pdf, MEDIA_TYPES[".pdf"]),
-        Asset(AssetKind.REPORT_DCM, "report_pdf.dcm", encapsulated_pdf(source, pdf, content), MEDIA_TYPES[".dcm"]),
+        Asset(AssetKind.REPORT_DCM, "report_pdf.dcm", encapsulated_pdf(first, pdf, content), MEDIA_TYPES[".dcm"]),
     ]
     if content.unusable_reason is None:  # an SR of findings only when there are findings
-        assets.append(
-            Asset(AssetKind.REPORT_SR, "report_sr.dcm", structured_report(source, content), MEDIA_TYPES[".dcm"])
-        )
+        sr = structured_report([dataset for dataset, _ in images], content)
+        assets.append(Asset(AssetKind.REPORT_SR, "report_sr.dcm", sr, MEDIA_TYPES[".dcm"]))
     return assets
+
+
+def _report_header(first: Dataset, images: list[Dataset], result: ResultRecord) -> dict[str, str]:
+    """What the PDF report's header shows: the study and the image, or the series and its key slices."""
+    header = {
+        "Accession": str(first.get("AccessionNumber", "")),
+        "Study date": str(first.get("StudyDate", "")),
+        "Modality": str(first.get("Modality", "")),
+        "Body part": str(first.get("BodyPartExamined", "")),
+    }
+    if result.usecase.per_series:
+        header["Series Instance UID"] = str(first.SeriesInstanceUID)
+        header["Slices read"] = str(len(result.slices))
+        header["Key slices (instance number)"] = ", ".join(str(ds.get("InstanceNumber", "?")) for ds in images)
+    else:
+        header["SOP Instance UID"] = str(first.SOPInstanceUID)
+    return header

@@ -6,6 +6,7 @@ in the source's study, in a new series, referencing the source image, naming the
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
@@ -66,8 +67,12 @@ def secondary_capture(source: Dataset, rgb: np.ndarray, content: ReportContent) 
     return to_bytes(sc)
 
 
-def structured_report(source: Dataset, content: ReportContent) -> bytes:
-    """Comprehensive 3D SR, TID 1500: per label a present/absent evaluation and its score."""
+def structured_report(sources: Sequence[Dataset], content: ReportContent) -> bytes:
+    """Comprehensive 3D SR, TID 1500: per label a present/absent evaluation and its score.
+
+    `sources`: the image read, or a series' key slices; every finding cites them as its source images.
+    """
+    source = sources[0]
     algorithm = hd.sr.AlgorithmIdentification(name=content.model.name, version=content.model.version)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -75,7 +80,7 @@ def structured_report(source: Dataset, content: ReportContent) -> bytes:
             uid=generate_uid(), name=content.model.name, manufacturer_name=MANUFACTURER
         ),
     )
-    source_image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source)
+    source_images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in sources]
     groups = []
     for finding in content.findings:
         finding_code = hd.sr.CodedConcept(value=finding.name, scheme_designator="99QURE", meaning=finding.display)
@@ -84,7 +89,7 @@ def structured_report(source: Dataset, content: ReportContent) -> bytes:
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=finding.name),
                 finding_type=finding_code,
                 algorithm_id=algorithm,
-                source_images=[source_image],
+                source_images=source_images,
                 qualitative_evaluations=[
                     hd.sr.QualitativeEvaluation(
                         name=finding_code, value=codes.SCT.Present if finding.positive else codes.SCT.Absent
@@ -102,13 +107,11 @@ def structured_report(source: Dataset, content: ReportContent) -> bytes:
         )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=codes.LN.CTUnspecifiedBodyRegion
-        if str(source.get("Modality", "")) == "CT"
-        else hd.sr.CodedConcept(value="36643-5", scheme_designator="LN", meaning="XR Chest 2V"),
+        procedure_reported=_procedure(source),
         imaging_measurements=groups,
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[source],
+        evidence=list(sources),
         content=report,
         series_instance_uid=generate_uid(),
         series_number=SR_SERIES_NUMBER,
@@ -119,6 +122,15 @@ def structured_report(source: Dataset, content: ReportContent) -> bytes:
         contributing_equipment=[_equipment(content)],
     )
     return to_bytes(sr)
+
+
+def _procedure(source: Dataset) -> hd.sr.CodedConcept:
+    """The LOINC code of the procedure the SR reports on."""
+    if str(source.get("Modality", "")) != "CT":
+        return hd.sr.CodedConcept(value="36643-5", scheme_designator="LN", meaning="XR Chest 2V")
+    if str(source.get("BodyPartExamined", "")).upper() in ("HEAD", "BRAIN", "SKULL"):
+        return hd.sr.CodedConcept(value="24725-4", scheme_designator="LN", meaning="CT Head")
+    return codes.LN.CTUnspecifiedBodyRegion
 
 
 def encapsulated_pdf(source: Dataset, pdf: bytes, content: ReportContent) -> bytes:

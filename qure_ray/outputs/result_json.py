@@ -23,7 +23,7 @@ def result_body(result: ResultRecord, *, files: dict[str, list[str]] | None = No
     model = result.model.to_json() if result.model else None
     if result.model and not result.model.trained:
         impression += " Model not trained: results are not meaningful (demonstration only)."
-    return {
+    body: dict[str, Any] = {
         "message": "Result is ready",
         "status": result.state.value,
         "triage_status": result.triage_status.value if result.triage_status else None,
@@ -37,3 +37,11 @@ def result_body(result: ResultRecord, *, files: dict[str, list[str]] | None = No
         "model": model,
         "timings": result.timings_s,
     }
+    if result.usecase.per_series:
+        body["series"] = {
+            "series_instance_uid": result.sop_uid,
+            "slices_read": len(result.slices),
+            "key_slices": result.key_slices,
+            "slice_scores": result.slices,
+        }
+    return body

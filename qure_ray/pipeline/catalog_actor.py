@@ -12,8 +12,8 @@ import time
 
 from ray import serve
 
-from qure_ray.records import InstanceRecord, ResultRecord
-from qure_ray.storage.catalog import Batch, Catalog
+from qure_ray.records import InstanceRecord, ResultRecord, SeriesRef, SeriesStart, SeriesTrigger
+from qure_ray.storage.catalog import Batch, Catalog, now, series_start_row
 from qure_ray.storage.group_commit import GroupCommitter
 from qure_ray.storage.object_store import StoreLocation
 from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orphans
@@ -35,6 +35,7 @@ class CatalogActor:
         self.store = location.open()
         self.catalog = Catalog(self.store)
         self.committer = GroupCommitter(self.catalog, interval_s=flush_interval_s)
+        self._starting: set[tuple[str, str]] = set()
         self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     async def _reconcile_forever(self) -> None:
@@ -69,3 +70,33 @@ class CatalogActor:
 
     async def states(self) -> dict[str, int]:
         return self.catalog.states()
+
+    async def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
+        return self.catalog.series_instances(source, series_uid)
+
+    async def series_started(self, source: str, series_uid: str) -> bool:
+        return (source, series_uid) in self._starting or self.catalog.series_started(source, series_uid)
+
+    async def start_series(self, source: str, series_uid: str, trigger: SeriesTrigger) -> SeriesStart:
+        """Record that a series starts, once: concurrent callers (ingress replicas, the quiet-period
+        check) see `ALREADY_STARTED` while the first one's row is being written."""
+        key = (source, series_uid)
+        if key in self._starting or self.catalog.series_started(source, series_uid):
+            return SeriesStart.ALREADY_STARTED
+        if not self.catalog.series_instances(source, series_uid):
+            return SeriesStart.UNKNOWN
+        self._starting.add(key)
+        try:
+            await self.committer.write(series_start_row(source, series_uid, trigger))
+        finally:
+            self._starting.discard(key)
+        return SeriesStart.STARTED
+
+    async def series_due(self, quiet_period_s: float) -> list[SeriesRef]:
+        return self.catalog.series_due(quiet_period_s=quiet_period_s, at=now())
+
+    async def pending_series(self) -> list[SeriesRef]:
+        return self.catalog.pending_series()
+
+    async def late_slices(self) -> list[InstanceRecord]:
+        return self.catalog.late_slices()

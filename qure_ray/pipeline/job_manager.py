@@ -4,6 +4,12 @@ Workflow of one instance (use case `qxr`):
     processing → route → preprocess (Ray task, CPU) → infer (model deployment) → result → done
 Unsupported images end as `unsupported`, undecodable ones as `unusable`; anything else that fails is
 retried with exponential backoff and ends as `failed` with its reason after the last attempt.
+
+Workflow of a series (use case `qer`, head CT): each slice is routed and `held`; once the series starts
+(`GET /compute/{SeriesInstanceUID}`, or no new slice for the quiet period) and none of its slices is still
+being routed, every held slice is preprocessed and read by the model (Serve batches them), the series
+scores are the maximum over slices, and the outputs show the key slices. One result for the series;
+each slice ends `done` (or `failed`) with it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,17 @@ from qure_ray.models.card import CARD_FILE, ModelCard
 from qure_ray.models.registry import load_registry
 from qure_ray.models.verdict import verdict
 from qure_ray.pipeline.tasks import build_outputs, preprocess
-from qure_ray.records import InstanceRecord, InstanceRef, InstanceState, ResultRecord, UseCase
+from qure_ray.records import (
+    UNFINISHED_STATES,
+    InstanceRecord,
+    InstanceRef,
+    InstanceState,
+    Prediction,
+    ResultRecord,
+    SeriesRef,
+    SeriesTrigger,
+    UseCase,
+)
 from qure_ray.routing import InstanceFacts, load_routing
 from qure_ray.routing.quality import blank_reason, unusable_reason
 from qure_ray.storage.catalog import Batch, event_row, now
@@ -35,6 +51,9 @@ T = TypeVar("T")
 
 RESYNC_INTERVAL_S = 30.0
 RETRY_BASE_DELAY_S = 0.5
+SERIES_POLL_S = 1.0
+MAX_SERIES_AT_ONCE = 2
+MAX_SLICES_IN_FLIGHT = 32
 
 
 @serve.deployment(
@@ -55,6 +74,7 @@ class JobManager:
         routing_file: str,
         max_concurrent_jobs: int,
         max_attempts: int,
+        series_quiet_period_s: float,
     ) -> None:
         self.catalog = catalog
         self.queue = queue
@@ -66,13 +86,18 @@ class JobManager:
         self.slots = asyncio.Semaphore(max_concurrent_jobs)
         self.in_flight: set[tuple[str, str]] = set()
         self.processed = 0
-        self._loop = asyncio.get_running_loop().create_task(self._run())
+        self.series_quiet_period_s = series_quiet_period_s
+        self.series_slots = asyncio.Semaphore(MAX_SERIES_AT_ONCE)
+        self.series_in_flight: set[SeriesRef] = set()
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._run()), loop.create_task(self._series_loop())]
 
     async def check_health(self) -> None:
-        """Serve's health check: the work loop must be alive."""
-        if self._loop.done():
-            error = self._loop.exception() if not self._loop.cancelled() else None
-            raise RuntimeError(f"job manager loop stopped: {error!r}")
+        """Serve's health check: the work loops must be alive."""
+        for task in self._loops:
+            if task.done():
+                error = task.exception() if not task.cancelled() else None
+                raise RuntimeError(f"job manager loop stopped: {error!r}")
 
     async def _run(self) -> None:
         last_resync = -RESYNC_INTERVAL_S
@@ -117,7 +142,8 @@ class JobManager:
             logger.error("instance %s of %s could not be started: %s", ref.sop_uid, ref.source, exc)
             return
         batch = Batch()
-        batch.add("results", {**result.to_row(), "finished_at": now()})
+        if result.state is not InstanceState.HELD:  # a held slice's result is its series'
+            batch.add("results", {**result.to_row(), "finished_at": now()})
         batch.add("events", event_row(ref.source, ref.sop_uid, result.state, result.reason))
         try:
             await self._write(batch)
@@ -133,6 +159,8 @@ class JobManager:
         if usecase not in self.cards:
             return ResultRecord(**base, state=InstanceState.UNSUPPORTED, reason=decision.reason)
         card = self.cards[usecase]
+        if usecase.per_series:
+            return await self._hold(record, base)
         reason = unusable_reason(
             usecase=usecase, view_position=record.view_position, rows=record.rows, columns=record.columns
         )
@@ -172,7 +200,7 @@ class JobManager:
             assets = await self._attempts(
                 "outputs",
                 lambda: build_outputs.remote(
-                    self.location, record.object_key, result, str(card.folder / CARD_FILE), prediction.heatmaps
+                    self.location, [(record.object_key, prediction.heatmaps)], result, str(card.folder / CARD_FILE)
                 ),
             )
             timings["outputs"] = time.perf_counter() - started
@@ -182,13 +210,156 @@ class JobManager:
             result, assets=assets, timings_s={name: round(value, 4) for name, value in timings.items()}
         )
 
+    async def _hold(self, record: InstanceRecord, base: dict[str, Any]) -> ResultRecord:
+        """A slice waits for its series; one that arrives after its series was read cannot join it."""
+        if await self.catalog.result.remote(record.source, record.series_uid) is not None:
+            return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=_late_reason(record.series_uid))
+        return ResultRecord(
+            **base,
+            state=InstanceState.HELD,
+            reason=f"waiting for series {record.series_uid} to start (GET /compute/{record.series_uid})",
+        )
+
+    # -- series ------------------------------------------------------------------------------------
+
+    async def _series_loop(self) -> None:
+        """Start quiet series, settle late slices, and run every started series without a result."""
+        while True:
+            await asyncio.sleep(SERIES_POLL_S)
+            try:
+                for due in await self.catalog.series_due.remote(self.series_quiet_period_s):
+                    await self.catalog.start_series.remote(due.source, due.series_uid, SeriesTrigger.QUIET_PERIOD)
+                late = await self.catalog.late_slices.remote()
+                if late:
+                    batch = Batch()
+                    for record in late:
+                        result = ResultRecord(
+                            source=record.source,
+                            sop_uid=record.sop_uid,
+                            usecase=UseCase.UNSUPPORTED,
+                            state=InstanceState.UNUSABLE,
+                            reason=_late_reason(record.series_uid),
+                        )
+                        batch.add("results", {**result.to_row(), "finished_at": now()})
+                        batch.add("events", event_row(record.source, record.sop_uid, result.state, result.reason))
+                    await self._write(batch)
+                for series in await self.catalog.pending_series.remote():
+                    if series not in self.series_in_flight:
+                        self.series_in_flight.add(series)
+                        task = asyncio.get_running_loop().create_task(self._process_series(series))
+                        task.add_done_callback(lambda _, series=series: self.series_in_flight.discard(series))  # type: ignore[misc]
+            except Exception as exc:  # the catalog is briefly unavailable: the next round retries
+                logger.warning("series round failed, retrying: %s", exc)
+
+    async def _process_series(self, series: SeriesRef) -> None:
+        async with self.series_slots:
+            try:
+                instances: list[InstanceRecord] = await self.catalog.series_instances.remote(
+                    series.source, series.series_uid
+                )
+                if any(record.state in UNFINISHED_STATES for record in instances):
+                    return  # slices still being routed: the next round looks again
+                held = [record for record in instances if record.state is InstanceState.HELD]
+                result = await self._series_workflow(series, held, instances)
+            except Exception as exc:  # the catalog failed: the series stays pending, the next round retries
+                logger.error("series %s of %s could not be read: %s", series.series_uid, series.source, exc)
+                return
+            batch = Batch()
+            batch.add("results", {**result.to_row(), "finished_at": now()})
+            slice_state = InstanceState.DONE if result.state is InstanceState.DONE else result.state
+            for record in held:
+                reason = f"read with series {series.series_uid}" + (f": {result.reason}" if result.reason else "")
+                batch.add("events", event_row(series.source, record.sop_uid, slice_state, reason))
+            try:
+                await self._write(batch)
+            except Exception as exc:
+                logger.error("result of series %s could not be recorded, retrying: %s", series.series_uid, exc)
+                return
+            logger.info("series %s of %s (%d slices): %s", series.series_uid, series.source, len(held), result.state)
+
+    async def _series_workflow(
+        self, series: SeriesRef, held: list[InstanceRecord], instances: list[InstanceRecord]
+    ) -> ResultRecord:
+        if not held:  # e.g. the source has not enabled the series' use case: its slices say why
+            reason = next((r.reason for r in instances if r.reason), "no slice of this series can be read")
+            return ResultRecord(
+                source=series.source,
+                sop_uid=series.series_uid,
+                usecase=UseCase.UNSUPPORTED,
+                state=InstanceState.UNSUPPORTED,
+                reason=reason,
+            )
+        usecase = self.routing.route(InstanceFacts.of(held[0], source=series.source)).usecase
+        card = self.cards[usecase]
+        base: dict[str, Any] = {"source": series.source, "sop_uid": series.series_uid, "usecase": usecase}
+        timings: dict[str, float] = {"queue": max(0.0, (now() - min(r.received_at for r in held)).total_seconds())}
+        in_flight = asyncio.Semaphore(MAX_SLICES_IN_FLIGHT)
+
+        async def read(record: InstanceRecord) -> Prediction | None:
+            async with in_flight:
+                try:
+                    outcome = await self._read_slice(card, usecase, record)
+                except InvalidInstanceError as exc:
+                    outcome = str(exc)
+                if isinstance(outcome, str):
+                    logger.warning("slice %s of series %s is unusable: %s", record.sop_uid, series.series_uid, outcome)
+                    return None
+                return outcome
+
+        started = time.perf_counter()
+        try:
+            predictions = dict(zip([r.sop_uid for r in held], await asyncio.gather(*map(read, held)), strict=True))
+        except Exception as exc:
+            return ResultRecord(**base, state=InstanceState.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        timings["slices"] = time.perf_counter() - started
+        read_slices = {sop: p for sop, p in predictions.items() if p is not None}
+        if not read_slices:
+            return ResultRecord(**base, state=InstanceState.UNUSABLE, reason="no slice of the series could be read")
+        slices = {sop: p.scores for sop, p in read_slices.items()}
+        scores = {label: max(s[label] for s in slices.values()) for label in card.label_names}
+        triage, decisions = verdict(card, scores)
+        model = next(iter(read_slices.values())).model
+        result = ResultRecord(
+            **base,
+            state=InstanceState.DONE,
+            triage_status=triage,
+            scores=scores,
+            decisions=decisions,
+            model=model,
+            slices=slices,
+        )
+        keys = {r.sop_uid: r.object_key for r in held}
+        images = [(keys[sop], read_slices[sop].heatmaps) for sop in result.key_slices]
+        try:
+            started = time.perf_counter()
+            assets = await self._attempts(
+                "outputs", lambda: build_outputs.remote(self.location, images, result, str(card.folder / CARD_FILE))
+            )
+            timings["outputs"] = time.perf_counter() - started
+        except Exception as exc:
+            return ResultRecord(**base, state=InstanceState.FAILED, reason=f"outputs: {type(exc).__name__}: {exc}")
+        return dataclasses.replace(
+            result, assets=assets, timings_s={name: round(value, 4) for name, value in timings.items()}
+        )
+
+    async def _read_slice(self, card: ModelCard, usecase: UseCase, record: InstanceRecord) -> Prediction | str:
+        """One slice through preprocessing and the model, or why it is unusable (blank)."""
+        image = await self._attempts(
+            "preprocess",
+            lambda: preprocess.remote(self.location, record.object_key, card.input.size, card.preprocessing.window),
+        )
+        if (reason := blank_reason(image)) is not None:
+            return reason
+        prediction: Prediction = await self._attempts("inference", lambda: self.models[usecase].predict.remote(image))
+        return prediction
+
     async def _with_assets(self, result: ResultRecord, record: InstanceRecord, card: ModelCard) -> ResultRecord:
         """Assets that say why an image is unusable; without them if they cannot be made (the reason stays)."""
         try:
             assets = await self._attempts(
                 "outputs",
                 lambda: build_outputs.remote(
-                    self.location, record.object_key, result, str(card.folder / CARD_FILE), None
+                    self.location, [(record.object_key, None)], result, str(card.folder / CARD_FILE)
                 ),
             )
         except Exception as exc:
@@ -217,6 +388,10 @@ class JobManager:
         else:
             batch = batch_or_row
         await self.catalog.write.remote(batch)
+
+
+def _late_reason(series_uid: str) -> str:
+    return f"arrived after series {series_uid} was read; not part of its result (send new series UIDs to re-read)"
 
 
 def _unwrap(exc: BaseException) -> BaseException:

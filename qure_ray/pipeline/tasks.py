@@ -31,15 +31,21 @@ def preprocess(location: StoreLocation, object_key: str, size: int, window_mode:
 
 @ray.remote(num_cpus=0.5, max_retries=0)
 def build_outputs(
-    location: StoreLocation, object_key: str, result: ResultRecord, card_path: str, heatmaps: np.ndarray | None
-) -> dict[str, str]:
-    """Render SC, SR, PDF, encapsulated PDF and PNGs for one result; store them; return kind → key."""
+    location: StoreLocation,
+    images: list[tuple[str, np.ndarray | None]],
+    result: ResultRecord,
+    card_path: str,
+) -> dict[str, list[str]]:
+    """Render SC, SR, PDF, encapsulated PDF and PNGs for one result; store them; return kind → keys.
+
+    `images`: (object key of the original, its heatmaps): the image read, or a series' key slices.
+    """
     store = location.open()
-    source = pydicom.dcmread(BytesIO(store.get(object_key)))
+    sources = [(pydicom.dcmread(BytesIO(store.get(key))), heatmaps) for key, heatmaps in images]
     card = load_card(Path(card_path))
-    keys: dict[str, str] = {}
-    for asset in render_assets(source, result, card, heatmaps):
+    keys: dict[str, list[str]] = {}
+    for asset in render_assets(sources, result, card):
         key = asset_key(result.source, result.sop_uid, asset.name)
         store.put(key, asset.data, media_type=asset.media_type)
-        keys[asset.kind.value] = key
+        keys.setdefault(asset.kind.value, []).append(key)
     return keys

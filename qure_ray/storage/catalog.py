@@ -22,7 +22,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qure_ray.records import UNFINISHED_STATES, IngestOutcomeKind, InstanceRecord, InstanceState, ResultRecord
+from qure_ray.records import (
+    UNFINISHED_STATES,
+    IngestOutcomeKind,
+    InstanceRecord,
+    InstanceState,
+    ResultRecord,
+    SeriesRef,
+    SeriesTrigger,
+)
 from qure_ray.storage.keys import CATALOG_PREFIX, catalog_key
 from qure_ray.storage.object_store import ObjectStore
 from qure_ray.storage.schema import TABLES, duckdb_type
@@ -94,6 +102,12 @@ def ingest_log_row(source: str, sop_uid: str, outcome: IngestOutcomeKind, sha256
 
 def event_row(source: str, sop_uid: str, state: InstanceState, reason: str = "") -> dict[str, Any]:
     return {"source": source, "sop_uid": sop_uid, "state": state.value, "reason": reason, "event_at": now()}
+
+
+def series_start_row(source: str, series_uid: str, trigger: SeriesTrigger) -> Batch:
+    batch = Batch()
+    batch.add("series", {"source": source, "series_uid": series_uid, "trigger": trigger.value, "started_at": now()})
+    return batch
 
 
 class Catalog:
@@ -174,6 +188,45 @@ class Catalog:
     def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
         return self._instances("i.source = ? AND i.series_uid = ?", [source, series_uid])
 
+    def series_started(self, source: str, series_uid: str) -> bool:
+        row = self.db.execute(
+            "SELECT count(*) FROM series WHERE source = ? AND series_uid = ?", [source, series_uid]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def series_due(self, *, quiet_period_s: float, at: datetime) -> list[SeriesRef]:
+        """Series with held slices, not started, whose newest instance arrived over `quiet_period_s` ago."""
+        rows = self.db.execute(
+            f"""
+            SELECT i.source, i.series_uid
+            FROM instances i JOIN ({_LATEST_EVENTS}) e USING (source, sop_uid)
+            WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.source = i.source AND s.series_uid = i.series_uid)
+            GROUP BY i.source, i.series_uid
+            HAVING bool_or(e.state = ?) AND max(i.received_at) < ?
+            ORDER BY max(i.received_at)
+            """,
+            [InstanceState.HELD.value, at - timedelta(seconds=quiet_period_s)],
+        ).fetchall()
+        return [SeriesRef(source=str(source), series_uid=str(uid)) for source, uid in rows]
+
+    def pending_series(self) -> list[SeriesRef]:
+        """Started series without a result yet, oldest first."""
+        rows = self.db.execute(
+            """
+            SELECT source, series_uid FROM series s
+            WHERE NOT EXISTS (SELECT 1 FROM results r WHERE r.source = s.source AND r.sop_uid = s.series_uid)
+            GROUP BY source, series_uid ORDER BY min(started_at)
+            """
+        ).fetchall()
+        return [SeriesRef(source=str(source), series_uid=str(uid)) for source, uid in rows]
+
+    def late_slices(self) -> list[InstanceRecord]:
+        """Held slices whose series already has its result: they arrived after it was computed."""
+        return self._instances(
+            "e.state = ? AND EXISTS (SELECT 1 FROM results r WHERE r.source = i.source AND r.sop_uid = i.series_uid)",
+            [InstanceState.HELD.value],
+        )
+
     def unfinished(self) -> list[InstanceRecord]:
         """Instances whose latest state is received, queued or processing, oldest first."""
         states = [state.value for state in UNFINISHED_STATES]
@@ -188,10 +241,7 @@ class Catalog:
                 SELECT * FROM instances
                 QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY received_at DESC) = 1
             ) i
-            JOIN (
-                SELECT source, sop_uid, state, reason FROM events
-                QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY event_at DESC) = 1
-            ) e USING (source, sop_uid)
+            JOIN ({_LATEST_EVENTS}) e USING (source, sop_uid)
             WHERE {where}
             ORDER BY i.received_at
             """,
@@ -215,15 +265,14 @@ class Catalog:
 
     def states(self) -> dict[str, int]:
         """How many instances are in each state (latest event per instance)."""
-        rows = self.db.execute(
-            """
-            SELECT state, count(*) FROM (
-                SELECT state FROM events
-                QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY event_at DESC) = 1
-            ) GROUP BY state
-            """
-        ).fetchall()
+        rows = self.db.execute(f"SELECT state, count(*) FROM ({_LATEST_EVENTS}) GROUP BY state").fetchall()
         return {str(state): int(count) for state, count in rows}
+
+
+_LATEST_EVENTS = """
+    SELECT source, sop_uid, state, reason FROM events
+    QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY event_at DESC) = 1
+"""
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -57,9 +57,11 @@ RESULTS = pa.schema(
         ("model_name", pa.string()),
         ("model_version", pa.string()),
         ("model_trained", pa.bool_()),
+        ("model_trained_on", pa.string()),
         ("timings_json", pa.string()),
         ("reason", pa.string()),
         ("assets_json", pa.string()),
+        ("slices_json", pa.string()),
         ("finished_at", TIMESTAMP),
     ]
 )
@@ -77,11 +79,23 @@ INGEST_LOG = pa.schema(
 )
 """Every upload of an already-known SOPInstanceUID: duplicate, conflict or overwrite (audit trail)."""
 
+SERIES = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("series_uid", pa.string()),
+        ("trigger", pa.string()),
+        ("started_at", TIMESTAMP),
+    ]
+)
+"""One row when a per-series computation starts; it is finished once `results` has a row for the series."""
+
 TABLES: dict[str, pa.Schema] = {
     "instances": INSTANCES,
     "events": EVENTS,
     "results": RESULTS,
     "ingest_log": INGEST_LOG,
+    "series": SERIES,
 }
 
 

@@ -23,6 +23,8 @@ import httpx
 import yaml
 from botocore.config import Config
 
+from qure_ray.local import MIN_LOCAL_CPUS
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "qure-test", "AWS_SECRET_ACCESS_KEY": "qure-test-secret"}
@@ -147,6 +149,7 @@ def ray_head(workdir: Path) -> Iterator[RayCluster]:
         str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={free_port()}", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+        f"--num-cpus={max(MIN_LOCAL_CPUS, os.cpu_count() or 1)}",
     ]  # fmt: skip
     result = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
     assert result.returncode == 0, f"ray start failed:\n{result.stdout}\n{result.stderr}"

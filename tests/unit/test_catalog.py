@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from qure_ray.records import InstanceRecord, InstanceState, ModelInfo, ResultRecord, TriageStatus, UseCase
+from qure_ray.records import (
+    InstanceRecord,
+    InstanceState,
+    ModelInfo,
+    ResultRecord,
+    SeriesRef,
+    SeriesTrigger,
+    TriageStatus,
+    UseCase,
+)
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
-from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, now
+from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, now, series_start_row
 
 
 def make_record(sop_uid: str = "1.2.3.4", source: str = "site-a", sha: str = "ab" * 32) -> InstanceRecord:
@@ -136,3 +146,55 @@ def test_segments_written_before_a_column_existed_still_load(tmp_path: Path) -> 
     pq.write_table(old, tmp_path / segment)
     record = Catalog(store).instance("site-a", "1.2.3.4")
     assert record is not None and record.series_description == "" and len(INSTANCES) == len(old.schema) + 1
+
+
+def _hold(catalog: Catalog, *sop_uids: str) -> None:
+    batch = Batch()
+    for sop_uid in sop_uids:
+        batch.extend(received_rows(make_record(sop_uid)))
+        batch.add("events", event_row("site-a", sop_uid, InstanceState.HELD, "waiting for its series"))
+    catalog.commit(batch)
+
+
+def test_a_quiet_held_series_is_due_once_and_pending_until_its_result(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    _hold(catalog, "1.2.3.1.1", "1.2.3.1.2")
+    series = SeriesRef(source="site-a", series_uid="1.2.3.1")
+    assert catalog.series_due(quiet_period_s=60, at=now()) == []  # slices arrived just now
+    assert catalog.series_due(quiet_period_s=60, at=now() + timedelta(seconds=61)) == [series]
+    assert not catalog.series_started("site-a", "1.2.3.1") and catalog.pending_series() == []
+
+    catalog.commit(series_start_row("site-a", "1.2.3.1", SeriesTrigger.QUIET_PERIOD))
+    assert catalog.series_started("site-a", "1.2.3.1") and not catalog.series_started("site-b", "1.2.3.1")
+    assert catalog.series_due(quiet_period_s=0, at=now() + timedelta(days=1)) == []
+    assert Catalog(LocalObjectStore(tmp_path)).pending_series() == [series]  # durable across a restart
+
+    result = ResultRecord(
+        source="site-a", sop_uid="1.2.3.1", usecase=UseCase.QER, state=InstanceState.DONE,
+        scores={"bleed": 0.9, "shift": 0.2}, slices={"1.2.3.1.1": {"bleed": 0.9, "shift": 0.1},
+                                                    "1.2.3.1.2": {"bleed": 0.3, "shift": 0.2}},
+        assets={"sc": ["assets/site-a/1.2.3.1/sc.dcm", "assets/site-a/1.2.3.1/sc_2.dcm"]},
+    )  # fmt: skip
+    batch = Batch()
+    batch.add("results", {**result.to_row(), "finished_at": now()})
+    catalog.commit(batch)
+    assert catalog.pending_series() == []
+    assert catalog.result("site-a", "1.2.3.1") == result
+    assert result.key_slices == ["1.2.3.1.1", "1.2.3.1.2"]  # highest bleed, then highest shift
+    assert [r.sop_uid for r in catalog.late_slices()] == ["1.2.3.1.1", "1.2.3.1.2"]  # still held: late
+
+
+def test_a_new_slice_restarts_the_quiet_period(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    _hold(catalog, "1.2.3.1.1")
+    catalog.commit(received_rows(make_record("1.2.3.1.2")))  # queued, newer: it resets the quiet period
+    assert catalog.series_due(quiet_period_s=60, at=now() + timedelta(seconds=61)) != []
+    catalog.commit(received_rows(make_record("1.2.3.1.3")))
+    assert catalog.series_due(quiet_period_s=60, at=now() + timedelta(seconds=30)) == []
+
+
+def test_old_result_rows_with_one_asset_key_per_kind_still_read() -> None:
+    row = {**ResultRecord(source="s", sop_uid="1.2", usecase=UseCase.QXR, state=InstanceState.DONE).to_row()}
+    row["assets_json"] = '{"sc": "assets/s/1.2/sc.dcm"}'
+    del row["slices_json"], row["model_trained_on"]
+    assert ResultRecord.from_row(row).assets == {"sc": ["assets/s/1.2/sc.dcm"]}

@@ -73,7 +73,7 @@ def test_secondary_capture_is_valid_and_references_the_source(
 def test_structured_report_has_one_evaluation_and_score_per_label(
     source: pydicom.Dataset, content: ReportContent, tmp_path: Path
 ) -> None:
-    data = structured_report(source, content)
+    data = structured_report([source], content)
     assert dciodvfy_errors(data, tmp_path) == []
     sr = hd.sr.srread(io.BytesIO(data))
     text = str(pydicom.dcmread(io.BytesIO(data)))
@@ -111,7 +111,7 @@ def test_unusable_image_assets_say_so_instead_of_findings(source: pydicom.Datase
         source="s", sop_uid=source.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.UNUSABLE,
         reason="ViewPosition LL is a lateral view",
     )  # fmt: skip
-    assets = {asset.kind: asset for asset in render_assets(source, result, CARD, None)}
+    assets = {asset.kind: asset for asset in render_assets([(source, None)], result, CARD)}
     assert AssetKind.REPORT_SR not in assets and AssetKind.SC in assets
     assert dciodvfy_errors(assets[AssetKind.SC].data, tmp_path) == []
     (tmp_path / "r.pdf").write_bytes(assets[AssetKind.REPORT_PDF].data)
