@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from ray import serve
 
 from qure_ray.models.card import load_card
-from qure_ray.models.inference import predict_batch, select_device
+from qure_ray.models.inference import predict_batch, select_device, warm_up
 from qure_ray.models.network import load_network
 from qure_ray.records import Prediction
 
@@ -33,6 +33,9 @@ class ModelDeployment:
         assigned = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         self.device = select_device(num_gpus=num_gpus, cuda_available=torch.cuda.is_available())
         self.network = load_network(self.card, self.device)
+        if self.device.type == "cuda":
+            self.network = self.network.to(memory_format=torch.channels_last)
+        warm_up(self.network, self.card, self.device, max_batch_size=max_batch_size)
         self.predict.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.batch_sizes: list[int] = []

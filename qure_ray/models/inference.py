@@ -26,6 +26,16 @@ def select_device(*, num_gpus: float, cuda_available: bool) -> torch.device:
     return torch.device("cpu")
 
 
+def warm_up(network: nn.Module, card: ModelCard, device: torch.device, *, max_batch_size: int) -> None:
+    """Run a full and a single-image batch once, so the first requests do not pay for CUDA kernel
+    selection and allocator growth (and a broken device fails at start, not on a patient's image)."""
+    blank = np.zeros((card.input.size, card.input.size), np.float32)
+    for size in sorted({1, max_batch_size}):
+        predict_batch(network, card, [blank] * size, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.inference_mode()
 def predict_batch(
     network: nn.Module, card: ModelCard, images: list[NDArray[np.float32]], device: torch.device
@@ -34,10 +44,15 @@ def predict_batch(
     for image in images:
         if image.shape != (card.input.size, card.input.size):
             raise ModelError(f"{card.name} expects {card.input.size}x{card.input.size} images, got {image.shape}")
-    batch = torch.from_numpy(np.stack(images)).unsqueeze(1).to(device)
+    batch = torch.from_numpy(np.stack(images)).unsqueeze(1).to(device, non_blocking=True)
     if card.input.channels == 3:
         batch = batch.expand(-1, 3, -1, -1)
-    logits, cams = forward_with_cam(network, batch)
+    if device.type == "cuda":  # tensor cores: half precision where safe, NHWC memory layout
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.float16):
+            logits, cams = forward_with_cam(network, batch)
+    else:
+        logits, cams = forward_with_cam(network, batch)
     probabilities = torch.sigmoid(logits).float().cpu().numpy()
     heatmaps = cams.to(torch.float16).cpu().numpy()
     labels = card.label_names

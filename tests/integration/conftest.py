@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from qure_ray.config import SHIPPED_ROUTING_FILE
 from tests.integration.services import (
     RayCluster,
     S3Server,
@@ -24,6 +26,7 @@ TOKEN, SOURCE = "integration-token-a", "site-a"
 OTHER_TOKEN, OTHER_SOURCE = "integration-token-b", "site-b"
 MAX_QUEUE_DEPTH = 10
 DIMSE_CALLING_AE = "MODALITY1"
+SERIES_QUIET_PERIOD_S = 15
 
 
 @dataclass
@@ -99,6 +102,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
 def deployed(s3: S3Server, cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     port, dimse_port = free_port(), free_port()
     prefix = "platform"
+    workdir = tmp_path_factory.mktemp("deploy")
+    routing = yaml.safe_load(SHIPPED_ROUTING_FILE.read_text())
+    routing["sources"][OTHER_SOURCE] = ["qxr"]  # site-b has not enabled head CT
+    routing_file = workdir / "rules.yaml"
+    routing_file.write_text(yaml.safe_dump(routing))
     args: dict[str, object] = {
         "QURE_DATA_URI": f"s3://{s3.bucket}/{prefix}",
         "AWS_ENDPOINT_URL": s3.endpoint_url,
@@ -108,8 +116,9 @@ def deployed(s3: S3Server, cluster: RayCluster, tmp_path_factory: pytest.TempPat
         "QURE_OVERWRITE_SOURCES": OTHER_SOURCE,
         "QURE_DIMSE_PORT": dimse_port,
         "QURE_DIMSE_CALLING_AES": f"{DIMSE_CALLING_AE}:{SOURCE}",
+        "QURE_SERIES_QUIET_PERIOD_S": SERIES_QUIET_PERIOD_S,
+        "QURE_ROUTING_FILE": str(routing_file),
     }
-    workdir = tmp_path_factory.mktemp("deploy")
     config_path = deploy_config(cluster, workdir, args=args, http_port=port)
     base_url = f"http://127.0.0.1:{port}"
     wait_healthy(base_url)
