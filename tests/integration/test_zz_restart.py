@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.models.phantoms import head_ct_series
 from tests.integration.conftest import Deployed
 from tests.integration.services import wait_healthy
 
@@ -22,6 +23,9 @@ def test_restart_mid_processing_finishes_every_accepted_instance(deployed: Deplo
     sops = [str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID) for data in uploads]
     response = deployed.upload(*uploads)
     assert response.status_code == 200 and response.json()["detailed_info"]["created"] == 8
+    series = head_ct_series(seed=404, findings=set(), slices=3)  # held, or still queued, when Serve stops
+    series_uid = str(pydicom.dcmread(io.BytesIO(series[0])).SeriesInstanceUID)
+    assert deployed.upload(*series).status_code == 200
 
     stopped = deployed.cluster.serve("shutdown")
     assert stopped.returncode == 0, stopped.stderr
@@ -31,3 +35,5 @@ def test_restart_mid_processing_finishes_every_accepted_instance(deployed: Deplo
 
     codes = {sop: deployed.wait_final(sop, timeout_s=300).status_code for sop in sops}
     assert codes == dict.fromkeys(sops, 200)
+    series_result = deployed.wait_final(series_uid, timeout_s=300)  # started by its quiet period
+    assert series_result.status_code == 200 and series_result.json()["series"]["slices_read"] == 3
