@@ -70,6 +70,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         max_concurrent_jobs=settings.max_concurrent_jobs,
         max_attempts=settings.max_attempts,
         series_quiet_period_s=settings.series_quiet_period_s,
+        results_base_url=settings.results_base_url,
+        webhook_max_attempts=settings.webhook_max_attempts,
     )
     ingress_args = {**settings.to_args(), "QURE_MODELS_DIR": str(models_dir)}
     dimse = DimseGateway.bind(ingress_args, catalog=catalog, queue=queue, jobs=jobs) if settings.dimse_port else None

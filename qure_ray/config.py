@@ -110,6 +110,10 @@ class Settings:
     model_max_batch_size: int = 8
     model_batch_wait_timeout_s: float = 0.02
     series_quiet_period_s: float = 60.0
+    public_url: str = ""
+    """The platform's address as partners reach it (webhook `result_url`s); empty: http://host:port."""
+    webhook_max_attempts: int = 10
+    """Attempts per webhook notification, 1 s apart and doubling (10: the last about 8.5 min after the first)."""
     """A head-CT series with no new instance for this long starts without waiting for GET /compute."""
 
     _ENV_NAMES = {
@@ -140,6 +144,8 @@ class Settings:
         "model_num_cpus": "QURE_MODEL_NUM_CPUS",
         "model_max_batch_size": "QURE_MODEL_MAX_BATCH_SIZE",
         "series_quiet_period_s": "QURE_SERIES_QUIET_PERIOD_S",
+        "public_url": "QURE_PUBLIC_URL",
+        "webhook_max_attempts": "QURE_WEBHOOK_MAX_ATTEMPTS",
         "model_batch_wait_timeout_s": "QURE_MODEL_BATCH_WAIT_TIMEOUT_S",
     }
 
@@ -210,6 +216,10 @@ class Settings:
                 raise ConfigError(
                     f"QURE_DIMSE_CALLING_AES: {entry!r} is not AE:source (AE title 1-16 characters, a valid source)"
                 )
+        if self.public_url and not re.match(r"^https?://[^/\s]+", self.public_url):
+            raise ConfigError(
+                f"QURE_PUBLIC_URL: {self.public_url!r} is not an http(s) URL such as https://ai.example.org"
+            )
         if not self.http_host or " " in self.http_host:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 
@@ -228,6 +238,10 @@ class Settings:
     @property
     def models_path(self) -> Path:
         return Path(self.models_dir).resolve() if self.models_dir else SHIPPED_MODELS_DIR
+
+    @property
+    def results_base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.http_host}:{self.http_port}"
 
     @property
     def store_location(self) -> StoreLocation:

@@ -126,6 +126,53 @@ class SeriesRef:
     series_uid: str
 
 
+class DeliveryOutcome(StrEnum):
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    RETRYING = "retrying"  # it did not; another attempt follows
+    GAVE_UP = "gave_up"  # the last attempt failed
+
+
+@dataclass(frozen=True, kw_only=True)
+class Webhook:
+    """A source's callback for final results."""
+
+    source: str
+    url: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notification:
+    """One final result to announce to its source's webhook: UIDs and status only, never PHI."""
+
+    result_row_id: str
+    source: str
+    uid: str
+    """What `GET /results/{uid}` takes: the SOPInstanceUID, or the SeriesInstanceUID of a per-series result."""
+    study_uid: str
+    series_uid: str
+    usecase: str
+    status: str
+    triage_status: str | None
+    finished_at: datetime
+    webhook: Webhook
+
+    def payload(self, results_base_url: str) -> dict[str, Any]:
+        per_series = self.uid == self.series_uid
+        return {
+            "event": "result.final",
+            "source": self.source,
+            "study_instance_uid": self.study_uid,
+            "series_instance_uid": self.series_uid,
+            "sop_instance_uid": None if per_series else self.uid,
+            "usecase": self.usecase,
+            "status": self.status,
+            "triage_status": self.triage_status,
+            "finished_at": self.finished_at.isoformat(),
+            "result_url": f"{results_base_url.rstrip('/')}/results/{self.uid}",
+        }
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelInfo:
     name: str

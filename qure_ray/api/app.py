@@ -18,6 +18,7 @@ from qure_ray.api.platform import Platform
 from qure_ray.api.results import get_result
 from qure_ray.api.retrieve import get_instance
 from qure_ray.api.uploads import post_studies, post_upload
+from qure_ray.api.webhooks import delete_webhook, get_webhook, put_webhook
 
 logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 5.0
@@ -46,6 +47,9 @@ def create_app(platform: Platform) -> Starlette:
             Route("/results/v2/{uid}", get_result, methods=["GET"]),
             Route("/results/{uid}", get_result, methods=["GET"]),
             Route("/compute/{series}", get_compute, methods=["GET"]),
+            Route("/webhooks", put_webhook, methods=["PUT"]),
+            Route("/webhooks", get_webhook, methods=["GET"]),
+            Route("/webhooks", delete_webhook, methods=["DELETE"]),
             Route("/assets/{key:path}", get_asset, methods=["GET"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -141,6 +141,18 @@ def spec() -> dict[str, Any]:
                                                      {"name": "signature", "in": "query", "required": True, "schema": {"type": "string"}}],
                                       "responses": {"200": {"description": "the asset"}, "403": _error("altered or expired URL"),
                                                     "404": _error("another source's or no longer stored")}}},
+            "/webhooks": {
+                "put": {"summary": "register this source's callback for final results (signed POSTs, retried)",
+                        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["url"],
+                            "properties": {"url": {"type": "string", "format": "uri"}, "secret": {"type": "string", "minLength": 16}}}}}},
+                        "responses": {"200": _json("registered; the secret is shown once", {"type": "object"}),
+                                      "400": _error("not an http(s) URL, or a bad secret"), **_AUTH_ERRORS}},
+                "get": {"summary": "this source's callback URL", "responses": {"200": _json("the URL", {"type": "object"}),
+                                                                               "404": _error("none registered"), **_AUTH_ERRORS}},
+                "delete": {"summary": "remove this source's callback", "responses": {"200": _json("removed", {"type": "object"}),
+                                                                                     "404": _error("none registered"), **_AUTH_ERRORS}},
+            },
             "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         },
     }  # fmt: skip

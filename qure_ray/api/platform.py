@@ -10,8 +10,8 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray.config import Settings
 from qure_ray.errors import OverloadedError
-from qure_ray.records import InstanceRecord, ResultRecord, SeriesStart, SeriesTrigger
-from qure_ray.storage.catalog import Batch, received_rows
+from qure_ray.records import InstanceRecord, ResultRecord, SeriesStart, SeriesTrigger, Webhook
+from qure_ray.storage.catalog import Batch, received_rows, webhook_row
 from qure_ray.storage.object_store import ObjectStore
 
 DEPTH_CACHE_S = 0.5
@@ -27,6 +27,8 @@ class Platform(Protocol):
     async def series_started(self, source: str, series_uid: str) -> bool: ...
     async def start_series(self, source: str, series_uid: str) -> SeriesStart: ...
     async def record_and_enqueue(self, record: InstanceRecord) -> None: ...
+    async def webhook(self, source: str) -> Webhook | None: ...
+    async def set_webhook(self, source: str, url: str, secret: str, *, active: bool) -> None: ...
     async def log_ingest(self, batch: Batch) -> None: ...
     async def check_capacity(self) -> None: ...
     async def ready(self) -> bool: ...
@@ -94,6 +96,13 @@ class RayPlatform:
         """Durable first (catalog row + `queued` event), then the queue; a lost enqueue is resynced."""
         await self.catalog.write.remote(received_rows(record))
         await self.queue.put.remote(record.ref)
+
+    async def webhook(self, source: str) -> Webhook | None:
+        webhook: Webhook | None = await self.catalog.webhook.remote(source)
+        return webhook
+
+    async def set_webhook(self, source: str, url: str, secret: str, *, active: bool) -> None:
+        await self.catalog.write.remote(webhook_row(source, url, secret, active=active))
 
     async def log_ingest(self, batch: Batch) -> None:
         await self.catalog.write.remote(batch)

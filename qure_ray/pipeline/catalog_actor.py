@@ -12,7 +12,15 @@ import time
 
 from ray import serve
 
-from qure_ray.records import InstanceRecord, ResultRecord, SeriesRef, SeriesStart, SeriesTrigger
+from qure_ray.records import (
+    InstanceRecord,
+    Notification,
+    ResultRecord,
+    SeriesRef,
+    SeriesStart,
+    SeriesTrigger,
+    Webhook,
+)
 from qure_ray.storage.catalog import Batch, Catalog, now, series_start_row
 from qure_ray.storage.group_commit import GroupCommitter
 from qure_ray.storage.object_store import StoreLocation
@@ -100,3 +108,9 @@ class CatalogActor:
 
     async def late_slices(self) -> list[InstanceRecord]:
         return self.catalog.late_slices()
+
+    async def webhook(self, source: str) -> Webhook | None:
+        return self.catalog.webhook(source)
+
+    async def undelivered(self, limit: int) -> list[Notification]:
+        return self.catalog.undelivered(limit=limit)

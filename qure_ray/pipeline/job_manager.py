@@ -29,6 +29,7 @@ from qure_ray.errors import InvalidInstanceError
 from qure_ray.models.card import CARD_FILE, ModelCard
 from qure_ray.models.registry import load_registry
 from qure_ray.models.verdict import verdict
+from qure_ray.pipeline.notifier import WebhookNotifier
 from qure_ray.pipeline.tasks import build_outputs, preprocess
 from qure_ray.records import (
     UNFINISHED_STATES,
@@ -75,6 +76,8 @@ class JobManager:
         max_concurrent_jobs: int,
         max_attempts: int,
         series_quiet_period_s: float,
+        results_base_url: str,
+        webhook_max_attempts: int,
     ) -> None:
         self.catalog = catalog
         self.queue = queue
@@ -89,8 +92,13 @@ class JobManager:
         self.series_quiet_period_s = series_quiet_period_s
         self.series_slots = asyncio.Semaphore(MAX_SERIES_AT_ONCE)
         self.series_in_flight: set[SeriesRef] = set()
+        notifier = WebhookNotifier(catalog, results_base_url=results_base_url, max_attempts=webhook_max_attempts)
         loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(self._run()), loop.create_task(self._series_loop())]
+        self._loops = [
+            loop.create_task(self._run()),
+            loop.create_task(self._series_loop()),
+            loop.create_task(notifier.run()),
+        ]
 
     async def check_health(self) -> None:
         """Serve's health check: the work loops must be alive."""

@@ -24,12 +24,15 @@ import pyarrow.parquet as pq
 
 from qure_ray.records import (
     UNFINISHED_STATES,
+    DeliveryOutcome,
     IngestOutcomeKind,
     InstanceRecord,
     InstanceState,
+    Notification,
     ResultRecord,
     SeriesRef,
     SeriesTrigger,
+    Webhook,
 )
 from qure_ray.storage.keys import CATALOG_PREFIX, catalog_key
 from qure_ray.storage.object_store import ObjectStore
@@ -107,6 +110,32 @@ def event_row(source: str, sop_uid: str, state: InstanceState, reason: str = "")
 def series_start_row(source: str, series_uid: str, trigger: SeriesTrigger) -> Batch:
     batch = Batch()
     batch.add("series", {"source": source, "series_uid": series_uid, "trigger": trigger.value, "started_at": now()})
+    return batch
+
+
+def webhook_row(source: str, url: str, secret: str, *, active: bool) -> Batch:
+    batch = Batch()
+    batch.add("webhooks", {"source": source, "url": url, "secret": secret, "active": active, "registered_at": now()})
+    return batch
+
+
+def delivery_row(
+    notification: Notification, *, attempt: int, outcome: DeliveryOutcome, status_code: int | None, error: str = ""
+) -> Batch:
+    batch = Batch()
+    batch.add(
+        "webhook_deliveries",
+        {
+            "source": notification.source,
+            "result_row_id": notification.result_row_id,
+            "uid": notification.uid,
+            "attempt": attempt,
+            "status_code": status_code,
+            "error": error,
+            "outcome": outcome.value,
+            "attempted_at": now(),
+        },
+    )
     return batch
 
 
@@ -226,6 +255,56 @@ class Catalog:
             "e.state = ? AND EXISTS (SELECT 1 FROM results r WHERE r.source = i.source AND r.sop_uid = i.series_uid)",
             [InstanceState.HELD.value],
         )
+
+    def webhook(self, source: str) -> Webhook | None:
+        """The source's active webhook, if any."""
+        row = self.db.execute(
+            "SELECT url, secret, active FROM webhooks WHERE source = ? ORDER BY registered_at DESC LIMIT 1", [source]
+        ).fetchone()
+        return Webhook(source=source, url=str(row[0]), secret=str(row[1])) if row and row[2] else None
+
+    def undelivered(self, *, limit: int) -> list[Notification]:
+        """Final results finished since their source registered its webhook, not yet delivered or given up."""
+        rows = self.db.execute(
+            """
+            WITH hooks AS (
+                SELECT * FROM webhooks
+                QUALIFY row_number() OVER (PARTITION BY source ORDER BY registered_at DESC) = 1
+            ), uids AS (
+                SELECT DISTINCT ON (source, sop_uid) source, sop_uid, study_uid, series_uid FROM instances
+            ), series_uids AS (
+                SELECT DISTINCT ON (source, series_uid) source, series_uid, study_uid FROM instances
+            )
+            SELECT r.row_id, r.source, r.sop_uid, coalesce(u.study_uid, s.study_uid, ''),
+                   coalesce(u.series_uid, s.series_uid, ''), r.usecase, r.state, r.triage_status, r.finished_at,
+                   h.url, h.secret
+            FROM results r
+            JOIN hooks h ON h.source = r.source AND h.active AND r.finished_at >= h.registered_at
+            LEFT JOIN uids u ON u.source = r.source AND u.sop_uid = r.sop_uid
+            LEFT JOIN series_uids s ON s.source = r.source AND s.series_uid = r.sop_uid
+            WHERE NOT EXISTS (
+                SELECT 1 FROM webhook_deliveries d WHERE d.result_row_id = r.row_id AND d.outcome IN (?, ?)
+            )
+            ORDER BY r.finished_at
+            LIMIT ?
+            """,
+            [DeliveryOutcome.DELIVERED.value, DeliveryOutcome.GAVE_UP.value, limit],
+        ).fetchall()
+        return [
+            Notification(
+                result_row_id=str(row_id),
+                source=str(source),
+                uid=str(uid),
+                study_uid=str(study),
+                series_uid=str(series),
+                usecase=str(usecase),
+                status=str(state),
+                triage_status=triage,
+                finished_at=finished,
+                webhook=Webhook(source=str(source), url=str(url), secret=str(secret)),
+            )
+            for row_id, source, uid, study, series, usecase, state, triage, finished, url, secret in rows
+        ]
 
     def unfinished(self) -> list[InstanceRecord]:
         """Instances whose latest state is received, queued or processing, oldest first."""

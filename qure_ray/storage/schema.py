@@ -90,12 +90,41 @@ SERIES = pa.schema(
 )
 """One row when a per-series computation starts; it is finished once `results` has a row for the series."""
 
+WEBHOOKS = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("url", pa.string()),
+        ("secret", pa.string()),
+        ("active", pa.bool_()),
+        ("registered_at", TIMESTAMP),
+    ]
+)
+"""A source's result callback; its latest row wins (`active` false: removed)."""
+
+WEBHOOK_DELIVERIES = pa.schema(
+    [
+        ("row_id", pa.string()),
+        ("source", pa.string()),
+        ("result_row_id", pa.string()),
+        ("uid", pa.string()),
+        ("attempt", pa.int32()),
+        ("status_code", pa.int32()),
+        ("error", pa.string()),
+        ("outcome", pa.string()),
+        ("attempted_at", TIMESTAMP),
+    ]
+)
+"""Every attempt to notify a source of a final result; `delivered` or `gave_up` ends the notification."""
+
 TABLES: dict[str, pa.Schema] = {
     "instances": INSTANCES,
     "events": EVENTS,
     "results": RESULTS,
     "ingest_log": INGEST_LOG,
     "series": SERIES,
+    "webhooks": WEBHOOKS,
+    "webhook_deliveries": WEBHOOK_DELIVERIES,
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from qure_ray.records import (
+    DeliveryOutcome,
     InstanceRecord,
     InstanceState,
     ModelInfo,
@@ -17,7 +18,7 @@ from qure_ray.records import (
     UseCase,
 )
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
-from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, now, series_start_row
+from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, delivery_row, now, series_start_row, webhook_row
 
 
 def make_record(sop_uid: str = "1.2.3.4", source: str = "site-a", sha: str = "ab" * 32) -> InstanceRecord:
@@ -198,3 +199,35 @@ def test_old_result_rows_with_one_asset_key_per_kind_still_read() -> None:
     row["assets_json"] = '{"sc": "assets/s/1.2/sc.dcm"}'
     del row["slices_json"], row["model_trained_on"]
     assert ResultRecord.from_row(row).assets == {"sc": ["assets/s/1.2/sc.dcm"]}
+
+
+def test_results_after_a_webhook_is_registered_are_pending_until_delivered_or_given_up(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+
+    def finish(sop_uid: str) -> None:
+        batch = received_rows(make_record(sop_uid))
+        result = ResultRecord(source="site-a", sop_uid=sop_uid, usecase=UseCase.QXR, state=InstanceState.DONE)
+        batch.add("results", {**result.to_row(), "finished_at": now()})
+        catalog.commit(batch)
+
+    finish("1.2.3.1.1")  # before registration: never announced
+    catalog.commit(webhook_row("site-a", "http://127.0.0.1:9/hook", "s" * 32, active=True))
+    assert catalog.webhook("site-a") is not None and catalog.webhook("site-b") is None
+    finish("1.2.3.1.2")
+    finish("1.2.3.1.3")
+    pending = catalog.undelivered(limit=10)
+    assert [n.uid for n in pending] == ["1.2.3.1.2", "1.2.3.1.3"]
+    payload = pending[0].payload("https://ai.example.org/")
+    assert payload["result_url"] == "https://ai.example.org/results/1.2.3.1.2"
+    assert payload["sop_instance_uid"] == "1.2.3.1.2" and payload["study_instance_uid"] == "1.2.3"
+    assert "PatientName" not in str(payload) and "s" * 32 not in repr(pending[0])  # no PHI, secret not shown
+
+    catalog.commit(delivery_row(pending[0], attempt=1, outcome=DeliveryOutcome.RETRYING, status_code=500))
+    assert len(catalog.undelivered(limit=10)) == 2
+    catalog.commit(delivery_row(pending[0], attempt=2, outcome=DeliveryOutcome.DELIVERED, status_code=200))
+    catalog.commit(delivery_row(pending[1], attempt=1, outcome=DeliveryOutcome.GAVE_UP, status_code=None))
+    assert catalog.undelivered(limit=10) == []
+
+    catalog.commit(webhook_row("site-a", "", "", active=False))
+    finish("1.2.3.1.4")
+    assert catalog.webhook("site-a") is None and catalog.undelivered(limit=10) == []

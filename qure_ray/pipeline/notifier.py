@@ -1,0 +1,92 @@
+"""`WebhookNotifier`: tells each source, at its registered URL, that a result is final.
+
+The Qure API has no callbacks; partners that register one (`PUT /webhooks`) get a POST per final result
+with UIDs, status and the result URL (never PHI), signed with HMAC-SHA256 in `X-Qure-Signature` (verify with
+`qure_ray.client.webhooks.verify_signature`). Which results still need announcing is a catalog query
+(final results since the webhook was registered, with no `delivered` or `gave_up` attempt), so nothing is
+lost across restarts; every attempt is recorded in `webhook_deliveries`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import httpx
+from ray.serve.handle import DeploymentHandle
+
+from qure_ray.client.webhooks import SIGNATURE_HEADER, sign
+from qure_ray.records import DeliveryOutcome, Notification
+from qure_ray.storage.catalog import delivery_row
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 1.0
+BATCH = 100
+TIMEOUT_S = 10.0
+
+
+class WebhookNotifier:
+    def __init__(
+        self, catalog: DeploymentHandle, *, results_base_url: str, max_attempts: int, base_delay_s: float = 1.0
+    ) -> None:
+        self.catalog = catalog
+        self.results_base_url = results_base_url
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.in_flight: set[str] = set()
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False) as client:
+            while True:
+                await asyncio.sleep(POLL_S)
+                try:
+                    pending: list[Notification] = await self.catalog.undelivered.remote(BATCH)
+                except Exception as exc:  # the catalog is briefly unavailable: the next round asks again
+                    logger.warning("webhook round failed, retrying: %s", exc)
+                    continue
+                for notification in pending:
+                    if notification.result_row_id not in self.in_flight:
+                        self.in_flight.add(notification.result_row_id)
+                        task = asyncio.get_running_loop().create_task(self._deliver(client, notification))
+                        task.add_done_callback(lambda _, key=notification.result_row_id: self.in_flight.discard(key))  # type: ignore[misc]
+
+    async def _deliver(self, client: httpx.AsyncClient, notification: Notification) -> None:
+        body = json.dumps(notification.payload(self.results_base_url), separators=(",", ":")).encode()
+        for attempt in range(1, self.max_attempts + 1):
+            status_code, error = await self._post(client, notification, body)
+            delivered = status_code is not None and 200 <= status_code < 300
+            if delivered:
+                outcome = DeliveryOutcome.DELIVERED
+            else:
+                outcome = DeliveryOutcome.GAVE_UP if attempt == self.max_attempts else DeliveryOutcome.RETRYING
+            try:
+                await self.catalog.write.remote(
+                    delivery_row(notification, attempt=attempt, outcome=outcome, status_code=status_code, error=error)
+                )
+            except Exception as exc:  # unrecorded: the notification stays pending and is tried again later
+                logger.error("webhook attempt for %s could not be recorded: %s", notification.uid, exc)
+                return
+            if outcome is not DeliveryOutcome.RETRYING:
+                if not delivered:
+                    logger.warning(
+                        "gave up notifying source %s of %s: %s", notification.source, notification.uid, error
+                    )
+                return
+            await asyncio.sleep(self.base_delay_s * 2 ** (attempt - 1))
+
+    async def _post(self, client: httpx.AsyncClient, notification: Notification, body: bytes) -> tuple[int | None, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "qure_ray-webhooks",
+            SIGNATURE_HEADER: sign(body, notification.webhook.secret, int(time.time())),
+        }
+        try:
+            response = await client.post(notification.webhook.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        if 200 <= response.status_code < 300:
+            return response.status_code, ""
+        return response.status_code, f"HTTP {response.status_code}"
