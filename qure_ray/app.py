@@ -30,6 +30,9 @@ from qure_ray.routing import load_routing
 
 logger = logging.getLogger(__name__)
 LOCAL_STATE_DIR = Path(".qure")
+MODEL_BATCHES_IN_FLIGHT = 4
+"""A model replica takes this many batches' worth of requests at once, so `@serve.batch` can fill a batch
+while the previous one runs (Serve only batches what a replica has been handed)."""
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -49,9 +52,13 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     models = {
         usecase.value: ModelDeployment.options(
             name=f"model-{card.name}",
-            num_replicas=settings.model_replicas,
-            max_ongoing_requests=settings.model_max_batch_size * 4,
+            max_ongoing_requests=settings.model_max_batch_size * MODEL_BATCHES_IN_FLIGHT,
             ray_actor_options={"num_cpus": settings.model_num_cpus, "num_gpus": settings.model_num_gpus},
+            **replicas(
+                settings.model_replicas,
+                settings.model_max_replicas,
+                target_ongoing_requests=settings.model_max_batch_size * 2,
+            ),
         ).bind(
             str(card.folder / CARD_FILE),
             num_gpus=settings.model_num_gpus,
@@ -72,12 +79,32 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         series_quiet_period_s=settings.series_quiet_period_s,
         results_base_url=settings.results_base_url,
         webhook_max_attempts=settings.webhook_max_attempts,
+        task_resources=settings.cpu_worker_resources,
     )
     ingress_args = {**settings.to_args(), "QURE_MODELS_DIR": str(models_dir)}
     dimse = DimseGateway.bind(ingress_args, catalog=catalog, queue=queue, jobs=jobs) if settings.dimse_port else None
-    return Ingress.options(num_replicas=settings.ingress_replicas).bind(
+    ingress_options: dict[str, Any] = {
+        "max_queued_requests": settings.ingress_max_queued_requests or -1,
+        "ray_actor_options": {"num_cpus": 0, "resources": settings.cpu_worker_resources},
+        **replicas(settings.ingress_replicas, settings.ingress_max_replicas, target_ongoing_requests=32),
+    }
+    return Ingress.options(**ingress_options).bind(
         ingress_args, catalog=catalog, queue=queue, jobs=jobs, models=models, dimse=dimse
     )
+
+
+def replicas(fixed: int, maximum: int, *, target_ongoing_requests: float) -> dict[str, Any]:
+    """Serve options for a deployment's replica count: `fixed`, or autoscaling from it up to `maximum`."""
+    if maximum > fixed:
+        return {
+            "autoscaling_config": {
+                "min_replicas": fixed,
+                "initial_replicas": fixed,
+                "max_replicas": maximum,
+                "target_ongoing_requests": target_ongoing_requests,
+            }
+        }
+    return {"num_replicas": fixed}
 
 
 def _check_gpus(settings: Settings) -> None:

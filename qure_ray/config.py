@@ -22,6 +22,8 @@ from qure_ray.storage.object_store import StoreLocation
 _SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,256}$")
 DEV_SOURCE = "dev"
+CPU_WORKER_SLIVER = 0.001
+"""How much of QURE_CPU_WORKER_RESOURCE one replica or task takes: only placement, never a limit."""
 DEV_TOKEN_FILE = "dev-token"
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED_ROUTING_FILE = Path(__file__).resolve().parent / "routing" / "rules.yaml"
@@ -102,7 +104,16 @@ class Settings:
     max_queue_depth: int = 10000
     """Backpressure: above this many queued instances uploads get 503 with Retry-After."""
     ingress_replicas: int = 1
+    ingress_max_replicas: int = 0
+    """> QURE_INGRESS_REPLICAS: Serve autoscales ingress replicas between the two; 0: a fixed count."""
+    ingress_max_queued_requests: int = 0
+    """Requests an ingress handle queues before Serve answers 503 itself; 0: no limit (the queue depth rules)."""
     model_replicas: int = 1
+    model_max_replicas: int = 0
+    """> QURE_MODEL_REPLICAS: Serve autoscales each model's replicas between the two; 0: a fixed count."""
+    cpu_worker_resource: str = ""
+    """A custom Ray resource CPU worker nodes advertise: ingress replicas and preprocessing/output tasks ask for
+    a sliver of it, so they run on CPU workers, not on the head or GPU nodes. Empty: anywhere."""
     model_num_gpus: float = 0.0
     """GPUs per model replica (fractions share a GPU); > 0 needs CUDA on the node."""
     model_num_cpus: float = 1.0
@@ -139,6 +150,10 @@ class Settings:
         "dimse_ae_title": "QURE_DIMSE_AE_TITLE",
         "dimse_calling_aes": "QURE_DIMSE_CALLING_AES",
         "ingress_replicas": "QURE_INGRESS_REPLICAS",
+        "ingress_max_replicas": "QURE_INGRESS_MAX_REPLICAS",
+        "ingress_max_queued_requests": "QURE_INGRESS_MAX_QUEUED_REQUESTS",
+        "model_max_replicas": "QURE_MODEL_MAX_REPLICAS",
+        "cpu_worker_resource": "QURE_CPU_WORKER_RESOURCE",
         "model_replicas": "QURE_MODEL_REPLICAS",
         "model_num_gpus": "QURE_MODEL_NUM_GPUS",
         "model_num_cpus": "QURE_MODEL_NUM_CPUS",
@@ -182,7 +197,7 @@ class Settings:
                 values[f.name] = value if isinstance(value, TokenTable) else TokenTable.parse(str(value))
             elif f.type in ("int", int):
                 maximum = 65535 if f.name.endswith("_port") else None
-                values[f.name] = _positive_int(env_name, value, maximum=maximum, zero_ok=f.name == "dimse_port")
+                values[f.name] = _positive_int(env_name, value, maximum=maximum, zero_ok=f.name in _ZERO_MEANS_NONE)
             elif f.type in ("float", float):
                 values[f.name] = _non_negative_float(env_name, value)
             else:
@@ -220,6 +235,10 @@ class Settings:
             raise ConfigError(
                 f"QURE_PUBLIC_URL: {self.public_url!r} is not an http(s) URL such as https://ai.example.org"
             )
+        if self.cpu_worker_resource and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", self.cpu_worker_resource):
+            raise ConfigError(
+                f"QURE_CPU_WORKER_RESOURCE: {self.cpu_worker_resource!r} is not a Ray custom resource name"
+            )
         if not self.http_host or " " in self.http_host:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 
@@ -238,6 +257,11 @@ class Settings:
     @property
     def models_path(self) -> Path:
         return Path(self.models_dir).resolve() if self.models_dir else SHIPPED_MODELS_DIR
+
+    @property
+    def cpu_worker_resources(self) -> dict[str, float]:
+        """The `resources` that place work on CPU workers (empty when no resource is named)."""
+        return {self.cpu_worker_resource: CPU_WORKER_SLIVER} if self.cpu_worker_resource else {}
 
     @property
     def results_base_url(self) -> str:
@@ -275,6 +299,11 @@ class Settings:
             path.chmod(0o600)
             created = token
         return replace(self, tokens=TokenTable({token: DEV_SOURCE})), created
+
+
+_ZERO_MEANS_NONE = frozenset(
+    {"dimse_port", "ingress_max_replicas", "ingress_max_queued_requests", "model_max_replicas"}
+)
 
 
 def _positive_int(name: str, value: Any, *, maximum: int | None = None, zero_ok: bool = False) -> int:

@@ -78,6 +78,7 @@ class JobManager:
         series_quiet_period_s: float,
         results_base_url: str,
         webhook_max_attempts: int,
+        task_resources: dict[str, float],
     ) -> None:
         self.catalog = catalog
         self.queue = queue
@@ -90,6 +91,7 @@ class JobManager:
         self.in_flight: set[tuple[str, str]] = set()
         self.processed = 0
         self.series_quiet_period_s = series_quiet_period_s
+        self.task_resources = task_resources
         self.series_slots = asyncio.Semaphore(MAX_SERIES_AT_ONCE)
         self.series_in_flight: set[SeriesRef] = set()
         notifier = WebhookNotifier(catalog, results_base_url=results_base_url, max_attempts=webhook_max_attempts)
@@ -181,7 +183,9 @@ class JobManager:
             started = time.perf_counter()
             image = await self._attempts(
                 "preprocess",
-                lambda: preprocess.remote(self.location, record.object_key, card.input.size, card.preprocessing.window),
+                lambda: preprocess.options(resources=self.task_resources).remote(
+                    self.location, record.object_key, card.input.size, card.preprocessing.window
+                ),
             )
             timings["preprocess"] = time.perf_counter() - started
             if (reason := blank_reason(image)) is not None:
@@ -207,7 +211,7 @@ class JobManager:
             started = time.perf_counter()
             assets = await self._attempts(
                 "outputs",
-                lambda: build_outputs.remote(
+                lambda: build_outputs.options(resources=self.task_resources).remote(
                     self.location, [(record.object_key, prediction.heatmaps)], result, str(card.folder / CARD_FILE)
                 ),
             )
@@ -341,7 +345,10 @@ class JobManager:
         try:
             started = time.perf_counter()
             assets = await self._attempts(
-                "outputs", lambda: build_outputs.remote(self.location, images, result, str(card.folder / CARD_FILE))
+                "outputs",
+                lambda: build_outputs.options(resources=self.task_resources).remote(
+                    self.location, images, result, str(card.folder / CARD_FILE)
+                ),
             )
             timings["outputs"] = time.perf_counter() - started
         except Exception as exc:
@@ -354,7 +361,9 @@ class JobManager:
         """One slice through preprocessing and the model, or why it is unusable (blank)."""
         image = await self._attempts(
             "preprocess",
-            lambda: preprocess.remote(self.location, record.object_key, card.input.size, card.preprocessing.window),
+            lambda: preprocess.options(resources=self.task_resources).remote(
+                self.location, record.object_key, card.input.size, card.preprocessing.window
+            ),
         )
         if (reason := blank_reason(image)) is not None:
             return reason
@@ -366,7 +375,7 @@ class JobManager:
         try:
             assets = await self._attempts(
                 "outputs",
-                lambda: build_outputs.remote(
+                lambda: build_outputs.options(resources=self.task_resources).remote(
                     self.location, [(record.object_key, None)], result, str(card.folder / CARD_FILE)
                 ),
             )
