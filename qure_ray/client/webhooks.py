@@ -1,7 +1,17 @@
-"""Webhook signatures: how the platform signs a notification and how a partner verifies it.
+"""Signed webhooks: the one implementation of the signature, used by the platform to sign and by partners to verify.
 
-Header `X-Qure-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, b"<t>." + body)>`. The timestamp is
-signed with the body, so a captured request cannot be replayed after `tolerance_s`.
+The platform sends each notification with a header
+
+    X-Qure-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, f"{t}.".encode() + body)>
+
+A receiver checks it with `verify_signature(body, header, secret)` on the raw request body (before any JSON
+parsing), which compares in constant time and refuses a timestamp more than `tolerance_s` away from now, so
+a captured request cannot be replayed later:
+
+>>> header = sign(b'{"uid": "1.2.3"}', "s3cret", timestamp=1_700_000_000)
+>>> header[:15]
+'t=1700000000,v1'
+>>> verify_signature(b'{"uid": "1.2.3"}', header, "s3cret", now=1_700_000_100)
 """
 
 from __future__ import annotations
@@ -10,31 +20,49 @@ import hashlib
 import hmac
 import time
 
+from qure_ray.client.errors import WebhookSignatureError
+
 SIGNATURE_HEADER = "X-Qure-Signature"
-
-
-class WebhookSignatureError(ValueError):
-    """The notification was not signed with this secret, was altered, or is too old."""
+SCHEME = "v1"
+DEFAULT_TOLERANCE_S = 300
 
 
 def _digest(body: bytes, secret: str, timestamp: int) -> str:
     return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def sign(body: bytes, secret: str, timestamp: int) -> str:
-    """The `X-Qure-Signature` header value for `body` sent at `timestamp` (unix seconds)."""
-    return f"t={timestamp},v1={_digest(body, secret, timestamp)}"
+def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
+    """The `X-Qure-Signature` header value for `body`, signed at `timestamp` (unix seconds, default now)."""
+    if not secret:
+        raise ValueError("a webhook secret must not be empty")
+    t = int(time.time()) if timestamp is None else int(timestamp)
+    return f"t={t},{SCHEME}={_digest(body, secret, t)}"
 
 
 def verify_signature(
-    body: bytes, header: str, secret: str, *, tolerance_s: float = 300, now: float | None = None
+    body: bytes, header: str, secret: str, *, tolerance_s: float = DEFAULT_TOLERANCE_S, now: float | None = None
 ) -> None:
-    """Raise `WebhookSignatureError` unless `header` signs exactly `body` with `secret`, recently enough."""
-    fields = dict(part.strip().partition("=")[::2] for part in header.split(",") if "=" in part)
-    timestamp, signature = fields.get("t", ""), fields.get("v1", "")
-    if not timestamp.isdigit() or not signature:
-        raise WebhookSignatureError(f"{SIGNATURE_HEADER} is not 't=<unix seconds>,v1=<hex>'")
-    if not hmac.compare_digest(_digest(body, secret, int(timestamp)), signature):
-        raise WebhookSignatureError("the signature does not match: wrong secret, or the body was altered")
-    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_s:
-        raise WebhookSignatureError(f"the notification is older than {tolerance_s:g} s (or the clocks disagree)")
+    """Return when `header` is a valid signature of `body` with `secret`, made within `tolerance_s` of `now`;
+    raise `WebhookSignatureError` saying why otherwise."""
+    fields: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if sep:
+            fields.setdefault(key, []).append(value)
+    stamps, signatures = fields.get("t", []), fields.get(SCHEME, [])
+    if len(stamps) != 1 or not stamps[0].isdigit() or not signatures:
+        raise WebhookSignatureError(
+            f"the {SIGNATURE_HEADER} header is not of the form t=<unix seconds>,{SCHEME}=<hex HMAC-SHA256>"
+        )
+    timestamp = int(stamps[0])
+    expected = _digest(body, secret, timestamp)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        raise WebhookSignatureError(
+            "the signature does not match the body: check the webhook secret, and verify the raw body as received"
+        )
+    age_s = (time.time() if now is None else now) - timestamp
+    if abs(age_s) > tolerance_s:
+        raise WebhookSignatureError(
+            f"the notification was signed {age_s:.0f} s ago, beyond the {tolerance_s:g} s tolerance: a replay, or "
+            "clocks that disagree (check NTP on both sides)"
+        )
