@@ -21,6 +21,10 @@ from qure_ray.storage.object_store import StoreLocation
 
 _SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,256}$")
+INGRESS_LOGGING: dict[str, Any] = {"encoding": "JSON"}
+"""Serve logs as JSON lines (request id, deployment, replica, message); the ingress keeps its access log.
+Log messages name sources, UIDs and states only, never patient data."""
+BACKGROUND_LOGGING: dict[str, Any] = {**INGRESS_LOGGING, "enable_access_log": False}
 DEV_SOURCE = "dev"
 CPU_WORKER_SLIVER = 0.001
 """How much of QURE_CPU_WORKER_RESOURCE one replica or task takes: only placement, never a limit."""

@@ -47,7 +47,7 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     serve.run(build_app(settings.to_args()), name=APP_NAME, route_prefix="/", blocking=False)
     base = f"http://{settings.http_host}:{settings.http_port}"
-    _wait_ready(f"{base}/health")
+    _wait_ready(f"{base}/ready")
     out = sys.stdout
     out.write(f"\nqure_ray is ready on {base} (data: {settings.store_location.data_uri})\n")
     if created:

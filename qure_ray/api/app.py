@@ -25,7 +25,13 @@ READY_TIMEOUT_S = 5.0
 
 
 async def health(request: Request) -> JSONResponse:
-    """200 once catalog, queue, job manager and every model replica answer; reveals nothing else."""
+    """Liveness: 200 whenever this ingress replica answers at all (restart it when it does not)."""
+    return JSONResponse({"status": "alive"})
+
+
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 once catalog, object store, queue, job manager and every model replica answer;
+    503 otherwise (send no traffic yet). Reveals nothing else."""
     platform: Platform = request.app.state.platform
     try:
         await asyncio.wait_for(platform.ready(), READY_TIMEOUT_S)
@@ -39,6 +45,7 @@ def create_app(platform: Platform) -> Starlette:
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/studies", post_studies, methods=["POST"]),
             Route("/studies/{study}", post_studies, methods=["POST"]),

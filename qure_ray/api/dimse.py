@@ -19,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray.api.ingest import ingest
 from qure_ray.api.platform import RayPlatform
+from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.dicom.standards import SUPPORTED_TRANSFER_SYNTAXES
 from qure_ray.dicom.validation import FailureReason
 from qure_ray.errors import OverloadedError
@@ -37,7 +38,7 @@ def parse_calling_aes(text: str) -> dict[str, str]:
     return table
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False})
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config=BACKGROUND_LOGGING)
 class DimseGateway:
     def __init__(
         self,

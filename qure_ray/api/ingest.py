@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from qure_ray import metrics
 from qure_ray.api.platform import Platform
 from qure_ray.dicom import InstanceMetadata, read_instance
 from qure_ray.dicom.instance import identify
@@ -66,10 +67,26 @@ def refused(field: str, violation: Violation, data: bytes = b"") -> IngestOutcom
     )
 
 
+def count_outcome(source: str, outcome: IngestOutcome, size_bytes: int) -> None:
+    """Upload metrics: every object any edge received, once, with what became of it."""
+    label = "refused" if outcome.violation else "stored" if outcome.created else "duplicate"
+    metrics.count_upload(source, label, size_bytes)
+    if outcome.violation:
+        metrics.count_failure("ingest", outcome.violation.code)
+
+
 async def ingest(
     platform: Platform, *, source: str, field: str, data: bytes, expected_study: str | None = None
 ) -> IngestOutcome:
     """Validate, store and enqueue one object. `expected_study`: the StudyInstanceUID the URL names."""
+    outcome = await _ingest(platform, source=source, field=field, data=data, expected_study=expected_study)
+    count_outcome(source, outcome, len(data))
+    return outcome
+
+
+async def _ingest(
+    platform: Platform, *, source: str, field: str, data: bytes, expected_study: str | None
+) -> IngestOutcome:
     try:
         parsed = await asyncio.to_thread(read_instance, data, max_bytes=platform.settings.max_instance_bytes)
     except InvalidInstanceError as exc:

@@ -10,9 +10,10 @@ from starlette.applications import Starlette
 
 from qure_ray.api.app import create_app
 from qure_ray.api.platform import RayPlatform
+from qure_ray.config import INGRESS_LOGGING
 
 
-@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0}, logging_config=INGRESS_LOGGING)
 @serve.ingress()
 class Ingress:
     def __init__(

@@ -115,7 +115,7 @@ def spec() -> dict[str, Any]:
         },
         "security": [{"token": []}],
         "paths": {
-            "/health": {"get": {"summary": "ready", "security": [], "responses": {"200": {"description": "ready"}, "503": _error("not ready")}}},
+            "/health": {"get": {"summary": "liveness: the ingress answers", "security": [], "responses": {"200": {"description": "alive"}}}},
             "/studies": {"post": {"summary": "upload: Qure form-data, or DICOMweb STOW-RS",
                                   "requestBody": {"content": {**form, **related}}, "responses": {**_UPLOAD_RESPONSES, **_STOW_RESPONSES, "200": _UPLOAD_RESPONSES["200"]}}},
             "/studies/{study}": {"post": {"summary": "DICOMweb STOW-RS into one study",
@@ -153,6 +153,8 @@ def spec() -> dict[str, Any]:
                 "delete": {"summary": "remove this source's callback", "responses": {"200": _json("removed", {"type": "object"}),
                                                                                      "404": _error("none registered"), **_AUTH_ERRORS}},
             },
+            "/ready": {"get": {"summary": "readiness: catalog, object store, queue, job manager and model replicas answer", "security": [],
+                               "responses": {"200": {"description": "ready"}, "503": _error("not ready yet")}}},
             "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
         },
     }  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,6 +16,8 @@ from qure_ray.storage.catalog import Batch, received_rows, webhook_row
 from qure_ray.storage.object_store import ObjectStore
 
 DEPTH_CACHE_S = 0.5
+READY_PROBE_KEY = "catalog/ready-probe"
+"""A key that need not exist: asking for it proves the object store answers."""
 
 
 class Platform(Protocol):
@@ -45,7 +48,7 @@ class RayPlatform:
     jobs: DeploymentHandle
     models: dict[str, DeploymentHandle]
     extra_health: list[DeploymentHandle] = field(default_factory=list)
-    """Further deployments (the DIMSE gateway) whose `check_health` must pass for `/health`."""
+    """Further deployments (the DIMSE gateway) whose `check_health` must pass for `/ready`."""
     _queue_depth: int = 0
     _depth_checked_at: float = -1e9
 
@@ -117,6 +120,7 @@ class RayPlatform:
             raise OverloadedError(queue_depth=self._queue_depth, max_queue_depth=self.settings.max_queue_depth)
 
     async def ready(self) -> bool:
+        await asyncio.to_thread(self.store.exists, READY_PROBE_KEY)  # raises when the store is unreachable
         await self.catalog.states.remote()
         await self.queue.depth.remote()
         await self.jobs.check_health.remote()

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qure_ray.api.auth import authenticate
-from qure_ray.api.ingest import IngestOutcome, ingest, qure_reply, refused
+from qure_ray.api.ingest import IngestOutcome, count_outcome, ingest, qure_reply, refused
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.archive import zip_members
 from qure_ray.dicom.multipart import SPOOL_BYTES, MediaType, MultipartLimits, MultipartStream, Part
@@ -60,7 +60,9 @@ async def _ingest_part(
     try:
         if part.oversize:
             limit = platform.settings.max_instance_bytes
-            return refused(field, Rules.TOO_LARGE.value.violation(f"the part exceeds the limit of {limit} bytes"))
+            outcome = refused(field, Rules.TOO_LARGE.value.violation(f"the part exceeds the limit of {limit} bytes"))
+            count_outcome(source, outcome, part.size)
+            return outcome
         data = await asyncio.to_thread(part.read)
         return await ingest(platform, source=source, field=field, data=data, expected_study=expected_study)
     finally:
@@ -97,6 +99,7 @@ async def _stow(
             part.close()
             violation = Rules.NOT_DICOM.value.violation(f"a part of type {part.content_type!r}")
             failed.append(FailedInstance("", "", violation.failure_reason))
+            count_outcome(source, refused(field, violation), 0)
             continue
         outcome = await _ingest_part(platform, source, part, field, expected_study=study)
         if outcome.accepted and outcome.metadata:
@@ -193,6 +196,7 @@ async def _zip(request: Request, platform: Platform, source: str) -> JSONRespons
             if member.data is None:
                 violation = Rules.TOO_LARGE.value.violation(f"{member.name} exceeds {limits.max_part_bytes} bytes")
                 outcomes.append(refused(member.name, violation))
+                count_outcome(source, outcomes[-1], 0)
             else:
                 outcomes.append(await ingest(platform, source=source, field=member.name, data=member.data))
     if not outcomes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 from numpy.typing import NDArray
 from ray import serve
 
+from qure_ray import metrics
+from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.models.card import load_card
 from qure_ray.models.inference import predict_batch, select_device, warm_up
 from qure_ray.models.network import load_network
@@ -24,9 +27,7 @@ from qure_ray.records import Prediction
 logger = logging.getLogger(__name__)
 
 
-@serve.deployment(
-    ray_actor_options={"num_cpus": 1}, logging_config={"enable_access_log": False}, health_check_period_s=10
-)
+@serve.deployment(ray_actor_options={"num_cpus": 1}, logging_config=BACKGROUND_LOGGING, health_check_period_s=10)
 class ModelDeployment:
     def __init__(self, card_path: str, *, num_gpus: float, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         self.card = load_card(Path(card_path))
@@ -52,7 +53,12 @@ class ModelDeployment:
     async def predict(self, images: list[NDArray[np.float32]]) -> list[Prediction]:
         self.batch_sizes.append(len(images))
         del self.batch_sizes[:-1000]
-        return await asyncio.to_thread(predict_batch, self.network, self.card, images, self.device)
+        tags = {"model": self.card.name}
+        metrics.histogram("qure_model_batch_size").observe(len(images), tags=tags)
+        started = time.perf_counter()
+        predictions = await asyncio.to_thread(predict_batch, self.network, self.card, images, self.device)
+        metrics.histogram("qure_model_inference_seconds").observe(time.perf_counter() - started, tags=tags)
+        return predictions
 
     async def info(self) -> dict[str, object]:
         return {

@@ -11,7 +11,12 @@ from pydicom.dataset import Dataset
 
 from qure_ray.models.card import ModelCard
 from qure_ray.outputs.content import ReportContent
-from qure_ray.outputs.dicom_objects import encapsulated_pdf, secondary_capture, structured_report
+from qure_ray.outputs.dicom_objects import (
+    encapsulated_pdf,
+    secondary_capture,
+    structured_report,
+    without_unreadable_dates,
+)
 from qure_ray.outputs.documents import THUMBNAIL_PX, pdf_report, png
 from qure_ray.outputs.overlay import overlay
 from qure_ray.records import ResultRecord
@@ -49,6 +54,7 @@ def render_assets(
         raise ValueError("a result's assets need at least one source image")
     assets: list[Asset] = []
     overlays: list[bytes] = []
+    images = [(without_unreadable_dates(dataset), heatmaps) for dataset, heatmaps in images]
     for index, (dataset, heatmaps) in enumerate(images):
         content = ReportContent.from_result(result, card, heatmaps)
         rgb = overlay(dataset, content)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
+from pydicom import valuerep
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -26,6 +27,33 @@ _PATIENT_AND_STUDY = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
     "StudyID", "AccessionNumber", "ReferringPhysicianName",
 )  # fmt: skip
+
+
+_TEMPORAL = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT}
+
+
+def without_unreadable_dates(source: Dataset) -> Dataset:
+    """`source` with every top-level date/time that does not parse emptied (a copy when any is changed).
+
+    Outputs copy the patient and study modules from the source; one malformed PatientBirthDate must not cost
+    the partner the whole result. Emptied, not guessed: these attributes are Type 2 in the outputs.
+    """
+    broken = []
+    for element in source:
+        parse = _TEMPORAL.get(element.VR)
+        if parse is None or element.VM != 1 or not element.value:
+            continue
+        try:
+            parse(str(element.value).strip())
+        except ValueError:
+            broken.append(element.tag)
+    if not broken:
+        return source
+    copy = Dataset(source)
+    copy.file_meta = source.file_meta
+    for tag in broken:
+        copy[tag] = DataElement(tag, source[tag].VR, "")
+    return copy
 
 
 def _equipment(content: ReportContent) -> hd.ContributingEquipment:

@@ -12,8 +12,11 @@ import time
 
 from ray import serve
 
+from qure_ray import metrics
+from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.records import (
     InstanceRecord,
+    InstanceState,
     Notification,
     ResultRecord,
     SeriesRef,
@@ -27,6 +30,7 @@ from qure_ray.storage.object_store import StoreLocation
 from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orphans
 
 RECONCILE_INTERVAL_S = 3600.0
+STATES_INTERVAL_S = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ logger = logging.getLogger(__name__)
     num_replicas=1,
     max_ongoing_requests=4096,
     ray_actor_options={"num_cpus": 0},
-    logging_config={"enable_access_log": False},
+    logging_config=BACKGROUND_LOGGING,
     health_check_period_s=5,
 )
 class CatalogActor:
@@ -44,7 +48,8 @@ class CatalogActor:
         self.catalog = Catalog(self.store)
         self.committer = GroupCommitter(self.catalog, interval_s=flush_interval_s)
         self._starting: set[tuple[str, str]] = set()
-        self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_forever())
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self._reconcile_forever()), loop.create_task(self._report_states())]
 
     async def _reconcile_forever(self) -> None:
         """Remove orphaned originals at start-up and then hourly (see `qure_ray.storage.reconcile`)."""
@@ -62,6 +67,14 @@ class CatalogActor:
             except Exception as exc:  # the store may be briefly unavailable; try again next round
                 logger.error("orphan reconciliation failed: %s", exc)
             await asyncio.sleep(RECONCILE_INTERVAL_S)
+
+    async def _report_states(self) -> None:
+        """The `qure_instances` gauge: how many instances are in each state, every few seconds."""
+        while True:
+            counts = self.catalog.states()
+            for state in InstanceState:
+                metrics.gauge("qure_instances").set(counts.get(state.value, 0), tags={"state": state.value})
+            await asyncio.sleep(STATES_INTERVAL_S)
 
     async def write(self, batch: Batch) -> None:
         """Returns once the batch is durable on the object store and visible to reads."""

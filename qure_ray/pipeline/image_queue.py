@@ -11,6 +11,8 @@ import logging
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from qure_ray import metrics
+from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.pipeline.priority_queue import UniquePriorityQueue
 from qure_ray.records import InstanceRef
 
@@ -21,7 +23,7 @@ logger = logging.getLogger(__name__)
     num_replicas=1,
     max_ongoing_requests=4096,
     ray_actor_options={"num_cpus": 0},
-    logging_config={"enable_access_log": False},
+    logging_config=BACKGROUND_LOGGING,
 )
 class ImageQueue:
     def __init__(self, catalog: DeploymentHandle) -> None:
@@ -29,10 +31,14 @@ class ImageQueue:
         self.queue = UniquePriorityQueue()
 
     async def put(self, ref: InstanceRef) -> bool:
-        return await self.queue.put(ref)
+        added = await self.queue.put(ref)
+        metrics.gauge("qure_queue_depth").set(len(self.queue))
+        return added
 
     async def get(self, timeout_s: float) -> InstanceRef | None:
-        return await self.queue.get(timeout_s=timeout_s)
+        ref = await self.queue.get(timeout_s=timeout_s)
+        metrics.gauge("qure_queue_depth").set(len(self.queue))
+        return ref
 
     async def depth(self) -> int:
         return len(self.queue)
@@ -44,6 +50,7 @@ class ImageQueue:
         for record in await self.catalog.unfinished.remote():
             if (record.source, record.sop_uid) not in busy and await self.queue.put(record.ref):
                 added += 1
+        metrics.gauge("qure_queue_depth").set(len(self.queue))
         if added:
             logger.info("queue rebuilt from the catalog: %d instance(s) re-queued", added)
         return added

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from qure_ray import metrics
+from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.errors import InvalidInstanceError
 from qure_ray.models.card import CARD_FILE, ModelCard
 from qure_ray.models.registry import load_registry
@@ -61,7 +63,7 @@ MAX_SLICES_IN_FLIGHT = 32
     num_replicas=1,
     max_ongoing_requests=64,
     ray_actor_options={"num_cpus": 0},
-    logging_config={"enable_access_log": False},
+    logging_config=BACKGROUND_LOGGING,
 )
 class JobManager:
     def __init__(
@@ -160,6 +162,7 @@ class JobManager:
         except Exception as exc:
             logger.error("result of %s (%s) could not be recorded, resync retries: %s", ref.sop_uid, ref.source, exc)
             return
+        _observe(result)
         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
 
     async def _workflow(self, record: InstanceRecord) -> ResultRecord:
@@ -287,6 +290,7 @@ class JobManager:
             except Exception as exc:
                 logger.error("result of series %s could not be recorded, retrying: %s", series.series_uid, exc)
                 return
+            _observe(result)
             logger.info("series %s of %s (%d slices): %s", series.series_uid, series.source, len(held), result.state)
 
     async def _series_workflow(
@@ -405,6 +409,14 @@ class JobManager:
         else:
             batch = batch_or_row
         await self.catalog.write.remote(batch)
+
+
+def _observe(result: ResultRecord) -> None:
+    """Stage-time and failure metrics of a recorded result."""
+    for stage, seconds in result.timings_s.items():
+        metrics.histogram("qure_stage_seconds").observe(seconds, tags={"stage": stage, "usecase": result.usecase.value})
+    if result.state in (InstanceState.UNUSABLE, InstanceState.UNSUPPORTED, InstanceState.FAILED):
+        metrics.count_failure("processing", result.state.value)
 
 
 def _late_reason(series_uid: str) -> str:

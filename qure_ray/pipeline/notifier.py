@@ -17,6 +17,7 @@ import time
 import httpx
 from ray.serve.handle import DeploymentHandle
 
+from qure_ray import metrics
 from qure_ray.client.webhooks import SIGNATURE_HEADER, sign
 from qure_ray.records import DeliveryOutcome, Notification
 from qure_ray.storage.catalog import delivery_row
@@ -62,6 +63,7 @@ class WebhookNotifier:
                 outcome = DeliveryOutcome.DELIVERED
             else:
                 outcome = DeliveryOutcome.GAVE_UP if attempt == self.max_attempts else DeliveryOutcome.RETRYING
+            metrics.counter("qure_webhook_deliveries_total").inc(1, tags={"outcome": outcome.value})
             try:
                 await self.catalog.write.remote(
                     delivery_row(notification, attempt=attempt, outcome=outcome, status_code=status_code, error=error)

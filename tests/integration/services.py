@@ -130,6 +130,10 @@ def seaweedfs(workdir: Path, *, bucket: str = "qure-test") -> Iterator[S3Server]
 class RayCluster:
     dashboard_url: str
     env: dict[str, str]
+    temp_dir: Path
+    """Ray's session files; every log of every process is under `session_*/logs`."""
+    metrics_url: str
+    """The head node's Prometheus endpoint (Ray's metrics agent)."""
 
     def serve(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -143,17 +147,19 @@ class RayCluster:
 def ray_head(workdir: Path) -> Iterator[RayCluster]:
     """`ray start --head` on loopback, with token auth, its dashboard API on a free port."""
     env = service_env()
-    dashboard_port = free_port()
+    dashboard_port, metrics_port = free_port(), free_port()
     temp_dir = workdir / "ray"
     start = [
         str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={free_port()}", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-        f"--num-cpus={max(MIN_LOCAL_CPUS, os.cpu_count() or 1)}",
+        f"--num-cpus={max(MIN_LOCAL_CPUS, os.cpu_count() or 1)}", f"--metrics-export-port={metrics_port}",
     ]  # fmt: skip
     result = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
     assert result.returncode == 0, f"ray start failed:\n{result.stdout}\n{result.stderr}"
-    cluster = RayCluster(f"http://127.0.0.1:{dashboard_port}", env)
+    cluster = RayCluster(
+        f"http://127.0.0.1:{dashboard_port}", env, temp_dir, f"http://127.0.0.1:{metrics_port}/metrics"
+    )
     try:
         yield cluster
     finally:
@@ -174,9 +180,9 @@ def deploy_config(cluster: RayCluster, workdir: Path, *, args: dict[str, object]
 
 def wait_healthy(base_url: str, *, timeout_s: float = 300) -> None:
     wait_for(
-        lambda: httpx.get(f"{base_url}/health", timeout=10).status_code == 200,
+        lambda: httpx.get(f"{base_url}/ready", timeout=10).status_code == 200,
         timeout_s=timeout_s,
-        what=f"{base_url}/health",
+        what=f"{base_url}/ready",
     )
 
 

@@ -129,7 +129,7 @@ def test_bad_inputs_get_a_4xx_naming_the_problem_and_nothing_is_stored(deployed:
         assert body["messages"]["file"]["error"]["code"] == code
         assert mentioned in body["message"], (code, body["message"])
     assert deployed.s3_keys(f"dicom/{SOURCE}/{study}/") == []
-    assert httpx.get(f"{deployed.base_url}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{deployed.base_url}/ready", timeout=10).status_code == 200
 
     mixed = deployed.upload(good, b"garbage" * 50)
     assert mixed.status_code == 200

@@ -105,7 +105,7 @@ def test_every_pydicom_test_file_is_stored_decodable_or_refused_with_a_reason(de
     assert outcomes["test-SR.dcm"] in ("sop-class-not-supported", "duplicate-conflict")
     assert outcomes["README.txt"] == "not-dicom"
     assert outcomes["ExplVR_BigEndNoMeta.dcm"] == "no-preamble"
-    assert httpx.get(f"{deployed.base_url}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{deployed.base_url}/ready", timeout=10).status_code == 200
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert all(read(deployed.s3_get(key)) for key in deployed.s3_keys("dicom/site-a/")[:5])

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from qure_ray.config import SHIPPED_MODELS_DIR
-from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.dicom.synthetic import chest_dx, to_bytes
 from qure_ray.models import load_card
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.dicom_objects import encapsulated_pdf, secondary_capture, structured_report
@@ -117,3 +117,22 @@ def test_unusable_image_assets_say_so_instead_of_findings(source: pydicom.Datase
     (tmp_path / "r.pdf").write_bytes(assets[AssetKind.REPORT_PDF].data)
     text = subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True, text=True).stdout
     assert "unusable" in text and "lateral" in text and "Threshold" not in text
+
+
+def test_an_unreadable_patient_birth_date_is_emptied_not_fatal(source: pydicom.Dataset, tmp_path: Path) -> None:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from qure_ray.outputs.assets import AssetKind, render_assets
+
+    tag = Tag(0x0010, 0x0030)
+    broken = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    broken[tag] = RawDataElement(tag, "DA", 8, b"19xx0231", 0, False, True)
+    result = ResultRecord(
+        source="s", sop_uid=broken.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
+        scores=dict.fromkeys(CARD.label_names, 0.1), decisions=dict.fromkeys(CARD.label_names, False),
+    )  # fmt: skip
+    assets = {asset.kind: asset for asset in render_assets([(broken, None)], result, CARD)}
+    sc = pydicom.dcmread(io.BytesIO(assets[AssetKind.SC].data))
+    assert sc.PatientBirthDate == "" and sc.PatientID == source.PatientID
+    assert dciodvfy_errors(assets[AssetKind.SC].data, tmp_path) == []
