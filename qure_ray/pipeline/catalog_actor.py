@@ -31,6 +31,10 @@ from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orp
 
 RECONCILE_INTERVAL_S = 3600.0
 STATES_INTERVAL_S = 5.0
+REFRESH_INTERVAL_S = 2.0
+REPLACEMENT_WINDOW_S = 180.0
+"""How long after start another catalog actor may still be writing: Serve's graceful shutdown of the old job
+manager (`DRAIN_TIMEOUT_S` + 10 s) and of the old catalog actor, with margin."""
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,11 @@ class CatalogActor:
         self.committer = GroupCommitter(self.catalog, interval_s=flush_interval_s)
         self._starting: set[tuple[str, str]] = set()
         loop = asyncio.get_running_loop()
-        self._background = [loop.create_task(self._reconcile_forever()), loop.create_task(self._report_states())]
+        self._background = [
+            loop.create_task(self._reconcile_forever()),
+            loop.create_task(self._report_states()),
+            loop.create_task(self._refresh_while_replacing()),
+        ]
 
     async def _reconcile_forever(self) -> None:
         """Remove orphaned originals at start-up and then hourly (see `qure_ray.storage.reconcile`)."""
@@ -67,6 +75,20 @@ class CatalogActor:
             except Exception as exc:  # the store may be briefly unavailable; try again next round
                 logger.error("orphan reconciliation failed: %s", exc)
             await asyncio.sleep(RECONCILE_INTERVAL_S)
+
+    async def _refresh_while_replacing(self) -> None:
+        """During a rolling update the replica this one replaces may still write for a while (its job manager
+        drains): pick up its segments until it must be gone."""
+        deadline = time.monotonic() + REPLACEMENT_WINDOW_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(REFRESH_INTERVAL_S)
+            try:
+                for table, keys in (await asyncio.to_thread(self.catalog.foreign_segments)).items():
+                    loaded = await asyncio.to_thread(self.catalog.read_segments, table, keys)
+                    self.catalog.insert_segments(table, keys, loaded)
+                    logger.info("loaded %d %s segment(s) written by the replica this one replaces", len(keys), table)
+            except Exception as exc:  # the store may be briefly unavailable; try again next round
+                logger.warning("catalog refresh failed: %s", exc)
 
     async def _report_states(self) -> None:
         """The `qure_instances` gauge: how many instances are in each state, every few seconds."""

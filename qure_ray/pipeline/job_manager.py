@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +57,9 @@ RETRY_BASE_DELAY_S = 0.5
 SERIES_POLL_S = 1.0
 MAX_SERIES_AT_ONCE = 2
 MAX_SLICES_IN_FLIGHT = 32
+DRAIN_TIMEOUT_S = 60.0
+"""On shutdown (a redeploy, `serve shutdown`), in-flight work gets this long to finish before it is left to
+the next job manager (it is still `processing`/`held` in the catalog, so it is re-queued)."""
 
 
 @serve.deployment(
@@ -64,6 +67,7 @@ MAX_SLICES_IN_FLIGHT = 32
     max_ongoing_requests=64,
     ray_actor_options={"num_cpus": 0},
     logging_config=BACKGROUND_LOGGING,
+    graceful_shutdown_timeout_s=DRAIN_TIMEOUT_S + 10,
 )
 class JobManager:
     def __init__(
@@ -96,6 +100,7 @@ class JobManager:
         self.task_resources = task_resources
         self.series_slots = asyncio.Semaphore(MAX_SERIES_AT_ONCE)
         self.series_in_flight: set[SeriesRef] = set()
+        self._work: set[asyncio.Task[None]] = set()
         notifier = WebhookNotifier(catalog, results_base_url=results_base_url, max_attempts=webhook_max_attempts)
         loop = asyncio.get_running_loop()
         self._loops = [
@@ -103,6 +108,22 @@ class JobManager:
             loop.create_task(self._series_loop()),
             loop.create_task(notifier.run()),
         ]
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+        return task
+
+    async def __del__(self) -> None:
+        """Serve's graceful shutdown: take no new work, let in-flight instances and series finish."""
+        for loop in self._loops:
+            loop.cancel()
+        if self._work:
+            logger.info("draining: waiting for %d in-flight job(s)", len(self._work))
+            _, unfinished = await asyncio.wait(set(self._work), timeout=DRAIN_TIMEOUT_S)
+            if unfinished:
+                logger.warning("%d job(s) left to the next job manager (re-queued from the catalog)", len(unfinished))
 
     async def check_health(self) -> None:
         """Serve's health check: the work loops must be alive."""
@@ -135,7 +156,7 @@ class JobManager:
                 self.slots.release()
                 continue
             self.in_flight.add(key)  # type: ignore[arg-type]
-            task = asyncio.get_running_loop().create_task(self._process(ref))
+            task = self._track(self._process(ref))
             task.add_done_callback(lambda _, key=key: self._finished(key))  # type: ignore[misc]
 
     def _finished(self, key: tuple[str, str]) -> None:
@@ -261,7 +282,7 @@ class JobManager:
                 for series in await self.catalog.pending_series.remote():
                     if series not in self.series_in_flight:
                         self.series_in_flight.add(series)
-                        task = asyncio.get_running_loop().create_task(self._process_series(series))
+                        task = self._track(self._process_series(series))
                         task.add_done_callback(lambda _, series=series: self.series_in_flight.discard(series))  # type: ignore[misc]
             except Exception as exc:  # the catalog is briefly unavailable: the next round retries
                 logger.warning("series round failed, retrying: %s", exc)

@@ -144,6 +144,8 @@ class Catalog:
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+        self.segments: set[str] = set()
+        """Keys of the segments whose rows are loaded (read at start, written here, or found by `refresh`)."""
         self.db = duckdb.connect(":memory:")
         for table, schema in TABLES.items():
             columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in schema)
@@ -154,13 +156,11 @@ class Catalog:
 
     def _load(self) -> None:
         started = time.perf_counter()
-        for table, schema in TABLES.items():
+        for table in TABLES:
             keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
             if not keys:
                 continue
-            parts = [_conform(pq.read_table(io.BytesIO(self.store.get(key))), schema) for key in keys]
-            loaded = pa.concat_tables(parts)  # noqa: F841 - referenced by name in the SQL below
-            self.db.execute(f"INSERT INTO {table} SELECT DISTINCT ON (row_id) * FROM loaded")
+            self.insert_segments(table, keys, self.read_segments(table, keys))
             if len(keys) > COMPACT_AFTER_SEGMENTS:
                 self._compact(table, keys)
         logger.info(
@@ -170,18 +170,44 @@ class Catalog:
             {table: self.count(table) for table in TABLES},
         )
 
+    def read_segments(self, table: str, keys: list[str]) -> pa.Table:
+        """Segments of a table, in its current schema. Touches only the store: safe off the owner's thread."""
+        return pa.concat_tables(
+            [_conform(pq.read_table(io.BytesIO(self.store.get(key))), TABLES[table]) for key in keys]
+        )
+
+    def insert_segments(self, table: str, keys: list[str], loaded: pa.Table) -> None:
+        """Make read segments visible; rows already present (same `row_id`) are skipped."""
+        self.db.execute(
+            f"INSERT INTO {table} SELECT DISTINCT ON (row_id) * FROM loaded "
+            f"WHERE row_id NOT IN (SELECT row_id FROM {table})"
+        )
+        self.segments.update(keys)
+
+    def foreign_segments(self) -> dict[str, list[str]]:
+        """Segments another writer has added since this catalog loaded (during a rolling update the catalog
+        actor being replaced still writes for a while), per table. Store only: safe off the owner's thread."""
+        found = {}
+        for table in TABLES:
+            new = [key for key in self.store.list_keys(f"{CATALOG_PREFIX}{table}/") if key not in self.segments]
+            if new:
+                found[table] = new
+        return found
+
     def _compact(self, table: str, old_keys: list[str]) -> None:
         """Rewrite a table as one segment; the new segment is durable before the old ones go."""
         arrow = self.db.execute(f"SELECT * FROM {table}").fetch_arrow_table().cast(TABLES[table])
         self._write_segment(table, arrow)
         for key in old_keys:
             self.store.delete(key)
+        self.segments.difference_update(old_keys)
 
     def _write_segment(self, table: str, arrow: pa.Table) -> None:
         buffer = io.BytesIO()
         pq.write_table(arrow, buffer, compression="zstd")
-        segment = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
-        self.store.put(catalog_key(table, segment), buffer.getvalue())
+        key = catalog_key(table, f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}")
+        self.segments.add(key)  # before it exists: `refresh` must never load our own rows before `apply` does
+        self.store.put(key, buffer.getvalue())
 
     def persist(self, batch: Batch) -> dict[str, pa.Table]:
         """Write the batch as one segment per table. Touches only the store: safe off the owner's thread."""

@@ -231,3 +231,20 @@ def test_results_after_a_webhook_is_registered_are_pending_until_delivered_or_gi
     catalog.commit(webhook_row("site-a", "", "", active=False))
     finish("1.2.3.1.4")
     assert catalog.webhook("site-a") is None and catalog.undelivered(limit=10) == []
+
+
+def test_a_second_writer_s_segments_are_picked_up_once(tmp_path: Path) -> None:
+    """A rolling update: the new catalog loads, the old one still writes; `foreign_segments` finds those rows."""
+    new = Catalog(LocalObjectStore(tmp_path))
+    old = Catalog(LocalObjectStore(tmp_path))
+    old.commit(received_rows(make_record("1.2.3.9")))
+    new.commit(received_rows(make_record("1.2.3.8")))
+    assert new.instance("site-a", "1.2.3.9") is None
+    found = new.foreign_segments()
+    assert set(found) == {"instances", "events"}  # its own segments are never foreign
+    for table, keys in found.items():
+        new.insert_segments(table, keys, new.read_segments(table, keys))
+    assert new.instance("site-a", "1.2.3.9") is not None and new.foreign_segments() == {}
+    for table, keys in found.items():  # loading the same rows again adds nothing
+        new.insert_segments(table, keys, new.read_segments(table, keys))
+    assert new.count("instances") == 2 and new.count("events") == 4
