@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pydicom
 import pytest
 
 from qure_ray.dicom import read_instance
@@ -10,6 +13,8 @@ from qure_ray.models.phantoms import (
     HEAD_CT_FINDINGS,
     chest_phantom,
     head_ct_phantom,
+    head_ct_series,
+    series_slice_findings,
     to_dicom,
 )
 
@@ -55,3 +60,72 @@ def test_phantoms_pass_ingest_validation_and_preprocess() -> None:
     assert (metadata.modality, metadata.body_part) == ("CT", "HEAD")
     image = prepare_for_model(ct, size=128, window_mode="dataset")
     assert image.min() >= 0.0 and image.max() <= 1.0 and image.std() > 0.05
+
+
+def test_the_same_seed_is_the_same_patient_with_and_without_a_finding() -> None:
+    normal, abnormal = chest_phantom(seed=4).pixels, chest_phantom(seed=4, findings={"nodule"}).pixels
+    assert (normal != abnormal).mean() < 0.01  # only the nodule differs: no draw depends on the findings
+
+
+def test_pleural_effusion_is_a_meniscus_rising_towards_the_chest_wall() -> None:
+    for seed in range(4):
+        normal = chest_phantom(seed=seed).pixels.astype(np.float32)
+        fluid = (chest_phantom(seed=seed, findings={"pleural_effusion"}).pixels - normal) > 300
+        rows, columns = np.nonzero(fluid)
+        assert rows.min() > 0.4 * normal.shape[0] and rows.max() > 0.6 * normal.shape[0], "fluid at a lung base"
+        lateral_first = columns.mean() < normal.shape[1] / 2  # fluid in the image-left lung: its wall is left
+        order = np.argsort(columns if lateral_first else -columns)
+        lateral, medial = order[: len(order) // 4], order[-len(order) // 4 :]
+        assert rows[lateral].min() < rows[medial].min() - 3, "the upper border climbs laterally"
+
+
+def falx_column(hu: np.ndarray, row: int) -> float:
+    brain_row = np.where((hu[row] > 50) & (hu[row] < 300))[0]
+    return float(np.median(brain_row))
+
+
+def ventricle_column(hu: np.ndarray) -> float:
+    return float(np.nonzero((hu > -100) & (hu < 15))[1].mean())  # CSF, not air
+
+
+def test_midline_shift_displaces_the_falx_and_the_ventricles_together() -> None:
+    for seed in range(4):
+        normal = head_ct_phantom(seed=seed).pixels.astype(np.float32)
+        shifted = head_ct_phantom(seed=seed, findings={"midline_shift"}).pixels.astype(np.float32)
+        middle = normal.shape[0] // 2
+        falx_moved = falx_column(shifted, middle) - falx_column(normal, middle)
+        ventricles_moved = ventricle_column(shifted) - ventricle_column(normal)
+        air = np.nonzero(normal < -500)[1].mean() - np.nonzero(shifted < -500)[1].mean()
+        assert abs(falx_moved) > 5 and abs(ventricles_moved) > 3 and np.sign(falx_moved) == np.sign(ventricles_moved)
+        assert air == 0  # the skull stays where it was
+
+
+def test_head_ct_series_is_one_ordered_series_with_findings_on_its_middle_slices() -> None:
+    findings = {"intracranial_haemorrhage", "midline_shift"}
+    slices = [pydicom.dcmread(io.BytesIO(data)) for data in head_ct_series(seed=9, findings=findings, slices=12)]
+    plain = [pydicom.dcmread(io.BytesIO(data)) for data in head_ct_series(seed=9, findings=set(), slices=12)]
+    for tag in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        assert len({str(ds[tag].value) for ds in slices}) == 1, f"{tag} differs between slices"
+    assert len({ds.SOPInstanceUID for ds in slices}) == 12
+    assert [ds.InstanceNumber for ds in slices] == list(range(1, 13))
+    assert [float(ds.SliceLocation) for ds in slices] == [5.0 * i for i in range(12)]
+    assert [float(ds.ImagePositionPatient[2]) for ds in slices] == [5.0 * i for i in range(12)]
+    assert {(ds.Modality, ds.BodyPartExamined) for ds in slices} == {("CT", "HEAD")}
+
+    expected = series_slice_findings(findings, slices=12)
+    bleeding = [i for i, shown in enumerate(expected) if "intracranial_haemorrhage" in shown]
+    shifted = [i for i, shown in enumerate(expected) if "midline_shift" in shown]
+    assert bleeding == [4, 5, 6] and shifted == [3, 4, 5, 6, 7, 8]
+    changed = [i for i in range(12) if not np.array_equal(slices[i].pixel_array, plain[i].pixel_array)]
+    assert changed == shifted  # nothing on the other slices: same head, same noise
+    for i in bleeding:  # blood (60-80 HU) where the plain slice has brain
+        blood = (slices[i].pixel_array > 55) & (plain[i].pixel_array < 45) & (plain[i].pixel_array > 0)
+        assert blood.sum() > 20, f"slice {i} shows no haemorrhage"
+
+
+def test_series_slice_findings_handles_short_series() -> None:
+    both = {"intracranial_haemorrhage", "midline_shift"}
+    assert series_slice_findings(both, slices=1) == [frozenset(both)]
+    assert series_slice_findings(both, slices=2) == [frozenset(both), frozenset()]
+    with pytest.raises(ValueError, match="at least one slice"):
+        series_slice_findings(both, slices=0)
