@@ -470,8 +470,9 @@ async def _check_and_copy(response: httpx.Response, url: str, expected: str, han
     except httpx.TransportError as exc:
         raise DownloadError(url, f"the connection broke after {size} bytes ({type(exc).__name__})") from exc
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) != response.num_bytes_downloaded:
-        raise DownloadError(url, f"truncated: {response.num_bytes_downloaded} of {declared} bytes arrived")
+    arrived = response.num_bytes_downloaded if "content-encoding" in response.headers else size
+    if declared is not None and declared.isdigit() and int(declared) != arrived:
+        raise DownloadError(url, f"truncated: {arrived} of {declared} bytes arrived")
     if size == 0:
         raise DownloadError(url, "the file is empty")
     return head
