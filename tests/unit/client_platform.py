@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from PIL import Image
 from pydicom.uid import Comprehensive3DSRStorage, EncapsulatedPDFStorage, SecondaryCaptureImageStorage, generate_uid
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from starlette.types import ASGIApp
 
 from qure_ray.api.app import create_app
@@ -205,3 +207,38 @@ def running_platform(tmp_path: Path, **options: object) -> Iterator[tuple[Memory
     platform = memory_platform(tmp_path, **options)
     with serve(create_app(platform)) as base_url:  # type: ignore[arg-type]
         yield platform, base_url
+
+
+@dataclass
+class StorageScp:
+    """A pynetdicom C-STORE SCP standing in for a PACS; `received` holds what it stored."""
+
+    port: int
+    received: dict[str, str] = field(default_factory=dict)
+    """SOPInstanceUID → SOPClassUID."""
+    status: int = 0x0000
+
+
+@contextmanager
+def storage_scp(
+    *, ae_title: str = "PACS", status: int = 0x0000, calling_aes: list[str] | None = None
+) -> Iterator[StorageScp]:
+    ae = AE(ae_title=ae_title)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    if calling_aes:
+        ae.require_calling_aet = calling_aes
+    scp = StorageScp(port=0, status=status)
+
+    def on_store(event: Any) -> int:
+        if scp.status == 0x0000:
+            scp.received[str(event.request.AffectedSOPInstanceUID)] = str(event.request.AffectedSOPClassUID)
+        return scp.status
+
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    scp.port = int(server.server_address[1])
+    try:
+        yield scp
+    finally:
+        server.shutdown()
