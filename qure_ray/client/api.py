@@ -19,14 +19,13 @@ import asyncio
 import logging
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypedDict, TypeVar, Unpack
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -43,7 +42,7 @@ from qure_ray.client.errors import (
     UploadRefused,
     WaitTimeout,
 )
-from qure_ray.client.files import DicomFile, batches, find_dicom, is_part10
+from qure_ray.client.files import DicomFile, atomic_write, batches, find_dicom, is_part10
 from qure_ray.client.forward import (
     Destination,
     DicomWebDestination,
@@ -120,6 +119,17 @@ class ClientSettings:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.token}", "Source": self.source}
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of `AsyncQureClient`, which `QureClient` passes on."""
+
+    timeout_s: float
+    retry: RetryPolicy
+    poll: PollPolicy
+    batch: BatchLimits
+    transport: httpx.AsyncBaseTransport | None
+    environ: Mapping[str, str] | None
 
 
 class AsyncQureClient:
@@ -307,18 +317,11 @@ class AsyncQureClient:
         own = _same_origin(url, self.settings.base_url)
         client = self._api if own else self._plain
         response = await self._send(client, "GET", url, what=f"download of {target.name}", stream=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with atomic_write(target) as handle:
                 head = await _check_and_copy(response, url, expected, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if not _looks_like(head, target.suffix):
-                raise DownloadError(url, f"the body is not a {target.suffix} file ({expected})")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+                if not _looks_like(head, target.suffix):
+                    raise DownloadError(url, f"the body is not a {target.suffix} file ({expected})")
         finally:
             await response.aclose()
 
@@ -354,18 +357,9 @@ class QureClient:
         base_url: str | None = None,
         token: str | None = None,
         source: str | None = None,
-        *,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        poll: PollPolicy = DEFAULT_POLL,
-        batch: BatchLimits = DEFAULT_BATCH,
-        transport: httpx.AsyncBaseTransport | None = None,
-        environ: Mapping[str, str] | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        self.aio = AsyncQureClient(
-            base_url, token, source, timeout_s=timeout_s, retry=retry, poll=poll, batch=batch, transport=transport,
-            environ=environ,
-        )  # fmt: skip
+        self.aio = AsyncQureClient(base_url, token, source, **options)
         self._runner = asyncio.Runner()
 
     def __repr__(self) -> str:

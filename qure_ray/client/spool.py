@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from qure_ray.client.files import atomic_write, fsync_dir
 from qure_ray.dicom.uids import is_valid_uid
 
 
@@ -73,13 +73,13 @@ class Spool:
 
     def move(self, sop_uid: str, source: SpoolState, target: SpoolState) -> None:
         os.replace(self._path(source, sop_uid), self._path(target, sop_uid))
-        _fsync_dir(self.root / target)
+        fsync_dir(self.root / target)
 
     def finish(self, sop_uid: str, source: SpoolState, record: dict[str, Any]) -> None:
         """Record the outcome in `done/`, then drop the image."""
         self._record(SpoolState.DONE, sop_uid, record)
         self._path(source, sop_uid).unlink(missing_ok=True)
-        _fsync_dir(self.root / source)
+        fsync_dir(self.root / source)
 
     def fail(self, sop_uid: str, source: SpoolState, reason: str) -> None:
         """Keep the image in `failed/` with the reason beside it (move it back to incoming/ to retry)."""
@@ -117,22 +117,5 @@ def _json(record: dict[str, Any]) -> bytes:
 
 
 def _write_durably(tmp_dir: Path, target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with atomic_write(target, tmp_dir=tmp_dir) as handle:
+        handle.write(data)
