@@ -295,21 +295,23 @@ def _gateway(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    with _client(args) as client:
-        gateway = Gateway(
-            listen=listen, spool_dir=args.spool, destination=destination, client=client, calling_aes=calling
-        )
-        gateway.start()
-        previous = signal.signal(signal.SIGTERM, on_signal)
-        print(f"gateway {listen.ae_title} listening on {listen.host}:{gateway.port}; Ctrl-C stops it", file=sys.stderr)
-        try:
-            while not stop.wait(1.0):
+    previous = signal.signal(signal.SIGTERM, on_signal)  # before listening: a stop may come at once
+    try:
+        with _client(args) as client:
+            gateway = Gateway(
+                listen=listen, spool_dir=args.spool, destination=destination, client=client, calling_aes=calling
+            )
+            gateway.start()
+            try:
+                print(f"gateway {listen.ae_title} on {listen.host}:{gateway.port}; stop with Ctrl-C", file=sys.stderr)
+                while not stop.wait(1.0):
+                    pass
+            except KeyboardInterrupt:
                 pass
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            gateway.stop()
+            finally:
+                gateway.stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

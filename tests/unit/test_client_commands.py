@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +115,27 @@ def test_the_commands_plug_into_another_parser() -> None:
     args = parser.parse_args(["gateway", "--listen", "GW@0.0.0.0:11112", "--spool", "/tmp/s", "--forward", "P@h:104"])
     assert args.command in commands.COMMANDS and args.calling_aes == ""
     assert parser.parse_args(["serve"]).command not in commands.COMMANDS
+
+
+def test_the_gateway_command_runs_until_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "QURE_URL": "http://127.0.0.1:9", "QURE_TOKEN": TOKEN, "QURE_SOURCE": SOURCE}
+    spool = str(tmp_path / "spool")
+    command = [sys.executable, "-m", "qure_ray.client.commands", "gateway", "--listen", "GW@127.0.0.1:0",
+               "--spool", spool, "--forward", "PACS@127.0.0.1:9", "--calling-aes", "MOD1"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        line = ""
+        while "listening on" not in line:
+            line = process.stderr.readline()
+            assert line, "the gateway exited before listening"
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+        assert port > 0 and (tmp_path / "spool" / "incoming").is_dir()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
