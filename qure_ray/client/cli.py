@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from qure_ray.client import model_commands
 from qure_ray.errors import ConfigError, QureError
 
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     route.add_argument("file", type=Path)
     route.add_argument("--source", required=True)
     route.add_argument("--rules", type=Path, default=None, help="routing YAML (default: the shipped rules)")
+    model_commands.add_commands(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             _route(args.file, source=args.source, rules=args.rules)
         elif args.command == "init-weights":
             _init_weights(args.card, seed=args.seed)
+        elif args.command == "models":
+            model_commands.run(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
 """Model cards: `models/<name>/model.yaml` says what a model is, what it needs and where its weights are.
 
 Cards are validated when loaded; a bad card raises `ConfigError` naming the file, the field and the
-problem, which stops start-up (no model is ever silently missing).
+problem, which stops start-up (no model is ever silently missing). A card may carry a `training:`
+section, the recipe `qure-ray models train` follows (phantoms, split, optimiser, seeds); training writes
+the card back (`write_card`) with the new weights' sha256, the chosen thresholds and `validation_auc`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,21 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from qure_ray.errors import ConfigError
+from qure_ray.models.phantoms import PhantomKind
 from qure_ray.records import ModelInfo, UseCase
 from qure_ray.yaml_config import load_yaml_model
 
@@ -29,10 +43,21 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+DENSENET_KWARGS = frozenset({"growth_rate", "block_config", "num_init_features", "bn_size", "drop_rate"})
+
+
 class Architecture(_Frozen):
-    builder: Literal["densenet121", "resnet18", "resnet50"]
-    """A torchvision classification builder; its first conv is adapted to the input channels."""
+    builder: Literal["densenet", "densenet121", "resnet18", "resnet50"]
+    """A torchvision classification builder; its first conv is adapted to the input channels. `densenet` is
+    `torchvision.models.DenseNet(**kwargs)`: a DenseNet of any depth and width."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _densenet_kwargs(self) -> Architecture:
+        unknown = sorted(set(self.kwargs) - DENSENET_KWARGS) if self.builder == "densenet" else []
+        if unknown:
+            raise ValueError(f"kwargs {unknown} are not DenseNet arguments; use {sorted(DENSENET_KWARGS)}")
+        return self
 
 
 class InputSpec(_Frozen):
@@ -48,7 +73,7 @@ class Preprocessing(_Frozen):
 class Label(_Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     threshold: float = Field(gt=0.0, lt=1.0)
-    display: str = ""
+    display: str | None = None
 
     @property
     def display_name(self) -> str:
@@ -58,6 +83,30 @@ class Label(_Frozen):
 class Weights(_Frozen):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Training(_Frozen):
+    """How `qure-ray models train` makes the weights: phantoms generated in code, sent through the same
+    DICOM path as partners' images, multi-label BCE, everything seeded."""
+
+    phantom: PhantomKind
+    images: PositiveInt
+    """Training images; `validation_images` more come from the same seed, for thresholds and a check."""
+    validation_images: PositiveInt
+    prevalence: float = Field(gt=0.0, lt=1.0)
+    """Share of images showing each label (exact per label, labels independent)."""
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    learning_rate: PositiveFloat
+    """Peak of the one-cycle schedule (AdamW)."""
+    weight_decay: NonNegativeFloat = 0.0
+    seed: int
+    threads: PositiveInt = 2
+    """`torch.set_num_threads` while training: results are reproducible for a given thread count."""
+    phantom_size: int = Field(default=256, ge=64, le=1024)
+    slice_positions: tuple[float, float] | None = None
+    """Head CT only: slices are cut uniformly in this `slice_position` range (default: a series' range,
+    `phantoms.HEAD_SERIES_POSITIONS`)."""
 
 
 class ModelCard(_Frozen):
@@ -72,6 +121,9 @@ class ModelCard(_Frozen):
     preprocessing: Preprocessing = Preprocessing()
     labels: tuple[Label, ...] = Field(min_length=1)
     weights: Weights
+    training: Training | None = None
+    validation_auc: dict[str, float] | None = None
+    """Written by training: each label's ROC AUC on the validation split."""
     folder: Path = Field(exclude=True)
 
     @field_validator("labels")
@@ -83,13 +135,25 @@ class ModelCard(_Frozen):
             raise ValueError(f"label names must be unique; repeated: {duplicates}")
         return labels
 
+    @field_validator("training")
+    @classmethod
+    def _labels_have_phantom_findings(cls, training: Training | None, info: ValidationInfo) -> Training | None:
+        labels: tuple[Label, ...] = info.data.get("labels", ())
+        missing = [label.name for label in labels if training and label.name not in training.phantom.findings]
+        if training and missing:
+            raise ValueError(
+                f"labels {missing} have no signature in {training.phantom.value} phantoms, so training cannot "
+                f"teach them; phantom findings: {list(training.phantom.findings)}"
+            )
+        return training
+
     @property
     def weights_path(self) -> Path:
         return self.folder / self.weights.file
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(name=self.name, version=self.version, trained=self.trained)
+        return ModelInfo(name=self.name, version=self.version, trained=self.trained, trained_on=self.trained_on)
 
     @property
     def label_names(self) -> list[str]:
@@ -112,3 +176,16 @@ class ModelCard(_Frozen):
 def load_card(path: Path) -> ModelCard:
     """Read and validate one `model.yaml`."""
     return load_yaml_model(path, ModelCard, what="model card", folder=path.parent)
+
+
+def write_card(card: ModelCard, path: Path) -> None:
+    """Write `card` as `model.yaml` (fields in declaration order, leaf lists and mappings inline)."""
+    header = f"# Model card ({__name__}); `qure-ray models train {card.name}` rewrites it.\n"
+    body = yaml.safe_dump(
+        card.model_dump(mode="json", exclude_none=True),
+        sort_keys=False,
+        default_flow_style=None,
+        width=110,
+        allow_unicode=True,
+    )
+    path.write_text(header + body)

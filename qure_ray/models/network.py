@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import cast
 
 import torch
@@ -14,8 +15,13 @@ from qure_ray.models.card import ModelCard
 
 def build_network(card: ModelCard) -> nn.Module:
     """An untrained network of the card's architecture, `channels` in, one logit per label out."""
-    builder = getattr(torchvision.models, card.architecture.builder)
-    network: nn.Module = builder(weights=None, num_classes=len(card.labels), **card.architecture.kwargs)
+    architecture = card.architecture
+    network: nn.Module
+    if architecture.builder == "densenet":  # a class, not a builder of pretrained weights
+        network = torchvision.models.DenseNet(**architecture.kwargs, num_classes=len(card.labels))
+    else:
+        builder = getattr(torchvision.models, architecture.builder)
+        network = builder(weights=None, num_classes=len(card.labels), **architecture.kwargs)
     if card.input.channels != 3:
         _adapt_first_conv(network, card.input.channels)
     return network
@@ -35,24 +41,29 @@ def _adapt_first_conv(network: nn.Module, channels: int) -> None:
 def load_network(card: ModelCard, device: torch.device) -> nn.Module:
     """The card's network with its verified weights, in eval mode on `device` (float32)."""
     path = card.verify_weights()
-    network = build_network(card)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        network.load_state_dict({key: value.float() for key, value in state.items()})
+        network = load_weights(build_network(card), path.read_bytes())
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ModelError(f"{path}: weights do not fit a {card.architecture.builder} for this card: {exc}") from exc
     return network.to(device).eval()
 
 
-def save_seeded_weights(card: ModelCard, *, seed: int) -> bytes:
-    """Seeded random-initialised weights for a card, as float16 (halves the file; loaded as float32)."""
-    import io
+def load_weights(network: nn.Module, data: bytes) -> nn.Module:
+    """`network` with the state of a weights file (float16 on disk, float32 in the network)."""
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    network.load_state_dict({key: value.float() for key, value in state.items()})
+    return network
 
-    torch.manual_seed(seed)
-    network = build_network(card)
+
+def weights_bytes(network: nn.Module) -> bytes:
+    """The network's state_dict as a weights file: float16 (halves the file; `load_network` reads float32)."""
     buffer = io.BytesIO()
-    torch.save(
-        {key: value.half() if value.is_floating_point() else value for key, value in network.state_dict().items()},
-        buffer,
-    )
+    state = network.state_dict()
+    torch.save({key: value.half() if value.is_floating_point() else value for key, value in state.items()}, buffer)
     return buffer.getvalue()
+
+
+def save_seeded_weights(card: ModelCard, *, seed: int) -> bytes:
+    """Seeded random-initialised weights for a card, as a weights file."""
+    torch.manual_seed(seed)
+    return weights_bytes(build_network(card))

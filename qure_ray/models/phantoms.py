@@ -227,9 +227,9 @@ class _Head:
         bleed = rng.uniform([0, 0.2, 0.035, 0.7, 60], [2 * np.pi, 0.6, 0.06, 1.0, 80])
         return cls(cy, cx, ry, rx, tilt, skull, brain_hu, ventricles, shift, subdural, bleed)
 
-    def slice_hu(
+    def slice(
         self, findings: frozenset[str], *, size: int, position: float, bleed_scale: float, noise: Floats
-    ) -> Floats:
+    ) -> Phantom:
         """One axial slice at `position` (0 skull base, 1 vertex); `bleed_scale` sizes the haemorrhage."""
         y, x = _grid(size)
         cos, sin = math.cos(self.tilt_rad), math.sin(self.tilt_rad)
@@ -254,7 +254,7 @@ class _Head:
         hu[(np.abs(u - bow) < 0.005) & (np.abs(v) < 0.9 * bry) & brain] = 60  # falx
         if "intracranial_haemorrhage" in findings and bleed_scale > 0:
             hu += self._bleed(v, u, brain, bry, brx, bleed_scale)
-        return hu + noise
+        return Phantom(np.clip(hu + noise, -1024, 3071).astype(np.int16), findings, PhantomKind.HEAD_CT)
 
     def _bleed(self, v: Floats, u: Floats, brain: NDArray[np.bool_], bry: float, brx: float, scale: float) -> Floats:
         angle, depth, radius, aspect, blood_hu = self.bleed
@@ -281,8 +281,7 @@ def head_ct_phantom(
     head = _Head.draw(rng)
     bleed_scale = math.sqrt(1 - rng.uniform(0, 0.85) ** 2)  # cut anywhere through the clot, not only its middle
     noise = rng.normal(0, 4, (size, size)).astype(np.float32)
-    hu = head.slice_hu(findings, size=size, position=slice_position, bleed_scale=bleed_scale, noise=noise)
-    return Phantom(np.clip(hu, -1024, 3071).astype(np.int16), findings, PhantomKind.HEAD_CT)
+    return head.slice(findings, size=size, position=slice_position, bleed_scale=bleed_scale, noise=noise)
 
 
 def series_slice_findings(findings: frozenset[str] | set[str], *, slices: int) -> list[frozenset[str]]:
@@ -323,8 +322,7 @@ def head_ct_series(*, seed: int, findings: frozenset[str] | set[str], slices: in
         position = low + (high - low) * (index / (slices - 1) if slices > 1 else 0.5)
         bleed_scale = math.sqrt(max(0.0, 1 - ((index - centre) / half_span) ** 2))
         noise = rng.normal(0, 4, (size, size)).astype(np.float32)
-        hu = head.slice_hu(shown, size=size, position=position, bleed_scale=bleed_scale, noise=noise)
-        phantom = Phantom(np.clip(hu, -1024, 3071).astype(np.int16), shown, PhantomKind.HEAD_CT)
+        phantom = head.slice(shown, size=size, position=position, bleed_scale=bleed_scale, noise=noise)
         instances.append(
             to_dicom(
                 phantom,

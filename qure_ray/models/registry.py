@@ -31,3 +31,12 @@ def load_registry(models_dir: Path, *, verify_weights: bool = True) -> dict[UseC
     if not cards:
         raise ConfigError(f"QURE_MODELS_DIR: no {CARD_FILE} found under {str(models_dir)!r}")
     return cards
+
+
+def card_path(models_dir: Path, name: str) -> Path:
+    """The `model.yaml` of the card named `name` under `models_dir` (its weights are not checked)."""
+    paths = {load_card(path).name: path for path in sorted(models_dir.glob(f"*/{CARD_FILE}"))}
+    if name not in paths:
+        known = ", ".join(sorted(paths)) or "none"
+        raise ConfigError(f"no model card named {name!r} under {str(models_dir)!r}; the cards there: {known}")
+    return paths[name]

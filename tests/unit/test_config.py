@@ -12,7 +12,7 @@ def test_defaults_match_the_design() -> None:
     settings = Settings.load({}, {})
     assert settings.data_uri == "./.qure" and settings.http_host == "127.0.0.1" and settings.http_port == 8000
     assert settings.aws_endpoint_url is None and not settings.tokens
-    assert (settings.models_path / "qxr-densenet121" / "model.yaml").is_file()
+    assert (settings.models_path / "qxr-densenet" / "model.yaml").is_file()
 
 
 def test_args_win_over_env_in_either_spelling() -> None:

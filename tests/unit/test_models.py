@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -13,11 +14,12 @@ from qure_ray.dicom.pixels import prepare_for_model
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.errors import ConfigError, ModelError
 from qure_ray.models import load_card, load_registry, verdict
+from qure_ray.models.card import ModelCard, Weights
 from qure_ray.models.inference import predict_batch, select_device
-from qure_ray.models.network import load_network
+from qure_ray.models.network import build_network, load_network, weights_bytes
 from qure_ray.records import TriageStatus, UseCase
 
-CARD = SHIPPED_MODELS_DIR / "qxr-densenet121" / "model.yaml"
+CARD = SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml"
 
 
 def copy_card(tmp_path: Path, **changes: object) -> Path:
@@ -29,15 +31,29 @@ def copy_card(tmp_path: Path, **changes: object) -> Path:
     return folder / "model.yaml"
 
 
-def test_shipped_card_is_valid_and_untrained() -> None:
+def test_shipped_cards_are_valid_and_trained_on_phantoms() -> None:
     registry = load_registry(SHIPPED_MODELS_DIR)
-    card = registry[UseCase.QXR]
-    assert card.trained is False and card.architecture.builder == "densenet121"
-    assert card.label_names == [
-        "nodule", "consolidation", "pleural_effusion", "cardiomegaly",
-        "pneumothorax", "atelectasis", "fibrosis", "opacity",
-    ]  # fmt: skip
-    assert card.weights_path.stat().st_size < 20 * 1024 * 1024
+    chest, head = registry[UseCase.QXR], registry[UseCase.QER]
+    assert chest.label_names == ["nodule", "consolidation", "pleural_effusion", "cardiomegaly", "pneumothorax"]
+    assert head.label_names == ["intracranial_haemorrhage", "midline_shift"]
+    assert head.preprocessing.window == "dataset"
+    for card in (chest, head):
+        assert card.trained is True and card.info.trained_on == "synthetic phantoms — demonstration only"
+        assert card.architecture.builder == "densenet" and card.weights_path.stat().st_size < 20 * 1024 * 1024
+        assert all(auc >= 0.9 for auc in (card.validation_auc or {}).values()) and card.validation_auc
+
+
+@pytest.mark.parametrize("builder", ["densenet121", "resnet18", "resnet50"])
+def test_torchvision_builders_still_load_their_weights(builder: str, tmp_path: Path) -> None:
+    raw = yaml.safe_load(CARD.read_text())
+    raw["architecture"] = {"builder": builder, "kwargs": {}}
+    card = ModelCard(**raw, folder=tmp_path)
+    network = build_network(card)
+    data = weights_bytes(network)
+    (tmp_path / card.weights.file).write_bytes(data)
+    card = card.model_copy(update={"weights": Weights(file=card.weights.file, sha256=hashlib.sha256(data).hexdigest())})
+    loaded = load_network(card, torch.device("cpu"))
+    assert type(loaded) is type(network) and loaded.state_dict().keys() == network.state_dict().keys()
 
 
 def test_bad_card_names_the_file_and_field(tmp_path: Path) -> None:
@@ -65,19 +81,19 @@ def test_network_scores_a_batch_of_preprocessed_images() -> None:
     images = [
         prepare_for_model(chest_dx(seed=i, size=128), size=card.input.size, window_mode="dataset") for i in range(2)
     ]
-    assert images[0].shape == (224, 224) and images[0].dtype == np.float32 and 0 <= images[0].min() <= 1
+    assert images[0].shape == (128, 128) and images[0].dtype == np.float32 and 0 <= images[0].min() <= 1
     predictions = predict_batch(network, card, images, torch.device("cpu"))
-    assert len(predictions) == 2 and predictions[0].model.trained is False
+    assert len(predictions) == 2 and predictions[0].model.trained is True
     assert all(0.0 <= score <= 1.0 for score in predictions[0].scores.values())
-    with pytest.raises(ModelError, match="224x224"):
+    with pytest.raises(ModelError, match="128x128"):
         predict_batch(network, card, [np.zeros((10, 10), np.float32)], torch.device("cpu"))
 
 
 def test_verdict_uses_per_label_thresholds() -> None:
     card = load_card(CARD)
-    scores = dict.fromkeys(card.label_names, 0.1)
+    scores = {label.name: label.threshold - 0.001 for label in card.labels}  # just below each threshold
     assert verdict(card, scores) == (TriageStatus.ROUTINE, dict.fromkeys(card.label_names, False))
-    scores["pneumothorax"] = 0.5
+    scores["pneumothorax"] = card.labels[card.label_names.index("pneumothorax")].threshold
     triage, decisions = verdict(card, scores)
     assert triage is TriageStatus.CRITICAL and [k for k, v in decisions.items() if v] == ["pneumothorax"]
 
@@ -96,10 +112,10 @@ def test_heatmaps_come_with_the_scores_and_match_the_logits() -> None:
 
     card = load_card(CARD)
     network = load_network(card, torch.device("cpu"))
-    batch = torch.rand(2, 1, 224, 224)
+    batch = torch.rand(2, 1, 128, 128)
     with torch.inference_mode():
         logits, cams = forward_with_cam(network, batch)
         assert torch.allclose(logits, network(batch), atol=1e-4)
-    assert cams.shape == (2, 8, 7, 7) and float(cams.min()) >= 0 and float(cams.max()) <= 1
+    assert cams.shape == (2, 5, 8, 8) and float(cams.min()) >= 0 and float(cams.max()) <= 1
     prediction = predict_batch(network, card, [batch[0, 0].numpy()], torch.device("cpu"))[0]
-    assert prediction.heatmaps is not None and prediction.heatmaps.shape == (8, 7, 7)
+    assert prediction.heatmaps is not None and prediction.heatmaps.shape == (5, 8, 8)
