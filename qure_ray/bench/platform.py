@@ -1,0 +1,129 @@
+"""The platform under test: qure_ray as `make run` starts it (local Ray + Serve, the same builder), with its
+data on S3, and a catalog that can be pre-filled with result rows for lookup benchmarks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qure_ray.bench.services import S3_KEYS, S3Server, free_port, wait_for
+from qure_ray.records import InstanceState, UseCase
+from qure_ray.storage.keys import catalog_key
+from qure_ray.storage.object_store import ObjectStore, StoreLocation
+from qure_ray.storage.schema import TABLES
+
+APP_NAME = "qure_ray_bench"
+TOKEN, SOURCE = "bench-token-0123456789", "bench"
+SEED_STUDY = "1.2.826.0.1.3680043.10.999.1"
+
+
+@dataclass(frozen=True)
+class RunningPlatform:
+    base_url: str
+    location: StoreLocation
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {TOKEN}", "Source": SOURCE}
+
+
+def start_ray() -> None:
+    """One local Ray for the whole benchmark run (on loopback, with S3 credentials in its environment)."""
+    import ray
+
+    from qure_ray.local import MIN_LOCAL_CPUS, loopback_ray_environment
+
+    loopback_ray_environment()
+    os.environ.update({**S3_KEYS, "AWS_DEFAULT_REGION": "us-east-1"})
+    if not ray.is_initialized():
+        ray.init(
+            include_dashboard=False,
+            namespace=APP_NAME,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            num_cpus=max(MIN_LOCAL_CPUS, os.cpu_count() or 1),
+        )
+
+
+@contextmanager
+def platform(s3: S3Server, prefix: str, **settings: Any) -> Iterator[RunningPlatform]:
+    """qure_ray deployed with `settings` (QURE_* names) over `s3://bucket/prefix`; removed afterwards."""
+    from ray import serve
+
+    from qure_ray.app import build_app
+
+    start_ray()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = {
+        "QURE_DATA_URI": f"s3://{s3.bucket}/{prefix}",
+        "AWS_ENDPOINT_URL": s3.endpoint_url,
+        "QURE_TOKENS": f"{TOKEN}:{SOURCE}",
+        "QURE_HTTP_PORT": port,
+        **settings,
+    }
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    running = RunningPlatform(f"http://127.0.0.1:{port}", StoreLocation(args["QURE_DATA_URI"], s3.endpoint_url))
+    try:
+        wait_for(lambda: httpx.get(f"{running.base_url}/ready", timeout=10).status_code == 200, timeout_s=600,
+                 what="qure_ray /ready")  # fmt: skip
+        yield running
+    finally:
+        serve.shutdown()  # also drains the job manager of work left in the queue (up to its drain timeout)
+
+
+_SEED_ROWS: dict[str, dict[str, object]] = {
+    "instances": {
+        "source": SOURCE, "study_uid": SEED_STUDY, "series_uid": f"{SEED_STUDY}.0",
+        "sop_class_uid": "1.2.840.10008.5.1.4.1.1.1.1", "modality": "DX", "body_part": "CHEST", "view_position": "PA",
+        "series_description": "", "rows": 2048, "columns": 2048, "transfer_syntax": "1.2.840.10008.1.2.1",
+        "size_bytes": 8_388_608, "sha256": "0" * 64, "object_key": f"dicom/{SOURCE}/{SEED_STUDY}/seeded.dcm",
+    },
+    "events": {"source": SOURCE, "state": InstanceState.DONE.value, "reason": ""},
+    "results": {
+        "source": SOURCE, "usecase": UseCase.QXR.value, "state": InstanceState.DONE.value, "triage_status": "Routine",
+        "scores_json": '{"nodule": 0.1}', "decisions_json": '{"nodule": false}', "model_name": "seeded",
+        "model_version": "0", "model_trained": False, "model_trained_on": "", "timings_json": "{}", "reason": "",
+        "assets_json": "{}", "slices_json": "{}",
+    },
+}  # fmt: skip
+"""What every seeded row holds besides its own row_id, SOPInstanceUID and time."""
+_TIME_COLUMN = {"instances": "received_at", "events": "event_at", "results": "finished_at"}
+
+
+def seed_results(store: ObjectStore, rows: int, *, chunk: int = 250_000) -> list[str]:
+    """Write `rows` finished instances (instance, `done` event and result rows) straight into the catalog's
+    Parquet segments, as a platform that has served that many images would hold; returns their SOP UIDs."""
+    sops: list[str] = []
+    started = datetime.now(UTC) - timedelta(days=1)
+    for offset in range(0, rows, chunk):
+        count = min(chunk, rows - offset)
+        uids = [f"{SEED_STUDY}.{offset + i + 1}" for i in range(count)]
+        times = [started + timedelta(microseconds=offset + i) for i in range(count)]
+        for table, template in _SEED_ROWS.items():
+            schema = TABLES[table]
+            varying = {
+                "row_id": pa.array([uuid.uuid4().hex for _ in range(count)]),
+                "sop_uid": pa.array(uids),
+                _TIME_COLUMN[table]: pa.array(times, schema.field(_TIME_COLUMN[table]).type),
+            }
+            arrays = [
+                varying[f.name] if f.name in varying else pa.repeat(pa.scalar(template[f.name], f.type), count)
+                for f in schema
+            ]
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.Table.from_arrays(arrays, schema=schema), sink, compression="zstd")
+            store.put(catalog_key(table, f"{time.time_ns():020d}-seed{offset}"), sink.getvalue().to_pybytes())
+        sops += uids
+    return sops

@@ -1,0 +1,136 @@
+"""The benchmark report: a tidy table (one row per measurement), the three target ratios, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from qure_ray.bench.workloads import Timed
+
+TARGETS = {
+    "pipeline_efficiency": ("≥", 0.90, "end-to-end images/s at the highest concurrency ÷ model-limit images/s"),
+    "ingest_vs_orthanc": ("≥", 1.0, "qure_ray (S3) ÷ Orthanc (local disk) instances/s, 2 MB DX, 8 clients"),
+    "results_p99_ms": ("≤", 25.0, "GET /results p99 latency at 8 clients, largest catalog"),
+    "results_p99_growth": ("≤", 2.0, "GET /results p99 at the largest catalog ÷ p99 at the smallest"),
+}
+
+
+@dataclass
+class BenchReport:
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+    """Per (benchmark, variant): every latency, for the distribution plot."""
+
+    def add(self, benchmark: str, variant: str, unit: str, value: float) -> None:
+        self.rows.append({"benchmark": benchmark, "variant": variant, "metric": unit, "value": round(value, 4)})
+
+    def add_timed(
+        self, benchmark: str, variant: str, timed: Timed, *, throughput_unit: str = "images/s", latencies: bool = False
+    ) -> None:
+        self.add(benchmark, variant, throughput_unit, timed.per_s)
+        if timed.bytes_sent:
+            self.add(benchmark, variant, "MB/s", timed.mb_per_s)
+        for q in (50, 95, 99):
+            self.add(benchmark, variant, f"p{q} ms", timed.percentile_ms(q))
+        if latencies:
+            self.latencies_ms[f"{benchmark}: {variant}"] = [s * 1000 for s in timed.latencies_s]
+
+    def value(self, benchmark: str, variant: str, metric: str) -> float:
+        for row in self.rows:
+            if (row["benchmark"], row["variant"], row["metric"]) == (benchmark, variant, metric):
+                return float(row["value"])
+        return math.nan
+
+    def _variants(self, benchmark: str) -> list[str]:
+        return list(dict.fromkeys(row["variant"] for row in self.rows if row["benchmark"] == benchmark))
+
+    def ratios(self) -> dict[str, float]:
+        end_to_end, lookups = self._variants("end to end"), self._variants("results lookup")
+        model = self.value("model limit", self._variants("model limit")[0], "images/s") if self.rows else math.nan
+        ratios = {
+            "pipeline_efficiency": self.value("end to end", end_to_end[-1], "images/s") / model
+            if end_to_end else math.nan,
+            "ingest_vs_orthanc": self.value("ingest qure_ray (S3)", "large 2 MB", "instances/s")
+            / self.value("ingest Orthanc (local disk)", "large 2 MB", "instances/s"),
+            "results_p99_ms": self.value("results lookup", lookups[-1], "p99 ms") if lookups else math.nan,
+            "results_p99_growth": self.value("results lookup", lookups[-1], "p99 ms")
+            / self.value("results lookup", lookups[0], "p99 ms") if lookups else math.nan,
+        }  # fmt: skip
+        return {name: round(value, 3) for name, value in ratios.items()}
+
+    def met(self) -> dict[str, bool]:
+        ratios = self.ratios()
+        return {
+            name: (ratios[name] >= bound if sense == "≥" else ratios[name] <= bound)
+            for name, (sense, bound, _) in TARGETS.items()
+        }
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rows)
+
+    def to_json(self, path: Path | None = None) -> dict[str, Any]:
+        document = {
+            "machine": self.machine,
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()},
+            "results": self.rows,
+            "ratios": self.ratios(),
+            "targets": {name: f"{sense} {bound}" for name, (sense, bound, _) in TARGETS.items()},
+            "met": self.met(),
+        }
+        if path is not None:
+            path.write_text(json.dumps(document, indent=2))
+        return document
+
+    def summary(self) -> str:
+        """The table as text, then the ratios against their targets."""
+        width = max(len(f"{r['benchmark']} / {r['variant']}") for r in self.rows) if self.rows else 10
+        lines = [f"{'benchmark / variant':<{width}}  {'metric':<13} value"]
+        lines += [
+            f"{r['benchmark'] + ' / ' + r['variant']:<{width}}  {r['metric']:<13} {r['value']:g}" for r in self.rows
+        ]
+        lines.append("")
+        met = self.met()
+        for name, value in self.ratios().items():
+            sense, bound, meaning = TARGETS[name]
+            lines.append(
+                f"{name} = {value:g} (target {sense} {bound:g}: {'met' if met[name] else 'NOT met'}) — {meaning}"
+            )
+        return "\n".join(lines)
+
+    def plot(self, directory: Path) -> list[Path]:
+        """throughput_vs_concurrency.png and latency_distribution.png in `directory`."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        variants = self._variants("end to end")
+        clients = [int(v.split()[0]) for v in variants]
+        figure, axis = plt.subplots(figsize=(6, 4))
+        axis.plot(clients, [self.value("end to end", v, "images/s") for v in variants], marker="o", label="end to end")
+        model = self.value("model limit", self._variants("model limit")[0], "images/s")
+        axis.axhline(model, linestyle="--", color="grey", label="model limit")
+        axis.set(xlabel="concurrent clients", ylabel="images/s", title="Throughput vs concurrency")
+        axis.legend()
+        paths.append(directory / "throughput_vs_concurrency.png")
+        figure.savefig(paths[-1], dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for label, values in self.latencies_ms.items():
+            axis.hist(values, bins=30, alpha=0.5, label=label)
+        axis.set(xlabel="latency (ms)", ylabel="requests", title="Latency distribution", xscale="log")
+        axis.legend(fontsize=7)
+        paths.append(directory / "latency_distribution.png")
+        figure.savefig(paths[-1], dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        return paths

@@ -1,0 +1,133 @@
+"""One call runs every benchmark on this machine and returns a `BenchReport` (see `qure_ray.bench`)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import platform as host
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import torch
+
+from qure_ray.bench import workloads
+from qure_ray.bench.platform import platform, seed_results
+from qure_ray.bench.report import BenchReport
+from qure_ray.bench.services import orthanc, seaweedfs
+from qure_ray.config import Settings
+from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.models.phantoms import CHEST_FINDINGS, chest_phantom, to_dicom
+from qure_ray.models.registry import load_registry
+from qure_ray.records import UseCase
+
+logger = logging.getLogger(__name__)
+INGEST_CLIENTS = 8
+LOOKUP_CLIENTS = 8
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model_seconds: float = 20.0
+    concurrencies: tuple[int, ...] = (1, 4, 8, 16)
+    images_per_client: int = 8
+    small_instances: int = 400
+    large_instances: int = 200
+    lookup_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    lookup_requests: int = 2000
+    settings: dict[str, Any] = field(default_factory=dict)
+    """QURE_* settings of the platform under test (e.g. QURE_MODEL_MAX_BATCH_SIZE)."""
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """Small enough for CI (a few minutes on 2 cores); same code paths as the full run."""
+        return cls(
+            model_seconds=5.0, concurrencies=(1, 8), images_per_client=3, small_instances=48, large_instances=24,
+            lookup_rows=(10_000, 100_000), lookup_requests=300,
+        )  # fmt: skip
+
+
+def phantom_images(count: int, *, seed: int) -> list[tuple[str, bytes]]:
+    """(SOPInstanceUID, DICOM bytes) of chest phantoms, about a third with a finding."""
+    images = []
+    for i in range(count):
+        findings = {CHEST_FINDINGS[i % len(CHEST_FINDINGS)]} if i % 3 == 0 else set()
+        data = to_dicom(chest_phantom(seed=seed + i, findings=findings, size=512))
+        images.append((str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID), data))
+    return images
+
+
+def ingest_instances(count: int, *, size: int, seed: int) -> list[bytes]:
+    """DX instances of `size`² 16-bit pixels (512: 0.5 MB, 1024: 2 MB) of a body part no use case reads, so
+    the pipeline behind ingest stays idle and the numbers are ingest's own."""
+    return [chest_dx(size=size, seed=seed + i, body_part="KNEE") for i in range(count)]
+
+
+def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = None) -> BenchReport:
+    """Run model limit, end to end, ingest (qure_ray and Orthanc) and lookups; return the report."""
+    config = config or BenchConfig()
+    report = BenchReport(machine=_machine(), config=config.__dict__)
+    settings = Settings.load(config.settings, os.environ)  # the platform under test reads the same
+    card = load_registry(settings.models_path)[UseCase.QXR]
+    batch_size = settings.model_max_batch_size
+    images = phantom_images(max(config.concurrencies) * config.images_per_client, seed=10_000)
+    report.add("model limit", card.name, "images/s", workloads.model_limit(
+        card, images[0][1], batch_size=batch_size, seconds=config.model_seconds))  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=workdir) as scratch, seaweedfs(Path(scratch) / "s3", bucket="bench") as s3:
+        with platform(s3, "end-to-end", **config.settings) as running:
+            workloads.end_to_end(running.base_url, images[:2], concurrency=1, headers=running.headers)  # warm-up
+            offset = 2
+            for clients in config.concurrencies:
+                batch = images[offset : offset + clients * config.images_per_client] or images[2:]
+                offset += len(batch)
+                timed = workloads.end_to_end(running.base_url, batch, concurrency=clients, headers=running.headers)
+                report.add_timed("end to end", f"{clients} clients", timed, latencies=True)
+            for label, size, count in (
+                ("small 0.5 MB", 512, config.small_instances),
+                ("large 2 MB", 1024, config.large_instances),
+            ):
+                data = ingest_instances(count, size=size, seed=size * 1000)
+                timed = workloads.ingest(
+                    f"{running.base_url}/studies", data, concurrency=INGEST_CLIENTS, headers=running.headers
+                )
+                report.add_timed("ingest qure_ray (S3)", label, timed, throughput_unit="instances/s")
+        with orthanc(Path(scratch) / "orthanc", peers={}) as pacs:
+            for label, size, count in (
+                ("small 0.5 MB", 512, config.small_instances),
+                ("large 2 MB", 1024, config.large_instances),
+            ):
+                data = ingest_instances(count, size=size, seed=size * 1000 + 500_000)
+                timed = workloads.ingest(f"{pacs.base_url}/dicom-web/studies", data, concurrency=INGEST_CLIENTS)
+                report.add_timed("ingest Orthanc (local disk)", label, timed, throughput_unit="instances/s")
+        for rows in config.lookup_rows:
+            prefix = f"lookups-{rows}"
+            sops = seed_results(s3_store(s3, prefix), rows)
+            with platform(s3, prefix, **config.settings) as running:
+                workloads.lookups(
+                    running.base_url, sops, requests=50, concurrency=LOOKUP_CLIENTS, headers=running.headers
+                )
+                timed = workloads.lookups(running.base_url, sops, requests=config.lookup_requests,
+                                          concurrency=LOOKUP_CLIENTS, headers=running.headers)  # fmt: skip
+                report.add_timed("results lookup", f"{rows} rows", timed, throughput_unit="requests/s", latencies=True)
+    return report
+
+
+def s3_store(s3: Any, prefix: str) -> Any:
+    from qure_ray.storage.object_store import StoreLocation
+
+    return StoreLocation(f"s3://{s3.bucket}/{prefix}", s3.endpoint_url).open()
+
+
+def _machine() -> dict[str, Any]:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "host": host.node(),
+        "cpu": host.processor() or host.machine(),
+        "cpus": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": host.python_version(),
+    }

@@ -1,0 +1,144 @@
+"""The measured workloads: the bare model, uploads through results, uploads only, and result lookups.
+
+Every HTTP workload runs C concurrent clients (asyncio + one httpx client) over a shared list of work and
+records one latency per item; throughput is items over wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+import numpy as np
+import torch
+
+from qure_ray.dicom.pixels import prepare_for_model
+from qure_ray.models.card import ModelCard
+from qure_ray.models.inference import predict_batch
+from qure_ray.models.network import load_network
+
+BOUNDARY = "qure-bench-boundary"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timed:
+    """Latencies (seconds) of `count` items done in `wall_s` seconds."""
+
+    latencies_s: list[float]
+    wall_s: float
+    bytes_sent: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies_s)
+
+    @property
+    def per_s(self) -> float:
+        return self.count / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_sent / 1e6 / self.wall_s if self.wall_s else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
+
+
+def model_limit(card: ModelCard, sample: bytes, *, batch_size: int, seconds: float) -> float:
+    """Images/s of the bare forward pass (scores + CAMs, as served) on the serving device, in a loop."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    network = load_network(card, device)
+    image = prepare_for_model(sample, size=card.input.size, window_mode=card.preprocessing.window)
+    batch = [image] * batch_size
+    predict_batch(network, card, batch, device)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predict_batch(network, card, batch, device)
+        done += batch_size
+    return done / (time.perf_counter() - started)
+
+
+async def _clients(
+    items: Sequence[T], concurrency: int, one: Callable[[httpx.AsyncClient, T], Awaitable[None]]
+) -> Timed:
+    pending = list(items)
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            while pending:
+                item = pending.pop()
+                started = time.perf_counter()
+                await one(client, item)
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return Timed(latencies, wall, sum(len(item) for item in items if isinstance(item, bytes)))
+
+
+def stow_body(data: bytes) -> tuple[bytes, dict[str, str]]:
+    """One instance as a STOW-RS request body (multipart/related; type=application/dicom)."""
+    body = (
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    return body, {"Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'}
+
+
+def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[str, str] | None = None) -> Timed:
+    """STOW-RS uploads, one instance per request (`url` is a DICOMweb `.../studies` endpoint)."""
+
+    async def one(client: httpx.AsyncClient, data: bytes) -> None:
+        body, content_type = stow_body(data)
+        for _ in range(100):
+            response = await client.post(url, content=body, headers={**(headers or {}), **content_type})
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        if response.status_code != 200:
+            raise RuntimeError(f"STOW to {url} answered {response.status_code}: {response.text[:300]}")
+
+    return asyncio.run(_clients(items, concurrency, one))
+
+
+def end_to_end(
+    base_url: str, items: Sequence[tuple[str, bytes]], *, concurrency: int, headers: dict[str, str]
+) -> Timed:
+    """Upload each image and poll `GET /results` until it is final: latency is upload → result."""
+    by_data = {data: sop for sop, data in items}
+
+    async def one(client: httpx.AsyncClient, data: bytes) -> None:
+        body, content_type = stow_body(data)
+        response = await client.post(f"{base_url}/studies", content=body, headers={**headers, **content_type})
+        if response.status_code != 200:
+            raise RuntimeError(f"upload answered {response.status_code}: {response.text[:300]}")
+        while True:
+            result = await client.get(f"{base_url}/results/{by_data[data]}", headers=headers)
+            if result.status_code != 202:
+                break
+            await asyncio.sleep(0.02)
+        if result.status_code != 200:
+            raise RuntimeError(f"result answered {result.status_code}: {result.text[:300]}")
+
+    return asyncio.run(_clients([data for _, data in items], concurrency, one))
+
+
+def lookups(base_url: str, uids: Sequence[str], *, requests: int, concurrency: int, headers: dict[str, str]) -> Timed:
+    """`GET /results/{uid}` of random stored results."""
+    rng = random.Random(0)
+    picks = [rng.choice(uids) for _ in range(requests)]
+
+    async def one(client: httpx.AsyncClient, uid: str) -> None:
+        response = await client.get(f"{base_url}/results/{uid}", headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"lookup answered {response.status_code}: {response.text[:300]}")
+
+    return asyncio.run(_clients(picks, concurrency, one))
