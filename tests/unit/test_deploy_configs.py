@@ -300,3 +300,10 @@ def test_the_guides_aws_serve_config_script_writes_a_valid_cluster_config(
     node_types = _node_types().values()
     assert any(spec["resources"].get(settings.cpu_worker_resource, 0) > 0 for spec in node_types)
     assert any(0 < settings.model_num_gpus <= spec["resources"].get("GPU", 0) for spec in node_types)
+
+
+def test_the_operator_guide_lists_every_metric() -> None:
+    from qure_ray.metrics import METRICS
+
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    assert [name for name in METRICS if f"`ray_{name}`" not in guide] == []
