@@ -20,7 +20,7 @@ from qure_ray.api.dimse import DimseGateway
 from qure_ray.api.ingress import Ingress
 from qure_ray.config import Settings
 from qure_ray.errors import ConfigError
-from qure_ray.models.card import CARD_FILE
+from qure_ray.models.card import CARD_FILE, ModelCard
 from qure_ray.models.deployment import ModelDeployment
 from qure_ray.models.registry import load_registry
 from qure_ray.pipeline.catalog_actor import CatalogActor
@@ -49,24 +49,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     location = settings.store_location
     catalog = CatalogActor.bind(location, settings.catalog_flush_interval_s)
     queue = ImageQueue.bind(catalog)
-    models = {
-        usecase.value: ModelDeployment.options(
-            name=f"model-{card.name}",
-            max_ongoing_requests=settings.model_max_batch_size * MODEL_BATCHES_IN_FLIGHT,
-            ray_actor_options={"num_cpus": settings.model_num_cpus, "num_gpus": settings.model_num_gpus},
-            **replicas(
-                settings.model_replicas,
-                settings.model_max_replicas,
-                target_ongoing_requests=settings.model_max_batch_size * 2,
-            ),
-        ).bind(
-            str(card.folder / CARD_FILE),
-            num_gpus=settings.model_num_gpus,
-            max_batch_size=settings.model_max_batch_size,
-            batch_wait_timeout_s=settings.model_batch_wait_timeout_s,
-        )
-        for usecase, card in cards.items()
-    }
+    models = {usecase.value: _model_deployment(card, settings) for usecase, card in cards.items()}
     jobs = JobManager.bind(
         catalog=catalog,
         queue=queue,
@@ -90,6 +73,26 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     }
     return Ingress.options(**ingress_options).bind(
         ingress_args, catalog=catalog, queue=queue, jobs=jobs, models=models, dimse=dimse
+    )
+
+
+def _model_deployment(card: ModelCard, settings: Settings) -> Application:
+    """One Serve deployment per model card: batching from the card unless the settings override it."""
+    batching = card.batching(
+        max_batch_size=settings.model_max_batch_size, batch_wait_timeout_s=settings.model_batch_wait_timeout_s
+    )
+    return ModelDeployment.options(
+        name=f"model-{card.name}",
+        max_ongoing_requests=batching.max_batch_size * MODEL_BATCHES_IN_FLIGHT,
+        ray_actor_options={"num_cpus": settings.model_num_cpus, "num_gpus": settings.model_num_gpus},
+        **replicas(
+            settings.model_replicas, settings.model_max_replicas, target_ongoing_requests=batching.max_batch_size * 2
+        ),
+    ).bind(
+        str(card.folder / CARD_FILE),
+        num_gpus=settings.model_num_gpus,
+        max_batch_size=batching.max_batch_size,
+        batch_wait_timeout_s=batching.batch_wait_timeout_s,
     )
 
 

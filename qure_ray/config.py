@@ -122,8 +122,10 @@ class Settings:
     """GPUs per model replica (fractions share a GPU); > 0 needs CUDA on the node."""
     model_num_cpus: float = 1.0
     """CPUs Ray reserves per model replica (one per use case's model card)."""
-    model_max_batch_size: int = 8
-    model_batch_wait_timeout_s: float = 0.02
+    model_max_batch_size: int = 0
+    """Images per `@serve.batch` forward pass; 0: each model card's `serving.max_batch_size`."""
+    model_batch_wait_timeout_s: float = 0.0
+    """How long a partial batch waits to fill; 0: each model card's `serving.batch_wait_timeout_s`."""
     series_quiet_period_s: float = 60.0
     public_url: str = ""
     """The platform's address as partners reach it (webhook `result_url`s); empty: http://host:port."""
@@ -306,7 +308,7 @@ class Settings:
 
 
 _ZERO_MEANS_NONE = frozenset(
-    {"dimse_port", "ingress_max_replicas", "ingress_max_queued_requests", "model_max_replicas"}
+    {"dimse_port", "ingress_max_replicas", "ingress_max_queued_requests", "model_max_replicas", "model_max_batch_size"}
 )
 
 

@@ -72,7 +72,7 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
     report = BenchReport(machine=_machine(), config=config.__dict__)
     settings = Settings.load(config.settings, os.environ)  # the platform under test reads the same
     card = load_registry(settings.models_path)[UseCase.QXR]
-    batch_size = settings.model_max_batch_size
+    batch_size = card.batching(max_batch_size=settings.model_max_batch_size).max_batch_size
     images = phantom_images(max(config.concurrencies) * config.images_per_client, seed=10_000)
     report.add("model limit", card.name, "images/s", workloads.model_limit(
         card, images[0][1], batch_size=batch_size, seconds=config.model_seconds))  # fmt: skip

@@ -109,6 +109,13 @@ class Training(_Frozen):
     `phantoms.HEAD_SERIES_POSITIONS`)."""
 
 
+class Serving(_Frozen):
+    """How Serve batches this model; `QURE_MODEL_MAX_BATCH_SIZE`/`..._BATCH_WAIT_TIMEOUT_S` override it."""
+
+    max_batch_size: int = Field(default=8, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=0.02, ge=0.0, le=10.0)
+
+
 class ModelCard(_Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     version: str
@@ -121,6 +128,7 @@ class ModelCard(_Frozen):
     preprocessing: Preprocessing = Preprocessing()
     labels: tuple[Label, ...] = Field(min_length=1)
     weights: Weights
+    serving: Serving = Serving()
     training: Training | None = None
     validation_auc: dict[str, float] | None = None
     """Written by training: each label's ROC AUC on the validation split."""
@@ -154,6 +162,13 @@ class ModelCard(_Frozen):
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, version=self.version, trained=self.trained, trained_on=self.trained_on)
+
+    def batching(self, *, max_batch_size: int = 0, batch_wait_timeout_s: float = 0.0) -> Serving:
+        """The card's batching, with the operator's non-zero settings taking precedence."""
+        return Serving(
+            max_batch_size=max_batch_size or self.serving.max_batch_size,
+            batch_wait_timeout_s=batch_wait_timeout_s or self.serving.batch_wait_timeout_s,
+        )
 
     @property
     def label_names(self) -> list[str]:

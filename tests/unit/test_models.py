@@ -119,3 +119,11 @@ def test_heatmaps_come_with_the_scores_and_match_the_logits() -> None:
     assert cams.shape == (2, 5, 8, 8) and float(cams.min()) >= 0 and float(cams.max()) <= 1
     prediction = predict_batch(network, card, [batch[0, 0].numpy()], torch.device("cpu"))[0]
     assert prediction.heatmaps is not None and prediction.heatmaps.shape == (5, 8, 8)
+
+
+def test_batching_comes_from_the_card_unless_the_settings_override_it() -> None:
+    card = load_registry(SHIPPED_MODELS_DIR, verify_weights=False)[UseCase.QER]
+    assert card.serving.max_batch_size == 16
+    assert card.batching() == card.serving
+    overridden = card.batching(max_batch_size=4, batch_wait_timeout_s=0.5)
+    assert (overridden.max_batch_size, overridden.batch_wait_timeout_s) == (4, 0.5)
