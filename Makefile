@@ -7,7 +7,7 @@ RUN_STAMP := $(VENV)/.installed
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: run test lint unit integration clean
+.PHONY: run test lint unit integration bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 	$(BIN)/ruff check qure_ray tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest tests
+	QURE_BENCH_QUICK=1 $(BIN)/python scripts/run-notebook benchmarks/throughput.ipynb
+
+bench: $(STAMP)
+	scripts/install-test-peers
+	$(BIN)/qure-ray bench --json benchmarks/results.json --plots benchmarks/plots
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
