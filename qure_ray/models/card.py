@@ -194,13 +194,26 @@ def load_card(path: Path) -> ModelCard:
 
 
 def write_card(card: ModelCard, path: Path) -> None:
-    """Write `card` as `model.yaml` (fields in declaration order, leaf lists and mappings inline)."""
+    """Write `card` as `model.yaml`: fields in declaration order, sections as blocks, each label and each
+    list of numbers on one line."""
     header = f"# Model card ({__name__}); `qure-ray models train {card.name}` rewrites it.\n"
-    body = yaml.safe_dump(
-        card.model_dump(mode="json", exclude_none=True),
-        sort_keys=False,
-        default_flow_style=None,
-        width=110,
-        allow_unicode=True,
-    )
+    data = card.model_dump(mode="json", exclude_none=True)
+    data["labels"] = [_OneLine(label) for label in data["labels"]]
+    body = yaml.dump(data, Dumper=_CardDumper, sort_keys=False, width=110, allow_unicode=True)
     path.write_text(header + body)
+
+
+class _OneLine(dict[str, Any]):
+    """A mapping written in flow style: `{name: nodule, threshold: 0.5}`."""
+
+
+class _CardDumper(yaml.SafeDumper):
+    def represent_list(self, data: Any) -> yaml.SequenceNode:
+        scalars = all(not isinstance(item, dict | list) for item in data)
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=scalars)
+
+
+_CardDumper.add_representer(list, _CardDumper.represent_list)
+_CardDumper.add_representer(
+    _OneLine, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+)
