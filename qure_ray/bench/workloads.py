@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -85,6 +86,16 @@ async def _clients(
     return Timed(latencies, wall, sum(len(item) for item in items if isinstance(item, bytes)))
 
 
+def _run(work: Coroutine[Any, Any, Timed]) -> Timed:
+    """Run the clients to completion, also from inside a running event loop (a notebook's kernel)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
 def stow_body(data: bytes) -> tuple[bytes, dict[str, str]]:
     """One instance as a STOW-RS request body (multipart/related; type=application/dicom)."""
     body = (
@@ -106,7 +117,7 @@ def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[
         if response.status_code != 200:
             raise RuntimeError(f"STOW to {url} answered {response.status_code}: {response.text[:300]}")
 
-    return asyncio.run(_clients(items, concurrency, one))
+    return _run(_clients(items, concurrency, one))
 
 
 def end_to_end(
@@ -128,7 +139,7 @@ def end_to_end(
         if result.status_code != 200:
             raise RuntimeError(f"result answered {result.status_code}: {result.text[:300]}")
 
-    return asyncio.run(_clients([data for _, data in items], concurrency, one))
+    return _run(_clients([data for _, data in items], concurrency, one))
 
 
 def lookups(base_url: str, uids: Sequence[str], *, requests: int, concurrency: int, headers: dict[str, str]) -> Timed:
@@ -141,4 +152,4 @@ def lookups(base_url: str, uids: Sequence[str], *, requests: int, concurrency: i
         if response.status_code != 200:
             raise RuntimeError(f"lookup answered {response.status_code}: {response.text[:300]}")
 
-    return asyncio.run(_clients(picks, concurrency, one))
+    return _run(_clients(picks, concurrency, one))
