@@ -12,17 +12,15 @@ from starlette.responses import JSONResponse, Response
 
 from qure_ray.api.auth import authenticate
 from qure_ray.api.platform import Platform
-from qure_ray.dicom.uids import is_valid_uid
-from qure_ray.errors import BadRequestError, NotFoundError
+from qure_ray.dicom.uids import require_uid
+from qure_ray.errors import NotFoundError
 from qure_ray.records import SeriesStart
 
 
 async def get_compute(request: Request) -> Response:
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
-    series_uid = request.path_params["series"]
-    if not is_valid_uid(series_uid):
-        raise BadRequestError(f"{series_uid[:80]!r} is not a DICOM UID (digits and dots, at most 64 characters)")
+    series_uid = require_uid(request.path_params["series"], "SeriesInstanceUID")
     outcome = await platform.start_series(source, series_uid)
     if outcome is SeriesStart.UNKNOWN:
         raise NotFoundError(f"no instance of series {series_uid} has been uploaded by this source")

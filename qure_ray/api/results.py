@@ -13,8 +13,8 @@ from qure_ray.api.asset_urls import AssetSigner, file_urls
 from qure_ray.api.auth import authenticate
 from qure_ray.api.errors import error_response
 from qure_ray.api.platform import Platform
-from qure_ray.dicom.uids import is_valid_uid
-from qure_ray.errors import BadRequestError, NotFoundError
+from qure_ray.dicom.uids import require_uid
+from qure_ray.errors import NotFoundError
 from qure_ray.outputs import result_body
 from qure_ray.records import UNFINISHED_STATES, InstanceState, ResultRecord
 
@@ -22,9 +22,7 @@ from qure_ray.records import UNFINISHED_STATES, InstanceState, ResultRecord
 async def get_result(request: Request) -> JSONResponse:
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
-    uid = request.path_params["uid"]
-    if not is_valid_uid(uid):
-        raise BadRequestError(f"{uid[:80]!r} is not a DICOM UID (digits and dots, at most 64 characters)")
+    uid = require_uid(request.path_params["uid"])
     record = await platform.find_instance(source, uid)
     if record is None:
         return await _series_result(request, platform, source, uid)

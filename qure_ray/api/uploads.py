@@ -19,7 +19,7 @@ from qure_ray.api.platform import Platform
 from qure_ray.dicom.archive import zip_members
 from qure_ray.dicom.multipart import SPOOL_BYTES, MediaType, MultipartLimits, MultipartStream, Part
 from qure_ray.dicom.stow import FailedInstance, StoredInstance, store_instances_response
-from qure_ray.dicom.uids import is_valid_uid
+from qure_ray.dicom.uids import require_uid
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import BadRequestError
 
@@ -120,8 +120,8 @@ async def post_studies(request: Request) -> Response:
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
     study = request.path_params.get("study")
-    if study is not None and not is_valid_uid(study):
-        raise BadRequestError(f"{study[:80]!r} in the URL is not a StudyInstanceUID")
+    if study is not None:
+        require_uid(study, "StudyInstanceUID")
     media_type = MediaType.parse(request.headers.get("content-type", ""))
     if media_type.value == "multipart/related":
         declared = media_type.params.get("type", DICOM).lower()

@@ -17,12 +17,13 @@ import torch
 from qure_ray.bench import workloads
 from qure_ray.bench.platform import platform, seed_results
 from qure_ray.bench.report import BenchReport
-from qure_ray.bench.services import orthanc, seaweedfs
+from qure_ray.bench.services import S3Server, orthanc, seaweedfs
 from qure_ray.config import Settings
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.models.phantoms import CHEST_FINDINGS, chest_phantom, to_dicom
 from qure_ray.models.registry import load_registry
 from qure_ray.records import UseCase
+from qure_ray.storage.object_store import ObjectStore, StoreLocation
 
 logger = logging.getLogger(__name__)
 INGEST_CLIENTS = 8
@@ -115,9 +116,8 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
     return report
 
 
-def s3_store(s3: Any, prefix: str) -> Any:
-    from qure_ray.storage.object_store import StoreLocation
-
+def s3_store(s3: S3Server, prefix: str) -> ObjectStore:
+    """The object store the platform under test uses for `s3://bucket/prefix`."""
     return StoreLocation(f"s3://{s3.bucket}/{prefix}", s3.endpoint_url).open()
 
 

@@ -42,7 +42,7 @@ from qure_ray.client.errors import (
     UploadRefused,
     WaitTimeout,
 )
-from qure_ray.client.files import DicomFile, atomic_write, batches, find_dicom, is_part10
+from qure_ray.client.files import DicomFile, batches, find_dicom, is_part10
 from qure_ray.client.forward import (
     Destination,
     DicomWebDestination,
@@ -61,6 +61,7 @@ from qure_ray.client.models import (
     UploadReport,
 )
 from qure_ray.dicom.uids import is_valid_uid
+from qure_ray.fileio import atomic_write
 from qure_ray.records import InstanceState
 
 logger = logging.getLogger(__name__)

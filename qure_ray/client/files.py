@@ -7,14 +7,11 @@ skipped. Zip members are read locally, when their batch is sent.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 from qure_ray.client.errors import InputError
 from qure_ray.client.models import SkippedFile
@@ -125,29 +122,3 @@ def batches(items: Sequence[T], size_bytes: Callable[[T], int], *, max_items: in
         group_bytes += size
     if group:
         yield group
-
-
-@contextmanager
-def atomic_write(target: Path, *, tmp_dir: Path | None = None) -> Iterator[BinaryIO]:
-    """Write `target` whole or not at all: into a temporary file (in `tmp_dir`, default beside it, on the same
-    file system), fsynced, renamed over `target`, and the folder fsynced; an error leaves nothing behind."""
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir or target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make renames in `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,8 +26,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from qure_ray.client.files import atomic_write, fsync_dir
 from qure_ray.dicom.uids import is_valid_uid
+from qure_ray.fileio import atomic_write, fsync_dir
 
 
 class SpoolState(StrEnum):

@@ -302,10 +302,9 @@ class JobManager:
                 return
             batch = Batch()
             batch.add("results", {**result.to_row(), "finished_at": now()})
-            slice_state = InstanceState.DONE if result.state is InstanceState.DONE else result.state
             for record in held:
                 reason = f"read with series {series.series_uid}" + (f": {result.reason}" if result.reason else "")
-                batch.add("events", event_row(series.source, record.sop_uid, slice_state, reason))
+                batch.add("events", event_row(series.source, record.sop_uid, result.state, reason))
             try:
                 await self._write(batch)
             except Exception as exc:

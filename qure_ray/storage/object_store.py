@@ -6,13 +6,12 @@ into `StorageError`. `open_object_store(data_uri, endpoint_url)` picks the backe
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from qure_ray.errors import StorageError
+from qure_ray.fileio import atomic_write
 
 
 @dataclass(frozen=True)
@@ -73,16 +72,8 @@ class LocalObjectStore:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_write(path) as handle:
+                handle.write(data)
         except OSError as exc:
             raise StorageError(f"writing {key!r} to {self.root} failed: {exc}") from exc
 
