@@ -126,7 +126,7 @@ class CatalogActor:
         key = (source, series_uid)
         if key in self._starting or self.catalog.series_started(source, series_uid):
             return SeriesStart.ALREADY_STARTED
-        if not self.catalog.series_instances(source, series_uid):
+        if not self.catalog.has_series(source, series_uid):
             return SeriesStart.UNKNOWN
         self._starting.add(key)
         try:

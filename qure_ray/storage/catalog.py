@@ -13,7 +13,6 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qure_ray.records import (
-    UNFINISHED_STATES,
     DeliveryOutcome,
     IngestOutcomeKind,
     InstanceRecord,
@@ -34,6 +32,7 @@ from qure_ray.records import (
     SeriesTrigger,
     Webhook,
 )
+from qure_ray.storage.current import INDEX_ORDER, CurrentState
 from qure_ray.storage.keys import CATALOG_PREFIX, catalog_key
 from qure_ray.storage.object_store import ObjectStore
 from qure_ray.storage.schema import TABLES, duckdb_type
@@ -146,6 +145,8 @@ class Catalog:
         self.store = store
         self.segments: set[str] = set()
         """Keys of the segments whose rows are loaded (read at start, written here, or found by `refresh`)."""
+        self.current = CurrentState()
+        """The newest state of everything, for the frequent questions (see `qure_ray.storage.current`)."""
         self.db = duckdb.connect(":memory:")
         for table, schema in TABLES.items():
             columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in schema)
@@ -156,7 +157,7 @@ class Catalog:
 
     def _load(self) -> None:
         started = time.perf_counter()
-        for table in TABLES:
+        for table in INDEX_ORDER:
             keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
             if not keys:
                 continue
@@ -182,13 +183,14 @@ class Catalog:
             f"INSERT INTO {table} SELECT DISTINCT ON (row_id) * FROM loaded "
             f"WHERE row_id NOT IN (SELECT row_id FROM {table})"
         )
+        self.current.add(table, loaded)
         self.segments.update(keys)
 
     def foreign_segments(self) -> dict[str, list[str]]:
         """Segments another writer has added since this catalog loaded (during a rolling update the catalog
         actor being replaced still writes for a while), per table. Store only: safe off the owner's thread."""
         found = {}
-        for table in TABLES:
+        for table in INDEX_ORDER:
             new = [key for key in self.store.list_keys(f"{CATALOG_PREFIX}{table}/") if key not in self.segments]
             if new:
                 found[table] = new
@@ -222,8 +224,9 @@ class Catalog:
 
     def apply(self, arrows: dict[str, pa.Table]) -> None:
         """Make persisted rows visible to queries."""
-        for table, arrow in arrows.items():  # noqa: B007 - `arrow` is read by name in the SQL
+        for table, arrow in arrows.items():
             self.db.execute(f"INSERT INTO {table} SELECT * FROM arrow")
+            self.current.add(table, arrow)
 
     def commit(self, batch: Batch) -> None:
         """Make the batch durable, then visible."""
@@ -237,132 +240,44 @@ class Catalog:
 
     def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         """The instance's latest metadata and state, or None when this source never stored it."""
-        records = self._instances("i.source = ? AND i.sop_uid = ?", [source, sop_uid])
-        return records[0] if records else None
+        return self.current.instance(source, sop_uid)
 
     def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
-        return self._instances("i.source = ? AND i.series_uid = ?", [source, series_uid])
+        return self.current.series_instances(source, series_uid)
+
+    def has_series(self, source: str, series_uid: str) -> bool:
+        """Whether the source stored any instance of the series."""
+        return self.current.has_series(source, series_uid)
 
     def series_started(self, source: str, series_uid: str) -> bool:
-        row = self.db.execute(
-            "SELECT count(*) FROM series WHERE source = ? AND series_uid = ?", [source, series_uid]
-        ).fetchone()
-        return bool(row and row[0])
+        return self.current.is_series_started(source, series_uid)
 
     def series_due(self, *, quiet_period_s: float, at: datetime) -> list[SeriesRef]:
         """Series with held slices, not started, whose newest instance arrived over `quiet_period_s` ago."""
-        rows = self.db.execute(
-            f"""
-            SELECT i.source, i.series_uid
-            FROM instances i JOIN ({_LATEST_EVENTS}) e USING (source, sop_uid)
-            WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.source = i.source AND s.series_uid = i.series_uid)
-            GROUP BY i.source, i.series_uid
-            HAVING bool_or(e.state = ?) AND max(i.received_at) < ?
-            ORDER BY max(i.received_at)
-            """,
-            [InstanceState.HELD.value, at - timedelta(seconds=quiet_period_s)],
-        ).fetchall()
-        return [SeriesRef(source=str(source), series_uid=str(uid)) for source, uid in rows]
+        return self.current.series_due(quiet_period_s=quiet_period_s, at=at)
 
     def pending_series(self) -> list[SeriesRef]:
         """Started series without a result yet, oldest first."""
-        rows = self.db.execute(
-            """
-            SELECT source, series_uid FROM series s
-            WHERE NOT EXISTS (SELECT 1 FROM results r WHERE r.source = s.source AND r.sop_uid = s.series_uid)
-            GROUP BY source, series_uid ORDER BY min(started_at)
-            """
-        ).fetchall()
-        return [SeriesRef(source=str(source), series_uid=str(uid)) for source, uid in rows]
+        return self.current.pending()
 
     def late_slices(self) -> list[InstanceRecord]:
         """Held slices whose series already has its result: they arrived after it was computed."""
-        return self._instances(
-            "e.state = ? AND EXISTS (SELECT 1 FROM results r WHERE r.source = i.source AND r.sop_uid = i.series_uid)",
-            [InstanceState.HELD.value],
-        )
+        return self.current.late_slices()
 
     def webhook(self, source: str) -> Webhook | None:
         """The source's active webhook, if any."""
-        row = self.db.execute(
-            "SELECT url, secret, active FROM webhooks WHERE source = ? ORDER BY registered_at DESC LIMIT 1", [source]
-        ).fetchone()
-        return Webhook(source=source, url=str(row[0]), secret=str(row[1])) if row and row[2] else None
+        return self.current.webhook(source)
 
     def undelivered(self, *, limit: int) -> list[Notification]:
         """Final results finished since their source registered its webhook, not yet delivered or given up."""
-        rows = self.db.execute(
-            """
-            WITH hooks AS (
-                SELECT * FROM webhooks
-                QUALIFY row_number() OVER (PARTITION BY source ORDER BY registered_at DESC) = 1
-            ), uids AS (
-                SELECT DISTINCT ON (source, sop_uid) source, sop_uid, study_uid, series_uid FROM instances
-            ), series_uids AS (
-                SELECT DISTINCT ON (source, series_uid) source, series_uid, study_uid FROM instances
-            )
-            SELECT r.row_id, r.source, r.sop_uid, coalesce(u.study_uid, s.study_uid, ''),
-                   coalesce(u.series_uid, s.series_uid, ''), r.usecase, r.state, r.triage_status, r.finished_at,
-                   h.url, h.secret
-            FROM results r
-            JOIN hooks h ON h.source = r.source AND h.active AND r.finished_at >= h.registered_at
-            LEFT JOIN uids u ON u.source = r.source AND u.sop_uid = r.sop_uid
-            LEFT JOIN series_uids s ON s.source = r.source AND s.series_uid = r.sop_uid
-            WHERE NOT EXISTS (
-                SELECT 1 FROM webhook_deliveries d WHERE d.result_row_id = r.row_id AND d.outcome IN (?, ?)
-            )
-            ORDER BY r.finished_at
-            LIMIT ?
-            """,
-            [DeliveryOutcome.DELIVERED.value, DeliveryOutcome.GAVE_UP.value, limit],
-        ).fetchall()
-        return [
-            Notification(
-                result_row_id=str(row_id),
-                source=str(source),
-                uid=str(uid),
-                study_uid=str(study),
-                series_uid=str(series),
-                usecase=str(usecase),
-                status=str(state),
-                triage_status=triage,
-                finished_at=finished,
-                webhook=Webhook(source=str(source), url=str(url), secret=str(secret)),
-            )
-            for row_id, source, uid, study, series, usecase, state, triage, finished, url, secret in rows
-        ]
+        return self.current.undelivered(limit=limit)
 
     def unfinished(self) -> list[InstanceRecord]:
         """Instances whose latest state is received, queued or processing, oldest first."""
-        states = [state.value for state in UNFINISHED_STATES]
-        placeholders = ", ".join("?" for _ in states)
-        return self._instances(f"e.state IN ({placeholders})", states)
-
-    def _instances(self, where: str, params: Iterable[Any]) -> list[InstanceRecord]:
-        rows = self.db.execute(
-            f"""
-            SELECT i.*, e.state AS state, e.reason AS reason
-            FROM (
-                SELECT * FROM instances
-                QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY received_at DESC) = 1
-            ) i
-            JOIN ({_LATEST_EVENTS}) e USING (source, sop_uid)
-            WHERE {where}
-            ORDER BY i.received_at
-            """,
-            list(params),
-        )
-        columns = [d[0] for d in rows.description]
-        return [_instance_record(dict(zip(columns, row, strict=True))) for row in rows.fetchall()]
+        return self.current.unfinished()
 
     def result(self, source: str, sop_uid: str) -> ResultRecord | None:
-        rows = self.db.execute(
-            "SELECT * FROM results WHERE source = ? AND sop_uid = ? ORDER BY finished_at DESC LIMIT 1",
-            [source, sop_uid],
-        )
-        columns = [d[0] for d in rows.description]
-        row = rows.fetchone()
-        return ResultRecord.from_row(dict(zip(columns, row, strict=True))) if row else None
+        return self.current.result(source, sop_uid)
 
     def object_keys(self) -> set[str]:
         """Every original's key the catalog knows (any source, any state)."""
@@ -370,14 +285,7 @@ class Catalog:
 
     def states(self) -> dict[str, int]:
         """How many instances are in each state (latest event per instance)."""
-        rows = self.db.execute(f"SELECT state, count(*) FROM ({_LATEST_EVENTS}) GROUP BY state").fetchall()
-        return {str(state): int(count) for state, count in rows}
-
-
-_LATEST_EVENTS = """
-    SELECT source, sop_uid, state, reason FROM events
-    QUALIFY row_number() OVER (PARTITION BY source, sop_uid ORDER BY event_at DESC) = 1
-"""
+        return self.current.states()
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -389,11 +297,3 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         for field in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _instance_record(row: dict[str, Any]) -> InstanceRecord:
-    row.pop("row_id", None)
-    row["state"] = InstanceState(row["state"])
-    row["reason"] = row.get("reason") or ""
-    row["series_description"] = row.get("series_description") or ""
-    return InstanceRecord(**row)

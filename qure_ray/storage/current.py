@@ -1,0 +1,238 @@
+"""`CurrentState`: what the catalog's frequent questions need, indexed in memory as rows become visible.
+
+Uploads, `GET /results` and the job manager's once-a-second checks ask about the *current* state: an instance's
+newest state, a result, the slices held for a series, the series started without a result, the results a
+webhook still waits for. Each answer here costs about the size of the answer, not of the catalog, so it stays
+flat from a thousand to millions of served images. The DuckDB tables keep every row for everything else.
+
+Rows must be added in `INDEX_ORDER` when a whole catalog loads (a result counts for a webhook only once the
+webhook is known); afterwards, in whatever order they become visible.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from qure_ray.records import (
+    UNFINISHED_STATES,
+    DeliveryOutcome,
+    InstanceRecord,
+    InstanceState,
+    Notification,
+    ResultRecord,
+    SeriesRef,
+    Webhook,
+)
+from qure_ray.storage.latest import Key, LatestRows
+
+INDEX_ORDER = ("webhooks", "instances", "events", "series", "results", "webhook_deliveries", "ingest_log")
+"""The order in which a loading catalog adds its tables (every table of `TABLES` appears once)."""
+
+_FINAL_DELIVERY = {DeliveryOutcome.DELIVERED.value, DeliveryOutcome.GAVE_UP.value}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+class CurrentState:
+    def __init__(self) -> None:
+        self._keys: dict[Key, Key] = {}  # one tuple per (source, uid), shared by the indexes below
+        self.instances = LatestRows(("source", "sop_uid"), "received_at")
+        self.events = LatestRows(
+            ("source", "sop_uid"), "event_at", keep_rows=False, payload_columns=("state", "reason")
+        )
+        self.results = LatestRows(("source", "sop_uid"), "finished_at")
+        self.webhooks = LatestRows(("source",), "registered_at")
+        self.by_state: dict[str, set[Key]] = defaultdict(set)
+        self.series_members: dict[Key, set[Key]] = defaultdict(set)
+        """(source, SeriesInstanceUID) → its instances' keys."""
+        self.series_started: dict[Key, int] = {}
+        """(source, SeriesInstanceUID) → when its computation first started (µs)."""
+        self.pending_series: dict[Key, int] = {}
+        """Started series without a result yet → when they started (µs)."""
+        self.final_deliveries: set[str] = set()
+        self.awaiting_delivery: dict[str, tuple[Key, int]] = {}
+        """Result row_id → (its key, finished µs): final results a registered webhook has not had yet."""
+
+    # -- adding rows -------------------------------------------------------------------------------
+
+    def add(self, table: str, arrow: pa.Table) -> None:
+        adder = getattr(self, f"_add_{table}", None)
+        if adder is not None and len(arrow):
+            adder(arrow)
+
+    def _add_instances(self, arrow: pa.Table) -> None:
+        series = arrow.column("series_uid").to_pylist()
+        positions = {key: row for key, _, (_, row) in self.instances.add(arrow, self._keys)}
+        for key, row in positions.items():
+            self.series_members[(key[0], series[row])].add(key)
+
+    def _add_events(self, arrow: pa.Table) -> None:
+        for key, previous, (state, _) in self.events.add(arrow, self._keys):
+            if previous is not None:
+                self.by_state[previous[0]].discard(key)
+            self.by_state[state].add(key)
+
+    def _add_series(self, arrow: pa.Table) -> None:
+        columns = zip(
+            arrow.column("source").to_pylist(),
+            arrow.column("series_uid").to_pylist(),
+            arrow.column("started_at").cast(pa.int64()).to_pylist(),
+            strict=True,
+        )
+        for source, series_uid, started in columns:
+            key = self._keys.setdefault((source, series_uid), (source, series_uid))
+            self.series_started[key] = min(started, self.series_started.get(key, started))
+            if key not in self.results:
+                self.pending_series[key] = self.series_started[key]
+
+    def _add_results(self, arrow: pa.Table) -> None:
+        for key, _, _ in self.results.add(arrow, self._keys):
+            self.pending_series.pop(key, None)
+        if len(self.webhooks):
+            rows = zip(
+                arrow.column("row_id").to_pylist(),
+                arrow.column("source").to_pylist(),
+                arrow.column("sop_uid").to_pylist(),
+                arrow.column("finished_at").cast(pa.int64()).to_pylist(),
+                strict=True,
+            )
+            for row_id, source, sop_uid, finished in rows:
+                if row_id not in self.final_deliveries and self._hook_wants(source, finished):
+                    self.awaiting_delivery[row_id] = (self._keys.get((source, sop_uid), (source, sop_uid)), finished)
+
+    def _add_webhooks(self, arrow: pa.Table) -> None:
+        for (source,), _, _ in self.webhooks.add(arrow):
+            for row_id, ((owner, _), finished) in list(self.awaiting_delivery.items()):
+                if owner == source and not self._hook_wants(source, finished):
+                    del self.awaiting_delivery[row_id]
+
+    def _add_webhook_deliveries(self, arrow: pa.Table) -> None:
+        rows = zip(arrow.column("result_row_id").to_pylist(), arrow.column("outcome").to_pylist(), strict=True)
+        for row_id, outcome in rows:
+            if outcome in _FINAL_DELIVERY:
+                self.final_deliveries.add(row_id)
+                self.awaiting_delivery.pop(row_id, None)
+
+    def _hook_wants(self, source: str, finished: int) -> bool:
+        """Whether the source's current webhook is active and was registered before the result finished."""
+        hook = self.webhooks.row((source,))
+        registered = self.webhooks.time((source,))
+        return bool(hook and hook["active"] and registered is not None and finished >= registered)
+
+    # -- questions ---------------------------------------------------------------------------------
+
+    def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
+        return self._instance((source, sop_uid))
+
+    def _instance(self, key: Key) -> InstanceRecord | None:
+        row, event = self.instances.row(key), self.events.payload(key)
+        if row is None or event is None:
+            return None
+        row.pop("row_id", None)
+        state, reason = event
+        return InstanceRecord(
+            **{**row, "series_description": row.get("series_description") or ""},
+            state=InstanceState(state),
+            reason=reason or "",
+        )
+
+    def _instances(self, keys: Iterable[Key]) -> list[InstanceRecord]:
+        """Instance records, oldest received first."""
+        found = [record for record in map(self._instance, keys) if record is not None]
+        return sorted(found, key=lambda record: record.received_at)
+
+    def result(self, source: str, sop_uid: str) -> ResultRecord | None:
+        row = self.results.row((source, sop_uid))
+        return ResultRecord.from_row(row) if row else None
+
+    def has_series(self, source: str, series_uid: str) -> bool:
+        return bool(self.series_members.get((source, series_uid)))
+
+    def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
+        return self._instances(self.series_members.get((source, series_uid), ()))
+
+    def is_series_started(self, source: str, series_uid: str) -> bool:
+        return (source, series_uid) in self.series_started
+
+    def series_due(self, *, quiet_period_s: float, at: datetime) -> list[SeriesRef]:
+        """Series with held slices, not started, whose newest instance arrived over `quiet_period_s` ago."""
+        deadline = _micros(at - timedelta(seconds=quiet_period_s))
+        newest: dict[Key, int] = {}
+        for key in self.by_state[InstanceState.HELD.value]:
+            series = self._series_of(key)
+            if series is None or series in self.series_started or series in newest:
+                continue
+            newest[series] = max(self.instances.time(member) or 0 for member in self.series_members[series])
+        due = sorted((received, series) for series, received in newest.items() if received < deadline)
+        return [SeriesRef(source=source, series_uid=uid) for _, (source, uid) in due]
+
+    def pending(self) -> list[SeriesRef]:
+        """Started series without a result yet, oldest first."""
+        ordered = sorted(self.pending_series.items(), key=lambda item: item[1])
+        return [SeriesRef(source=source, series_uid=uid) for (source, uid), _ in ordered]
+
+    def late_slices(self) -> list[InstanceRecord]:
+        """Held slices whose series already has its result: they arrived after it was computed."""
+        held = self.by_state[InstanceState.HELD.value]
+        return self._instances(key for key in held if (series := self._series_of(key)) and series in self.results)
+
+    def unfinished(self) -> list[InstanceRecord]:
+        """Instances whose newest state is received, queued or processing, oldest first."""
+        return self._instances(key for state in UNFINISHED_STATES for key in self.by_state[state.value])
+
+    def states(self) -> dict[str, int]:
+        return {state: len(keys) for state, keys in self.by_state.items() if keys}
+
+    def webhook(self, source: str) -> Webhook | None:
+        row = self.webhooks.row((source,))
+        return Webhook(source=source, url=row["url"], secret=row["secret"]) if row and row["active"] else None
+
+    def undelivered(self, *, limit: int) -> list[Notification]:
+        """Final results finished since their source registered its webhook, not yet delivered or given up."""
+        oldest = sorted(self.awaiting_delivery.items(), key=lambda item: item[1][1])[:limit]
+        notifications = []
+        for row_id, (key, _) in oldest:
+            result, hook = self.results.row(key), self.webhook(key[0])
+            if result is None or hook is None:
+                continue
+            study_uid, series_uid = self._uids_of(key)
+            notifications.append(
+                Notification(
+                    result_row_id=row_id,
+                    source=key[0],
+                    uid=key[1],
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    usecase=result["usecase"],
+                    status=result["state"],
+                    triage_status=result["triage_status"],
+                    finished_at=result["finished_at"],
+                    webhook=hook,
+                )
+            )
+        return notifications
+
+    def _series_of(self, key: Key) -> Key | None:
+        row = self.instances.row(key)
+        if row is None:
+            return None
+        series = (key[0], row["series_uid"])
+        return self._keys.get(series, series)
+
+    def _uids_of(self, key: Key) -> tuple[str, str]:
+        """(StudyInstanceUID, SeriesInstanceUID) of a result's uid: an instance's, or a series' own."""
+        row = self.instances.row(key)
+        if row is not None:
+            return row["study_uid"], row["series_uid"]
+        members = self.series_members.get(key)
+        if members:
+            member = self.instances.row(next(iter(members)))
+            return (member["study_uid"] if member else ""), key[1]
+        return "", ""
