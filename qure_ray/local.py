@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from qure_ray.config import Settings
+from qure_ray.config import SERVE_ENVIRONMENT, Settings
 
 logger = logging.getLogger(__name__)
 APP_NAME = "qure_ray"
@@ -27,6 +27,8 @@ output tasks need room beside them even on a 2-core machine (the OS shares the r
 def loopback_ray_environment() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    for name, value in SERVE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
 
 
 def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:

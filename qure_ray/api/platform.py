@@ -11,8 +11,9 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray.config import Settings
 from qure_ray.errors import OverloadedError
-from qure_ray.records import InstanceRecord, ResultRecord, SeriesStart, SeriesTrigger, Webhook
+from qure_ray.records import InstanceRecord, SeriesStart, SeriesTrigger, Webhook
 from qure_ray.storage.catalog import Batch, received_rows, webhook_row
+from qure_ray.storage.lookup import ResultLookup
 from qure_ray.storage.object_store import ObjectStore
 
 DEPTH_CACHE_S = 0.5
@@ -25,9 +26,7 @@ class Platform(Protocol):
     store: ObjectStore
 
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None: ...
-    async def find_result(self, source: str, sop_uid: str) -> ResultRecord | None: ...
-    async def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]: ...
-    async def series_started(self, source: str, series_uid: str) -> bool: ...
+    async def lookup_result(self, source: str, uid: str) -> ResultLookup: ...
     async def start_series(self, source: str, series_uid: str) -> SeriesStart: ...
     async def record_and_enqueue(self, record: InstanceRecord) -> None: ...
     async def webhook(self, source: str) -> Webhook | None: ...
@@ -79,17 +78,9 @@ class RayPlatform:
         record: InstanceRecord | None = await self.catalog.instance.remote(source, sop_uid)
         return record
 
-    async def find_result(self, source: str, sop_uid: str) -> ResultRecord | None:
-        result: ResultRecord | None = await self.catalog.result.remote(source, sop_uid)
-        return result
-
-    async def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
-        records: list[InstanceRecord] = await self.catalog.series_instances.remote(source, series_uid)
-        return records
-
-    async def series_started(self, source: str, series_uid: str) -> bool:
-        started: bool = await self.catalog.series_started.remote(source, series_uid)
-        return started
+    async def lookup_result(self, source: str, uid: str) -> ResultLookup:
+        found: ResultLookup = await self.catalog.lookup_result.remote(source, uid)
+        return found
 
     async def start_series(self, source: str, series_uid: str) -> SeriesStart:
         outcome: SeriesStart = await self.catalog.start_series.remote(source, series_uid, SeriesTrigger.COMPUTE)

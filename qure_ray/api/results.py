@@ -16,43 +16,28 @@ from qure_ray.api.platform import Platform
 from qure_ray.dicom.uids import require_uid
 from qure_ray.errors import NotFoundError
 from qure_ray.outputs import result_body
-from qure_ray.records import UNFINISHED_STATES, InstanceState, ResultRecord
+from qure_ray.records import InstanceState, ResultRecord
 
 
 async def get_result(request: Request) -> JSONResponse:
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
-    uid = require_uid(request.path_params["uid"])
-    record = await platform.find_instance(source, uid)
-    if record is None:
-        return await _series_result(request, platform, source, uid)
-    if record.state is InstanceState.HELD:
-        return await _series_result(request, platform, source, record.series_uid)
-    if not record.state.is_final:
-        return _pending(f"the instance is {record.state.value}; ask again shortly", record.state.value)
-    result = await platform.find_result(source, uid)
-    if result is None:  # a slice read with its series: the series' result is its result
-        return await _series_result(request, platform, source, record.series_uid)
-    return _answer(request, platform, result, [record.object_key])
-
-
-async def _series_result(request: Request, platform: Platform, source: str, series_uid: str) -> JSONResponse:
-    result = await platform.find_result(source, series_uid)
-    if result is not None:
-        slices = {r.sop_uid: r.object_key for r in await platform.series_instances(source, series_uid)}
-        originals = [slices[sop] for sop in result.key_slices if sop in slices]
-        return _answer(request, platform, result, originals)
-    instances = await platform.series_instances(source, series_uid)
-    if not instances:
+    found = await platform.lookup_result(source, require_uid(request.path_params["uid"]))
+    if found.result is not None:
+        return _answer(request, platform, found.result, list(found.originals))
+    if found.state is not None:
+        return _pending(f"the instance is {found.state.value}; ask again shortly", found.state.value)
+    if not found.found:
         raise NotFoundError(
-            f"no instance with SOPInstanceUID {series_uid}, and no series with that SeriesInstanceUID, has been "
+            f"no instance with SOPInstanceUID {found.uid}, and no series with that SeriesInstanceUID, has been "
             "uploaded by this source"
         )
-    if await platform.series_started(source, series_uid) or any(r.state in UNFINISHED_STATES for r in instances):
-        return _pending(f"the series ({len(instances)} instances) is being processed; ask again shortly", "processing")
+    size = found.series_size
+    if found.series_started:
+        return _pending(f"the series ({size} instances) is being processed; ask again shortly", "processing")
     quiet = platform.settings.series_quiet_period_s
     return _pending(
-        f"the series has {len(instances)} instances and waits to start: call GET /compute/{series_uid} when all "
+        f"the series has {size} instances and waits to start: call GET /compute/{found.series_uid} when all "
         f"are uploaded, or it starts by itself {quiet:g} s after the last one",
         InstanceState.HELD.value,
     )

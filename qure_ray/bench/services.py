@@ -23,6 +23,8 @@ import boto3
 import httpx
 from botocore.config import Config
 
+from qure_ray.config import SERVE_ENVIRONMENT
+
 BIN = Path(sys.executable).parent
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "qure-test", "AWS_SECRET_ACCESS_KEY": "qure-test-secret"}
 
@@ -74,6 +76,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def service_env() -> dict[str, str]:
     return {
+        **SERVE_ENVIRONMENT,
         **os.environ,
         **S3_KEYS,
         "AWS_DEFAULT_REGION": "us-east-1",

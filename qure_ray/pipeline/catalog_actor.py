@@ -26,6 +26,7 @@ from qure_ray.records import (
 )
 from qure_ray.storage.catalog import Batch, Catalog, now, series_start_row
 from qure_ray.storage.group_commit import GroupCommitter
+from qure_ray.storage.lookup import ResultLookup, lookup_result
 from qure_ray.storage.object_store import StoreLocation
 from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orphans
 
@@ -108,6 +109,9 @@ class CatalogActor:
     async def result(self, source: str, sop_uid: str) -> ResultRecord | None:
         return self.catalog.result(source, sop_uid)
 
+    async def lookup_result(self, source: str, uid: str) -> ResultLookup:
+        return lookup_result(self.catalog, source, uid)
+
     async def unfinished(self) -> list[InstanceRecord]:
         return self.catalog.unfinished()
 
@@ -116,9 +120,6 @@ class CatalogActor:
 
     async def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
         return self.catalog.series_instances(source, series_uid)
-
-    async def series_started(self, source: str, series_uid: str) -> bool:
-        return (source, series_uid) in self._starting or self.catalog.series_started(source, series_uid)
 
     async def start_series(self, source: str, series_uid: str, trigger: SeriesTrigger) -> SeriesStart:
         """Record that a series starts, once: concurrent callers (ingress replicas, the quiet-period

@@ -39,6 +39,7 @@ from qure_ray.records import (
 )
 from qure_ray.storage import LocalObjectStore
 from qure_ray.storage.catalog import Batch
+from qure_ray.storage.lookup import ResultLookup, lookup_result
 
 TOKEN, SOURCE = "client-test-token", "client-site"
 PDF = b"%PDF-1.4\n% a stand-in report\n%%EOF\n"
@@ -78,7 +79,7 @@ class MemoryPlatform:
     """SOPInstanceUIDs whose processing fails."""
 
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
-        record = self.instances.get(sop_uid) if source == SOURCE else None
+        record = self.instance(source, sop_uid)
         if record is not None and record.state is InstanceState.QUEUED:
             self.lookups[sop_uid] += 1
             if self.lookups[sop_uid] > self.pending_polls:
@@ -86,17 +87,24 @@ class MemoryPlatform:
                 record = self.instances[sop_uid]
         return record
 
-    async def find_result(self, source: str, sop_uid: str) -> ResultRecord | None:
+    async def lookup_result(self, source: str, uid: str) -> ResultLookup:
+        await self.find_instance(source, uid)  # finishes it when its time has come
+        return lookup_result(self, source, uid)
+
+    def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
+        return self.instances.get(sop_uid) if source == SOURCE else None
+
+    def result(self, source: str, sop_uid: str) -> ResultRecord | None:
         return self.results.get(sop_uid) if source == SOURCE else None
 
-    async def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
+    def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
         return [r for r in self.instances.values() if r.series_uid == series_uid and source == SOURCE]
 
-    async def series_started(self, source: str, series_uid: str) -> bool:
+    def series_started(self, source: str, series_uid: str) -> bool:
         return series_uid in self.started
 
     async def start_series(self, source: str, series_uid: str) -> SeriesStart:
-        slices = await self.series_instances(source, series_uid)
+        slices = self.series_instances(source, series_uid)
         if not slices:
             return SeriesStart.UNKNOWN
         if series_uid in self.started:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qure_ray.config import CPU_WORKER_SLIVER, Settings
+from qure_ray.config import CPU_WORKER_SLIVER, SERVE_ENVIRONMENT, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -307,3 +307,15 @@ def test_the_operator_guide_lists_every_metric() -> None:
 
     guide = (REPO / "docs" / "deploy.md").read_text()
     assert [name for name in METRICS if f"`ray_{name}`" not in guide] == []
+
+
+def test_every_node_starts_ray_with_qure_ray_s_serve_environment() -> None:
+    cluster = _cluster()
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(cluster[key])
+        for name, value in SERVE_ENVIRONMENT.items():
+            assert f"{name}={value}" in start, f"cluster.yaml {key}: export {name}={value} (qure_ray.config)"
+    for group in _groups():
+        env = {item["name"]: item.get("value") for item in _containers(group)[0]["env"]}
+        for name, value in SERVE_ENVIRONMENT.items():
+            assert env.get(name) == value, f"rayservice.yaml: container env {name} must be {value!r}"
