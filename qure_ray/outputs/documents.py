@@ -28,7 +28,8 @@ def png(rgb: np.ndarray, *, max_side: int | None = None) -> bytes:
     if max_side is not None:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = BytesIO()
-    image.save(buffer, format="PNG", compress_level=6)  # `optimize` tries every filter: ~10x slower, ~5% smaller
+    # zlib level 1: about 5x faster than the default 6 on overlays, files ~12% larger; `optimize` is slower still
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from io import BytesIO
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from qure_ray.models.card import load_card
 from qure_ray.outputs.assets import render_assets
 from qure_ray.records import ResultRecord
 from qure_ray.storage.keys import asset_key
-from qure_ray.storage.object_store import StoreLocation
+from qure_ray.storage.object_store import ObjectStore, StoreLocation
+
+
+@functools.lru_cache(maxsize=4)
+def _store(location: StoreLocation) -> ObjectStore:
+    """One store client per worker process: Ray reuses workers, and a new S3 client costs tens of ms of CPU."""
+    return location.open()
 
 
 @ray.remote(num_cpus=0.5, max_retries=0)
@@ -25,7 +32,7 @@ def preprocess(location: StoreLocation, object_key: str, size: int, window_mode:
     Returns a float32 `size` x `size` array in [0, 1]; numpy results cross to the model replica zero-copy.
     Retries are the job manager's (it knows which failures are worth retrying).
     """
-    data = location.open().get(object_key)
+    data = _store(location).get(object_key)
     return prepare_for_model(data, size=size, window_mode=window_mode)
 
 
@@ -40,7 +47,7 @@ def build_outputs(
 
     `images`: (object key of the original, its heatmaps): the image read, or a series' key slices.
     """
-    store = location.open()
+    store = _store(location)
     sources = [(pydicom.dcmread(BytesIO(store.get(key))), heatmaps) for key, heatmaps in images]
     card = load_card(Path(card_path))
     keys: dict[str, list[str]] = {}
