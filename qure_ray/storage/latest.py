@@ -7,7 +7,6 @@ with every image ever served; this index answers it in O(1) and is updated for e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -88,6 +87,3 @@ class LatestRows:
     def row_at(self, position: tuple[int, int]) -> dict[str, Any]:
         chunk, row = position
         return self._chunks[chunk].slice(row, 1).to_pylist()[0]
-
-    def keys(self) -> Iterator[Key]:
-        return iter(self._newest)

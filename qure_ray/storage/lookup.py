@@ -6,7 +6,7 @@ time); the rules for which result answers a uid live here, next to the data they
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from qure_ray.records import UNFINISHED_STATES, InstanceRecord, InstanceState, ResultRecord
@@ -58,6 +58,6 @@ def _series_lookup(catalog: CatalogReader, source: str, uid: str, series_uid: st
     if result is not None:
         slices = {record.sop_uid: record.object_key for record in instances}
         originals = tuple(slices[sop] for sop in result.key_slices if sop in slices)
-        return ResultLookup(**{**answer.__dict__, "result": result, "originals": originals})
+        return replace(answer, result=result, originals=originals)
     started = catalog.series_started(source, series_uid) or any(r.state in UNFINISHED_STATES for r in instances)
-    return ResultLookup(**{**answer.__dict__, "series_started": started})
+    return replace(answer, series_started=started)
