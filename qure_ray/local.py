@@ -10,11 +10,12 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 
-from qure_ray.config import SERVE_ENVIRONMENT, Settings
+from qure_ray.config import LOCAL_SERVE_ENVIRONMENT, Settings
 
 logger = logging.getLogger(__name__)
 APP_NAME = "qure_ray"
@@ -24,10 +25,11 @@ MIN_LOCAL_CPUS = 4
 output tasks need room beside them even on a 2-core machine (the OS shares the real cores)."""
 
 
-def loopback_ray_environment() -> None:
+def loopback_ray_environment(serve_environment: Mapping[str, str] = LOCAL_SERVE_ENVIRONMENT) -> None:
+    """Environment for a Ray started by this process; what the caller's environment already sets wins."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    for name, value in SERVE_ENVIRONMENT.items():
+    for name, value in serve_environment.items():
         os.environ.setdefault(name, value)
 
 

@@ -5,13 +5,13 @@
     print(report.summary()); report.table(); report.plot(Path("plots")); report.to_json(Path("out.json"))
 
 On this machine, in one run: the bare model forward pass (model limit), uploads through results with C
-concurrent clients (end to end), uploads only of 0.5 MB and 2 MB instances against qure_ray on S3
-(SeaweedFS) and against Orthanc's STOW-RS on local disk (the peer), and `GET /results` latency with
-10k-1M result rows in the catalog. Data comes from the phantom generator. Needs `.[bench]` (or `.[dev]`)
-and Debian's orthanc + orthanc-dicomweb.
+concurrent clients (end to end), bare S3 PUTs of the ingest payloads (store limit), uploads only of 0.5 MB
+and 2 MB instances against qure_ray on S3 (SeaweedFS) and against Orthanc's STOW-RS on local disk (the
+peer), and `GET /results` latency with 10k-1M result rows in the catalog. Data comes from the phantom
+generator. Needs `.[bench]` (or `.[dev]`) and Debian's orthanc + orthanc-dicomweb.
 """
 
-from qure_ray.bench.report import TARGETS, BenchReport
+from qure_ray.bench.report import CONTEXT, TARGETS, BenchReport
 from qure_ray.bench.runner import BenchConfig, run_benchmarks
 
-__all__ = ["TARGETS", "BenchConfig", "BenchReport", "run_benchmarks"]
+__all__ = ["CONTEXT", "TARGETS", "BenchConfig", "BenchReport", "run_benchmarks"]

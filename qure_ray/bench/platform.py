@@ -42,9 +42,10 @@ def start_ray() -> None:
     """One local Ray for the whole benchmark run (on loopback, with S3 credentials in its environment)."""
     import ray
 
+    from qure_ray.config import SERVE_ENVIRONMENT
     from qure_ray.local import MIN_LOCAL_CPUS, loopback_ray_environment
 
-    loopback_ray_environment()
+    loopback_ray_environment(SERVE_ENVIRONMENT)  # measured as deployed: HAProxy in front of the ingress
     os.environ.update({**S3_KEYS, "AWS_DEFAULT_REGION": "us-east-1"})
     if not ray.is_initialized():
         ray.init(

@@ -19,6 +19,11 @@ TARGETS = {
     "results_p99_ms": ("≤", 25.0, "GET /results p99 latency at 8 clients, largest catalog"),
     "results_p99_growth": ("≤", 2.0, "GET /results p99 at the largest catalog ÷ p99 at the smallest"),
 }
+CONTEXT = {
+    "ingest_vs_store": "qure_ray ingest ÷ bare S3 PUTs of the same 2 MB instances: the share of the store's rate",
+    "store_vs_orthanc": "bare S3 PUTs ÷ Orthanc, 2 MB: the most ingest_vs_orthanc can reach with this store here",
+}
+"""Ratios that explain the targets' numbers; no target of their own."""
 
 
 @dataclass
@@ -66,6 +71,14 @@ class BenchReport:
         }  # fmt: skip
         return {name: round(value, 3) for name, value in ratios.items()}
 
+    def context(self) -> dict[str, float]:
+        store = self.value("store limit (S3 PUT)", "large 2 MB", "instances/s")
+        ratios = {
+            "ingest_vs_store": self.value("ingest qure_ray (S3)", "large 2 MB", "instances/s") / store,
+            "store_vs_orthanc": store / self.value("ingest Orthanc (local disk)", "large 2 MB", "instances/s"),
+        }
+        return {name: round(value, 3) for name, value in ratios.items()}
+
     def met(self) -> dict[str, bool]:
         ratios = self.ratios()
         return {
@@ -84,6 +97,7 @@ class BenchReport:
             "ratios": self.ratios(),
             "targets": {name: f"{sense} {bound}" for name, (sense, bound, _) in TARGETS.items()},
             "met": self.met(),
+            "context": self.context(),
         }
         if path is not None:
             path.write_text(json.dumps(document, indent=2))
@@ -103,6 +117,8 @@ class BenchReport:
             lines.append(
                 f"{name} = {value:g} (target {sense} {bound:g}: {'met' if met[name] else 'NOT met'}) — {meaning}"
             )
+        for name, value in self.context().items():
+            lines.append(f"{name} = {value:g} — {CONTEXT[name]}")
         return "\n".join(lines)
 
     def plot(self, directory: Path) -> list[Path]:

@@ -68,7 +68,7 @@ def ingest_instances(count: int, *, size: int, seed: int) -> list[bytes]:
 
 
 def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = None) -> BenchReport:
-    """Run model limit, end to end, ingest (qure_ray and Orthanc) and lookups; return the report."""
+    """Run model limit, end to end, store limit, ingest (qure_ray and Orthanc) and lookups; return the report."""
     config = config or BenchConfig()
     report = BenchReport(machine=_machine(), config=config.__dict__)
     settings = Settings.load(config.settings, os.environ)  # the platform under test reads the same
@@ -91,6 +91,8 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                 ("large 2 MB", 1024, config.large_instances),
             ):
                 data = ingest_instances(count, size=size, seed=size * 1000)
+                timed = workloads.store_puts(s3_store(s3, "store-limit"), data, concurrency=INGEST_CLIENTS)
+                report.add_timed("store limit (S3 PUT)", label, timed, throughput_unit="instances/s")
                 timed = workloads.ingest(
                     f"{running.base_url}/studies", data, concurrency=INGEST_CLIENTS, headers=running.headers
                 )

@@ -112,6 +112,7 @@ def seaweedfs(workdir: Path, *, bucket: str = "qure-test") -> Iterator[S3Server]
         weed, "server", f"-dir={workdir}", "-s3", f"-s3.port={s3_port}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={free_port_pair()}", f"-volume.port={free_port_pair()}",
         f"-filer.port={free_port_pair()}", "-master.volumeSizeLimitMB=64", "-volume.max=0", "-master.telemetry=false",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",  # off: fixed default ports (8181, 9101) clash with other services
     ]  # fmt: skip
     log = (workdir / "weed.log").open("wb")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -22,6 +22,7 @@ from qure_ray.dicom.pixels import prepare_for_model
 from qure_ray.models.card import ModelCard
 from qure_ray.models.inference import predict_batch
 from qure_ray.models.network import load_network
+from qure_ray.storage.object_store import ObjectStore
 
 BOUNDARY = "qure-bench-boundary"
 RESULT_POLL_S = 0.5
@@ -143,6 +144,21 @@ def end_to_end(
             raise RuntimeError(f"result answered {result.status_code}: {result.text[:300]}")
 
     return _run(_clients([data for _, data in items], concurrency, one))
+
+
+def store_puts(store: ObjectStore, items: Sequence[bytes], *, concurrency: int) -> Timed:
+    """Bare PUTs of the same payloads with the platform's own S3 client from `concurrency` threads: what the
+    object store alone takes, the ceiling of any ingest that keeps its originals there."""
+
+    def one(numbered: tuple[int, bytes]) -> float:
+        started = time.perf_counter()
+        store.put(f"store-limit/{numbered[0]:06d}.dcm", numbered[1])
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        latencies = list(pool.map(one, enumerate(items)))
+    return Timed(latencies, time.perf_counter() - started, sum(len(item) for item in items))
 
 
 def lookups(base_url: str, uids: Sequence[str], *, requests: int, concurrency: int, headers: dict[str, str]) -> Timed:

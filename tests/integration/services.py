@@ -41,6 +41,18 @@ class RayCluster:
     metrics_url: str
     """The head node's Prometheus endpoint (Ray's metrics agent)."""
 
+    def serve_stopped(self) -> bool:
+        """Whether Serve's controller is gone. `serve shutdown` only asks (and waits at most 30 s), and a
+        `serve deploy` that reaches a controller still draining is ignored."""
+        probe = (
+            "from ray.dashboard.modules.serve.sdk import ServeSubmissionClient as Client; "
+            f"print(Client({self.dashboard_url!r}).get_serve_details()['controller_info'].get('node_id'))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", probe], env=self.env, capture_output=True, text=True, timeout=60, check=False
+        )
+        return result.returncode == 0 and result.stdout.strip() == "None"
+
     def serve(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / "serve"), *args, "--address", self.dashboard_url] if args[0] != "shutdown"

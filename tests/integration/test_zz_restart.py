@@ -13,7 +13,7 @@ import pytest
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.models.phantoms import head_ct_series
 from tests.integration.conftest import Deployed
-from tests.integration.services import wait_healthy
+from tests.integration.services import wait_for, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,7 @@ def test_restart_mid_processing_finishes_every_accepted_instance(deployed: Deplo
 
     stopped = deployed.cluster.serve("shutdown")
     assert stopped.returncode == 0, stopped.stderr
+    wait_for(deployed.cluster.serve_stopped, timeout_s=300, what="Serve's shutdown")
     redeployed = deployed.cluster.serve("deploy", str(deployed.config_path))
     assert redeployed.returncode == 0, redeployed.stderr
     wait_healthy(deployed.base_url)
