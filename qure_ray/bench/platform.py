@@ -46,6 +46,9 @@ def start_ray() -> None:
     from qure_ray.local import MIN_LOCAL_CPUS, loopback_ray_environment
 
     loopback_ray_environment(SERVE_ENVIRONMENT)  # measured as deployed: HAProxy in front of the ingress
+    # Ingress replicas drain at least 30 s so that load balancers stop sending; nothing sends once a benchmark
+    # is done, and each platform's shutdown would otherwise add that wait.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     os.environ.update({**S3_KEYS, "AWS_DEFAULT_REGION": "us-east-1"})
     if not ray.is_initialized():
         ray.init(
@@ -82,6 +85,23 @@ def platform(s3: S3Server, prefix: str, **settings: Any) -> Iterator[RunningPlat
         yield running
     finally:
         serve.shutdown()  # also drains the job manager of work left in the queue (up to its drain timeout)
+        _wait_until_serve_is_gone()
+
+
+def _wait_until_serve_is_gone() -> None:
+    """`serve.shutdown` waits at most 30 s; the next `serve.start` must not find the old controller still
+    draining (it would attach to it and then lose it)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    def gone() -> bool:
+        try:
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            return True
+        return False
+
+    wait_for(gone, timeout_s=300, what="Serve's shutdown")
 
 
 _SEED_ROWS: dict[str, dict[str, object]] = {

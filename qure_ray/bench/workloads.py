@@ -1,7 +1,8 @@
 """The measured workloads: the bare model, uploads through results, uploads only, and result lookups.
 
-Every HTTP workload runs C concurrent clients (asyncio + one httpx client) over a shared list of work and
-records one latency per item; throughput is items over wall time.
+Every HTTP workload runs C concurrent clients (asyncio + one aiohttp session) over a shared list of work and
+records one latency per item; throughput is items over wall time. aiohttp, not httpx: on a small machine the
+load generator shares the CPU with the server, and httpx took about twice the CPU per request.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import numpy as np
 import torch
 
@@ -70,12 +71,12 @@ def model_limit(card: ModelCard, sample: bytes, *, batch_size: int, seconds: flo
 
 
 async def _clients(
-    items: Sequence[T], concurrency: int, one: Callable[[httpx.AsyncClient, T], Awaitable[None]]
+    items: Sequence[T], concurrency: int, one: Callable[[aiohttp.ClientSession, T], Awaitable[None]]
 ) -> Timed:
     pending = list(items)
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as client:
 
         async def worker() -> None:
             while pending:
@@ -88,6 +89,14 @@ async def _clients(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
     return Timed(latencies, wall, sum(len(item) for item in items if isinstance(item, bytes)))
+
+
+async def _request(
+    client: aiohttp.ClientSession, method: str, url: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, str]:
+    """Status and body text of one request (the body is read whole, as a partner's client would)."""
+    async with client.request(method, url, data=body, headers=headers) as response:
+        return response.status, await response.text()
 
 
 def _run(work: Coroutine[Any, Any, Timed]) -> Timed:
@@ -111,15 +120,16 @@ def stow_body(data: bytes) -> tuple[bytes, dict[str, str]]:
 def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[str, str] | None = None) -> Timed:
     """STOW-RS uploads, one instance per request (`url` is a DICOMweb `.../studies` endpoint)."""
 
-    async def one(client: httpx.AsyncClient, data: bytes) -> None:
+    async def one(client: aiohttp.ClientSession, data: bytes) -> None:
         body, content_type = stow_body(data)
         for _ in range(100):
-            response = await client.post(url, content=body, headers={**(headers or {}), **content_type})
-            if response.status_code != 503:
-                break
-            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-        if response.status_code != 200:
-            raise RuntimeError(f"STOW to {url} answered {response.status_code}: {response.text[:300]}")
+            async with client.post(url, data=body, headers={**(headers or {}), **content_type}) as response:
+                status, text = response.status, await response.text()
+                if status != 503:
+                    break
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        if status != 200:
+            raise RuntimeError(f"STOW to {url} answered {status}: {text[:300]}")
 
     return _run(_clients(items, concurrency, one))
 
@@ -130,18 +140,18 @@ def end_to_end(
     """Upload each image and poll `GET /results` until it is final: latency is upload → result."""
     by_data = {data: sop for sop, data in items}
 
-    async def one(client: httpx.AsyncClient, data: bytes) -> None:
+    async def one(client: aiohttp.ClientSession, data: bytes) -> None:
         body, content_type = stow_body(data)
-        response = await client.post(f"{base_url}/studies", content=body, headers={**headers, **content_type})
-        if response.status_code != 200:
-            raise RuntimeError(f"upload answered {response.status_code}: {response.text[:300]}")
+        status, text = await _request(client, "POST", f"{base_url}/studies", body, {**headers, **content_type})
+        if status != 200:
+            raise RuntimeError(f"upload answered {status}: {text[:300]}")
         while True:
-            result = await client.get(f"{base_url}/results/{by_data[data]}", headers=headers)
-            if result.status_code != 202:
+            status, text = await _request(client, "GET", f"{base_url}/results/{by_data[data]}", None, headers)
+            if status != 202:
                 break
             await asyncio.sleep(RESULT_POLL_S)
-        if result.status_code != 200:
-            raise RuntimeError(f"result answered {result.status_code}: {result.text[:300]}")
+        if status != 200:
+            raise RuntimeError(f"result answered {status}: {text[:300]}")
 
     return _run(_clients([data for _, data in items], concurrency, one))
 
@@ -166,9 +176,9 @@ def lookups(base_url: str, uids: Sequence[str], *, requests: int, concurrency: i
     rng = random.Random(0)
     picks = [rng.choice(uids) for _ in range(requests)]
 
-    async def one(client: httpx.AsyncClient, uid: str) -> None:
-        response = await client.get(f"{base_url}/results/{uid}", headers=headers)
-        if response.status_code != 200:
-            raise RuntimeError(f"lookup answered {response.status_code}: {response.text[:300]}")
+    async def one(client: aiohttp.ClientSession, uid: str) -> None:
+        status, text = await _request(client, "GET", f"{base_url}/results/{uid}", None, headers)
+        if status != 200:
+            raise RuntimeError(f"lookup answered {status}: {text[:300]}")
 
     return _run(_clients(picks, concurrency, one))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ from qure_ray.storage.schema import TABLES, duckdb_type
 logger = logging.getLogger(__name__)
 
 COMPACT_AFTER_SEGMENTS = 32
+FOREIGN_LISTING_OVERLAP_NS = 60 * 10**9
+"""`foreign_segments` lists only keys named after the newest one it saw minus this: a segment's key is named
+(by its time) before its upload, which may finish after a later-named key is already listed."""
 
 
 @dataclass
@@ -144,6 +148,7 @@ class Catalog:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.segments: set[str] = set()
+        self._listed_after: dict[str, str] = {}
         """Keys of the segments whose rows are loaded (read at start, written here, or found by `refresh`)."""
         self.current = CurrentState()
         """The newest state of everything, for the frequent questions (see `qure_ray.storage.current`)."""
@@ -191,7 +196,11 @@ class Catalog:
         actor being replaced still writes for a while), per table. Store only: safe off the owner's thread."""
         found = {}
         for table in INDEX_ORDER:
-            new = [key for key in self.store.list_keys(f"{CATALOG_PREFIX}{table}/") if key not in self.segments]
+            listed = self.store.list_keys(f"{CATALOG_PREFIX}{table}/", start_after=self._listed_after.get(table))
+            named_ns = _named_ns(listed[-1]) if listed else None
+            if named_ns is not None:  # keys sort by naming time: the next listing starts shortly before the newest
+                self._listed_after[table] = catalog_key(table, f"{max(0, named_ns - FOREIGN_LISTING_OVERLAP_NS):020d}")
+            new = [key for key in listed if key not in self.segments]
             if new:
                 found[table] = new
         return found
@@ -297,3 +306,9 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         for field in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _named_ns(key: str) -> int | None:
+    """When a segment's key was named (`<time_ns>-<suffix>.parquet`, see `_write_segment`)."""
+    match = re.fullmatch(r"(\d{20})-[^/]+", key.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None

@@ -52,6 +52,8 @@ class CurrentState:
         self.by_state: dict[str, set[Key]] = defaultdict(set)
         self.series_members: dict[Key, set[Key]] = defaultdict(set)
         """(source, SeriesInstanceUID) → its instances' keys."""
+        self.series_of: dict[Key, Key] = {}
+        """An instance's key → its series' key, from the instance's newest row."""
         self.series_started: dict[Key, int] = {}
         """(source, SeriesInstanceUID) → when its computation first started (µs)."""
         self.pending_series: dict[Key, int] = {}
@@ -71,7 +73,9 @@ class CurrentState:
         series = arrow.column("series_uid").to_pylist()
         positions = {key: row for key, _, (_, row) in self.instances.add(arrow, self._keys)}
         for key, row in positions.items():
-            self.series_members[(key[0], series[row])].add(key)
+            series_key = self._keys.setdefault((key[0], series[row]), (key[0], series[row]))
+            self.series_members[series_key].add(key)
+            self.series_of[key] = series_key
 
     def _add_events(self, arrow: pa.Table) -> None:
         for key, previous, (state, _) in self.events.add(arrow, self._keys):
@@ -166,7 +170,7 @@ class CurrentState:
         deadline = _micros(at - timedelta(seconds=quiet_period_s))
         newest: dict[Key, int] = {}
         for key in self.by_state[InstanceState.HELD.value]:
-            series = self._series_of(key)
+            series = self.series_of.get(key)
             if series is None or series in self.series_started or series in newest:
                 continue
             newest[series] = max(self.instances.time(member) or 0 for member in self.series_members[series])
@@ -181,7 +185,7 @@ class CurrentState:
     def late_slices(self) -> list[InstanceRecord]:
         """Held slices whose series already has its result: they arrived after it was computed."""
         held = self.by_state[InstanceState.HELD.value]
-        return self._instances(key for key in held if (series := self._series_of(key)) and series in self.results)
+        return self._instances(key for key in held if (series := self.series_of.get(key)) and series in self.results)
 
     def unfinished(self) -> list[InstanceRecord]:
         """Instances whose newest state is received, queued or processing, oldest first."""
@@ -218,13 +222,6 @@ class CurrentState:
                 )
             )
         return notifications
-
-    def _series_of(self, key: Key) -> Key | None:
-        row = self.instances.row(key)
-        if row is None:
-            return None
-        series = (key[0], row["series_uid"])
-        return self._keys.get(series, series)
 
     def _uids_of(self, key: Key) -> tuple[str, str]:
         """(StudyInstanceUID, SeriesInstanceUID) of a result's uid: an instance's, or a series' own."""

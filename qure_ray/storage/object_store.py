@@ -28,7 +28,10 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, *, media_type: str | None = None) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
-    def list_keys(self, prefix: str) -> list[str]: ...
+    def list_keys(self, prefix: str, *, start_after: str | None = None) -> list[str]:
+        """Keys under `prefix` in lexicographic order, only those after `start_after` when given."""
+        ...
+
     def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def describe(self) -> str: ...
@@ -88,8 +91,8 @@ class LocalObjectStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list_keys(self, prefix: str) -> list[str]:
-        return [info.key for info in self.list_objects(prefix)]
+    def list_keys(self, prefix: str, *, start_after: str | None = None) -> list[str]:
+        return [info.key for info in self.list_objects(prefix) if start_after is None or info.key > start_after]
 
     def list_objects(self, prefix: str) -> list[ObjectInfo]:
         base = self.root / prefix
@@ -168,14 +171,16 @@ class S3ObjectStore:
                 return False
             raise StorageError(f"S3 head of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
 
-    def list_keys(self, prefix: str) -> list[str]:
-        return [info.key for info in self.list_objects(prefix)]
+    def list_keys(self, prefix: str, *, start_after: str | None = None) -> list[str]:
+        return [info.key for info in self.list_objects(prefix, start_after=start_after)]
 
-    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str, *, start_after: str | None = None) -> list[ObjectInfo]:
         infos: list[ObjectInfo] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Prefix": self.prefix + prefix}
+            if start_after is not None:
+                kwargs["StartAfter"] = self.prefix + start_after
             if token:
                 kwargs["ContinuationToken"] = token
             page = self._call("list", prefix, self._client.list_objects_v2, **kwargs)

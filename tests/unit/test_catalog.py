@@ -19,6 +19,7 @@ from qure_ray.records import (
 )
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
 from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, delivery_row, now, series_start_row, webhook_row
+from qure_ray.storage.keys import catalog_key
 
 
 def make_record(sop_uid: str = "1.2.3.4", source: str = "site-a", sha: str = "ab" * 32) -> InstanceRecord:
@@ -248,3 +249,27 @@ def test_a_second_writer_s_segments_are_picked_up_once(tmp_path: Path) -> None:
     for table, keys in found.items():  # loading the same rows again adds nothing
         new.insert_segments(table, keys, new.read_segments(table, keys))
     assert new.count("instances") == 2 and new.count("events") == 4
+
+
+def _renamed(store: LocalObjectStore, key: str, named_ns: int) -> str:
+    """A copy of segment `key` under a name from `named_ns`: an upload named then but finished only now."""
+    table = key.split("/")[1]
+    late = catalog_key(table, f"{named_ns:020d}-late")
+    store.put(late, store.get(key))
+    return late
+
+
+def test_foreign_listing_starts_shortly_before_the_newest_key_it_saw(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    new, old = Catalog(store), Catalog(LocalObjectStore(tmp_path))
+    new.commit(received_rows(make_record("1.2.3.8")))
+    assert new.foreign_segments() == {}
+    (newest,) = store.list_keys("catalog/instances/")
+    newest_ns = int(newest.rsplit("/", 1)[1].split("-")[0])
+    old.commit(received_rows(make_record("1.2.3.9")))
+    (segment,) = [key for key in store.list_keys("catalog/instances/") if key != newest]
+    late = _renamed(store, segment, newest_ns - 30 * 10**9)  # named before `newest`, within the overlap
+    too_late = _renamed(store, segment, newest_ns - 120 * 10**9)  # beyond it: the window's stated limit
+    store.delete(segment)
+    assert new.foreign_segments()["instances"] == [late]
+    assert too_late not in store.list_keys("catalog/instances/", start_after=new._listed_after["instances"])

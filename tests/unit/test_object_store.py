@@ -37,3 +37,12 @@ def test_asset_names_cannot_escape(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "root")
     with pytest.raises(StorageError, match="leave the store root"):
         store.put("../outside", b"x")
+
+
+def test_listing_can_start_after_a_key(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    for name in ("a", "b", "c"):
+        store.put(f"catalog/x/{name}", b"1")
+    assert store.list_keys("catalog/x/", start_after="catalog/x/a") == ["catalog/x/b", "catalog/x/c"]
+    assert store.list_keys("catalog/x/", start_after="catalog/x/c") == []
+    assert store.list_keys("catalog/x/") == ["catalog/x/a", "catalog/x/b", "catalog/x/c"]
