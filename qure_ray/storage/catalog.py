@@ -148,8 +148,9 @@ class Catalog:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.segments: set[str] = set()
-        self._listed_after: dict[str, str] = {}
         """Keys of the segments whose rows are loaded (read at start, written here, or found by `refresh`)."""
+        self._listed_after: dict[str, str] = {}
+        """Per table, where `foreign_segments`' next listing starts (see FOREIGN_LISTING_OVERLAP_NS)."""
         self.current = CurrentState()
         """The newest state of everything, for the frequent questions (see `qure_ray.storage.current`)."""
         self.db = duckdb.connect(":memory:")

@@ -18,7 +18,7 @@ from qure_ray.records import (
     UseCase,
 )
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
-from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, delivery_row, now, series_start_row, webhook_row
+from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, _named_ns, delivery_row, now, series_start_row, webhook_row
 from qure_ray.storage.keys import catalog_key
 
 
@@ -265,7 +265,8 @@ def test_foreign_listing_starts_shortly_before_the_newest_key_it_saw(tmp_path: P
     new.commit(received_rows(make_record("1.2.3.8")))
     assert new.foreign_segments() == {}
     (newest,) = store.list_keys("catalog/instances/")
-    newest_ns = int(newest.rsplit("/", 1)[1].split("-")[0])
+    newest_ns = _named_ns(newest)
+    assert newest_ns is not None
     old.commit(received_rows(make_record("1.2.3.9")))
     (segment,) = [key for key in store.list_keys("catalog/instances/") if key != newest]
     late = _renamed(store, segment, newest_ns - 30 * 10**9)  # named before `newest`, within the overlap
