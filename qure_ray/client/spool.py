@@ -45,7 +45,7 @@ class SpoolItem:
 
 
 class Spool:
-    """The spool folder; safe for one receiving thread and one worker thread at a time."""
+    """The spool folder; safe for one receiving thread and one worker thread at a time (others may count)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -65,8 +65,8 @@ class Spool:
     def items(self, state: SpoolState) -> list[SpoolItem]:
         """The instances in `state`, oldest first."""
         suffix = ".json" if state is SpoolState.DONE else ".dcm"
-        files = sorted((self.root / state).glob(f"*{suffix}"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-        return [SpoolItem(p.stem, state, p) for p in files]
+        aged = [(age, p) for p in (self.root / state).glob(f"*{suffix}") if (age := _mtime_ns(p)) is not None]
+        return [SpoolItem(p.stem, state, p) for _, p in sorted(aged, key=lambda item: (item[0], item[1].name))]
 
     def count(self, state: SpoolState) -> int:
         return len(self.items(state))
@@ -110,6 +110,14 @@ def _checked(uid: str) -> str:
     if not is_valid_uid(uid):
         raise ValueError(f"{uid[:80]!r} is not a DICOM UID; it cannot name a spool file")
     return uid
+
+
+def _mtime_ns(path: Path) -> int | None:
+    """When `path` was last written; None once another thread moved it on after it was listed."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def _json(record: dict[str, Any]) -> bytes:

@@ -207,6 +207,16 @@ def test_partial_receipts_left_by_a_crash_are_discarded(tmp_path: Path) -> None:
         Spool(tmp_path).receive("../../etc/passwd", b"x")
 
 
+def test_counting_while_the_worker_moves_an_instance_on_skips_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path)
+    spool.receive("1.2.3", b"kept")
+    listed = [*(tmp_path / "incoming").glob("*.dcm"), tmp_path / "incoming" / "1.2.4.dcm"]  # 1.2.4 moved on since
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter(listed))
+    assert [item.sop_uid for item in spool.items(SpoolState.INCOMING)] == ["1.2.3"]
+
+
 def c_store(port: int, datas: list[bytes], *, calling: str = "MODALITY") -> list[int]:
     ae = AE(ae_title=calling)
     ae.add_requested_context(DX_FOR_PRESENTATION, ExplicitVRLittleEndian)
