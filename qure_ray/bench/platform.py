@@ -3,6 +3,7 @@ data on S3, and a catalog that can be pre-filled with result rows for lookup ben
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -18,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qure_ray.bench.services import S3_KEYS, S3Server, free_port, wait_for
+from qure_ray.outputs.assets import AssetKind
 from qure_ray.records import InstanceState, UseCase
-from qure_ray.storage.keys import catalog_key
+from qure_ray.storage.keys import asset_key, catalog_key
 from qure_ray.storage.object_store import ObjectStore, StoreLocation
 from qure_ray.storage.schema import TABLES
 
@@ -116,10 +118,28 @@ _SEED_ROWS: dict[str, dict[str, object]] = {
         "source": SOURCE, "usecase": UseCase.QXR.value, "state": InstanceState.DONE.value, "triage_status": "Routine",
         "scores_json": '{"nodule": 0.1}', "decisions_json": '{"nodule": false}', "model_name": "seeded",
         "model_version": "0", "model_trained": False, "model_trained_on": "", "timings_json": "{}", "reason": "",
-        "assets_json": "{}", "slices_json": "{}",
+        "slices_json": "{}",
     },
 }  # fmt: skip
 """What every seeded row holds besides its own row_id, SOPInstanceUID and time."""
+_SEED_ASSET_NAMES = {
+    AssetKind.SC: "sc.dcm", AssetKind.SC_FULL_PNG: "sc_full.png", AssetKind.SC_THUMBNAIL: "sc_thumbnail.png",
+    AssetKind.REPORT_PDF: "report.pdf", AssetKind.REPORT_DCM: "report_pdf.dcm", AssetKind.REPORT_SR: "report_sr.dcm",
+}  # fmt: skip
+"""The assets of a chest X-ray result with findings: a lookup answers with a signed URL for each."""
+
+
+_PLACEHOLDER_UID = "9.9.9.9"
+_SEED_ASSETS_TEMPLATE = json.dumps(
+    {kind.value: [asset_key(SOURCE, _PLACEHOLDER_UID, name)] for kind, name in _SEED_ASSET_NAMES.items()}
+)
+
+
+def _seed_assets_json(sop_uid: str) -> str:
+    """A result's `assets_json` (made by text replacement: a million rows are seeded in seconds)."""
+    return _SEED_ASSETS_TEMPLATE.replace(f"/{_PLACEHOLDER_UID}/", f"/{sop_uid}/")
+
+
 _TIME_COLUMN = {"instances": "received_at", "events": "event_at", "results": "finished_at"}
 
 
@@ -139,6 +159,8 @@ def seed_results(store: ObjectStore, rows: int, *, chunk: int = 250_000) -> list
                 "sop_uid": pa.array(uids),
                 _TIME_COLUMN[table]: pa.array(times, schema.field(_TIME_COLUMN[table]).type),
             }
+            if table == "results":
+                varying["assets_json"] = pa.array([_seed_assets_json(uid) for uid in uids])
             arrays = [
                 varying[f.name] if f.name in varying else pa.repeat(pa.scalar(template[f.name], f.type), count)
                 for f in schema

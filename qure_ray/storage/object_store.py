@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from qure_ray.errors import StorageError
 from qure_ray.fileio import atomic_write
+from qure_ray.storage.presign import Credentials, UrlPresigner
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ class S3ObjectStore:
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self._client: Any = boto3.client(
+        session = boto3.Session()
+        self._client: Any = session.client(
             "s3",
             endpoint_url=endpoint_url,
             config=Config(
@@ -139,6 +141,9 @@ class S3ObjectStore:
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),
+        )
+        self._presigner = UrlPresigner(
+            self._client.meta.endpoint_url, self._client.meta.region_name, lambda: _current_credentials(session)
         )
 
     def _call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
@@ -198,7 +203,13 @@ class S3ObjectStore:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def presigned_url(self, key: str, *, expires_s: int) -> str | None:
-        url: str = self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=expires_s
-        )
-        return url
+        return self._presigner.url(self.bucket, self.prefix + key, expires_s=expires_s)
+
+
+def _current_credentials(session: Any) -> Credentials:
+    """The session's credentials now (botocore refreshes temporary ones before they expire)."""
+    found = session.get_credentials()
+    if found is None:
+        raise StorageError("no S3 credentials (AWS_ACCESS_KEY_ID, a profile or an instance role) to sign URLs with")
+    frozen = found.get_frozen_credentials()
+    return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
