@@ -1,0 +1,42 @@
+"""`S3ObjectStore` against a real S3 server (SeaweedFS checks signatures and checksums)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+
+from qure_ray.bench.services import S3_KEYS, S3Server
+from qure_ray.errors import StorageError
+from qure_ray.storage.object_store import S3ObjectStore
+
+
+@pytest.fixture
+def store(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3ObjectStore:
+    for name, value in S3_KEYS.items():
+        monkeypatch.setenv(name, value)
+    return S3ObjectStore(bucket=s3.bucket, prefix="store-test", endpoint_url=s3.endpoint_url)
+
+
+def test_a_put_whose_body_does_not_match_its_sha256_is_refused(store: S3ObjectStore) -> None:
+    data = b"DICM" * 1000
+    store.put("dicom/a.dcm", data, media_type="application/dicom", sha256=hashlib.sha256(data).hexdigest())
+    store.put("dicom/b.dcm", data)  # hashed by the store itself
+    assert store.get("dicom/a.dcm") == store.get("dicom/b.dcm") == data
+    with pytest.raises(StorageError, match="BadDigest"):
+        store.put("dicom/c.dcm", data, sha256=hashlib.sha256(b"other bytes").hexdigest())
+    assert not store.exists("dicom/c.dcm")
+
+
+def test_a_presigned_url_gets_the_object_and_nothing_else(store: S3ObjectStore) -> None:
+    store.put("assets/dev/1.2.3/report one+ü.pdf", b"%PDF-1.7 report")
+    store.put("assets/dev/1.2.3/other.pdf", b"%PDF-1.7 other")
+    url = store.presigned_url("assets/dev/1.2.3/report one+ü.pdf", expires_s=60)
+    assert url is not None and "X-Amz-Signature=" in url
+    assert httpx.get(url, timeout=10).content == b"%PDF-1.7 report"
+
+    tampered = url.replace("report%20one%2B%C3%BC.pdf", "other.pdf", 1)
+    assert tampered != url
+    assert httpx.get(tampered, timeout=10).status_code == 403
+    assert httpx.get(url.replace("X-Amz-Expires=60", "X-Amz-Expires=600"), timeout=10).status_code == 403
