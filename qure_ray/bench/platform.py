@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from qure_ray.bench.services import S3_KEYS, S3Server, free_port, wait_for
 from qure_ray.outputs.assets import AssetKind
 from qure_ray.records import InstanceState, UseCase
-from qure_ray.storage.keys import asset_key, catalog_key
+from qure_ray.storage.keys import asset_key, segment_key
 from qure_ray.storage.object_store import ObjectStore, StoreLocation
 from qure_ray.storage.schema import TABLES
 
@@ -167,6 +167,6 @@ def seed_results(store: ObjectStore, rows: int, *, chunk: int = 250_000) -> list
             ]
             sink = pa.BufferOutputStream()
             pq.write_table(pa.Table.from_arrays(arrays, schema=schema), sink, compression="zstd")
-            store.put(catalog_key(table, f"{time.time_ns():020d}-seed{offset}"), sink.getvalue().to_pybytes())
+            store.put(segment_key(table, time.time_ns(), f"seed{offset}"), sink.getvalue().to_pybytes())
         sops += uids
     return sops

@@ -93,10 +93,11 @@ async def _clients(
 
 async def _request(
     client: aiohttp.ClientSession, method: str, url: str, body: bytes | None, headers: dict[str, str]
-) -> tuple[int, str]:
-    """Status and body text of one request (the body is read whole, as a partner's client would)."""
+) -> tuple[int, str, float]:
+    """Status, body text and Retry-After (s, 1 if absent) of one request; the body is read whole, as a
+    partner's client would."""
     async with client.request(method, url, data=body, headers=headers) as response:
-        return response.status, await response.text()
+        return response.status, await response.text(), float(response.headers.get("Retry-After", "1"))
 
 
 def _run(work: Coroutine[Any, Any, Timed]) -> Timed:
@@ -123,11 +124,10 @@ def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[
     async def one(client: aiohttp.ClientSession, data: bytes) -> None:
         body, content_type = stow_body(data)
         for _ in range(100):
-            async with client.post(url, data=body, headers={**(headers or {}), **content_type}) as response:
-                status, text = response.status, await response.text()
-                if status != 503:
-                    break
-                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+            status, text, retry_after_s = await _request(client, "POST", url, body, {**(headers or {}), **content_type})
+            if status != 503:
+                break
+            await asyncio.sleep(retry_after_s)
         if status != 200:
             raise RuntimeError(f"STOW to {url} answered {status}: {text[:300]}")
 
@@ -142,11 +142,11 @@ def end_to_end(
 
     async def one(client: aiohttp.ClientSession, data: bytes) -> None:
         body, content_type = stow_body(data)
-        status, text = await _request(client, "POST", f"{base_url}/studies", body, {**headers, **content_type})
+        status, text, _ = await _request(client, "POST", f"{base_url}/studies", body, {**headers, **content_type})
         if status != 200:
             raise RuntimeError(f"upload answered {status}: {text[:300]}")
         while True:
-            status, text = await _request(client, "GET", f"{base_url}/results/{by_data[data]}", None, headers)
+            status, text, _ = await _request(client, "GET", f"{base_url}/results/{by_data[data]}", None, headers)
             if status != 202:
                 break
             await asyncio.sleep(RESULT_POLL_S)
@@ -177,7 +177,7 @@ def lookups(base_url: str, uids: Sequence[str], *, requests: int, concurrency: i
     picks = [rng.choice(uids) for _ in range(requests)]
 
     async def one(client: aiohttp.ClientSession, uid: str) -> None:
-        status, text = await _request(client, "GET", f"{base_url}/results/{uid}", None, headers)
+        status, text, _ = await _request(client, "GET", f"{base_url}/results/{uid}", None, headers)
         if status != 200:
             raise RuntimeError(f"lookup answered {status}: {text[:300]}")
 

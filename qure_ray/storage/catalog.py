@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from qure_ray.records import (
     Webhook,
 )
 from qure_ray.storage.current import INDEX_ORDER, CurrentState
-from qure_ray.storage.keys import CATALOG_PREFIX, catalog_key
+from qure_ray.storage.keys import CATALOG_PREFIX, segment_key, segment_named_ns
 from qure_ray.storage.object_store import ObjectStore
 from qure_ray.storage.schema import TABLES, duckdb_type
 
@@ -198,9 +197,9 @@ class Catalog:
         found = {}
         for table in INDEX_ORDER:
             listed = self.store.list_keys(f"{CATALOG_PREFIX}{table}/", start_after=self._listed_after.get(table))
-            named_ns = _named_ns(listed[-1]) if listed else None
+            named_ns = segment_named_ns(listed[-1]) if listed else None
             if named_ns is not None:  # keys sort by naming time: the next listing starts shortly before the newest
-                self._listed_after[table] = catalog_key(table, f"{max(0, named_ns - FOREIGN_LISTING_OVERLAP_NS):020d}")
+                self._listed_after[table] = segment_key(table, max(0, named_ns - FOREIGN_LISTING_OVERLAP_NS))
             new = [key for key in listed if key not in self.segments]
             if new:
                 found[table] = new
@@ -217,7 +216,7 @@ class Catalog:
     def _write_segment(self, table: str, arrow: pa.Table) -> None:
         buffer = io.BytesIO()
         pq.write_table(arrow, buffer, compression="zstd")
-        key = catalog_key(table, f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}")
+        key = segment_key(table, time.time_ns(), uuid.uuid4().hex[:12])
         self.segments.add(key)  # before it exists: `refresh` must never load our own rows before `apply` does
         self.store.put(key, buffer.getvalue())
 
@@ -307,9 +306,3 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         for field in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _named_ns(key: str) -> int | None:
-    """When a segment's key was named (`<time_ns>-<suffix>.parquet`, see `_write_segment`)."""
-    match = re.fullmatch(r"(\d{20})-[^/]+", key.rsplit("/", 1)[-1])
-    return int(match.group(1)) if match else None

@@ -39,3 +39,15 @@ def catalog_key(table: str, segment: str) -> str:
     _check("table", table, bool(re.fullmatch(r"[a-z_]+", table)))
     _check("segment", segment, bool(re.fullmatch(r"[A-Za-z0-9_-]+", segment)))
     return f"{CATALOG_PREFIX}{table}/{segment}.parquet"
+
+
+def segment_key(table: str, named_ns: int, suffix: str = "") -> str:
+    """`catalog/<table>/<named_ns, 20 digits>-<suffix>.parquet`: segment keys sort by the time they were named.
+    Without a suffix: a key just before every segment named at `named_ns` (a listing's start)."""
+    return catalog_key(table, f"{named_ns:020d}-{suffix}" if suffix else f"{named_ns:020d}")
+
+
+def segment_named_ns(key: str) -> int | None:
+    """When a segment's key was named (see `segment_key`); None for a key not named that way."""
+    match = re.fullmatch(r"(\d{20})-[^/]+", key.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None

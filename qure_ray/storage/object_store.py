@@ -138,12 +138,11 @@ class S3ObjectStore:
             "s3",
             endpoint_url=endpoint_url,
             config=Config(
-                # puts carry their checksum (see `put`): no second hash of every body for the signature
+                # the signature need not hash each body again: puts carry their checksum (see `put`)
                 s3={"addressing_style": "path", "payload_signing_enabled": False},
                 retries={"max_attempts": 5, "mode": "standard"},
                 max_pool_connections=32,
-                # botocore's default CRC32 of every body costs a core's worth at ingest rates; the SigV4 payload
-                # hash (plain HTTP) or TLS (HTTPS) already protects the bytes in transit
+                # no CRC32 of every body on top (a core's worth at ingest rates): puts carry their SHA-256
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),

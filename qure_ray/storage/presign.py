@@ -1,6 +1,6 @@
 """Pre-signed S3 GET URLs (AWS Signature Version 4, query-string form, path-style), computed directly.
 
-`GET /results` hands out one URL per asset and original: four or five per chest X-ray result. botocore's
+`GET /results` hands out one URL per asset and original: seven per chest X-ray result. botocore's
 `generate_presigned_url` spends about 0.4 ms of CPU on each (endpoint rules, event hooks, request objects),
 most of a lookup's own work. The signature itself is a few HMACs; the signing key changes once a day.
 The algorithm: https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html
@@ -36,6 +36,14 @@ class UrlPresigner:
     """Called per URL: refreshable credentials (an instance role, STS) stay current."""
     _keys: dict[tuple[str, str], bytes] = field(default_factory=dict, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.endpoint_url)
+        self._origin, self._host, self._base_path = (
+            f"{parts.scheme}://{parts.netloc}",
+            parts.netloc,
+            parts.path.rstrip("/"),
+        )
+
     def url(self, bucket: str, key: str, *, expires_s: int, now: datetime | None = None) -> str:
         """A URL that GETs `key` from `bucket` until `expires_s` seconds after `now`."""
         if not 1 <= expires_s <= MAX_EXPIRES_S:
@@ -44,8 +52,7 @@ class UrlPresigner:
         moment = (now or datetime.now(UTC)).astimezone(UTC)
         day, stamp = moment.strftime("%Y%m%d"), moment.strftime("%Y%m%dT%H%M%SZ")
         scope = f"{day}/{self.region}/s3/aws4_request"
-        parts = urlsplit(self.endpoint_url)
-        path = f"{parts.path.rstrip('/')}/{_encode(bucket)}/{_encode(key, keep='/')}"
+        path = f"{self._base_path}/{_encode(bucket)}/{_encode(key, keep='/')}"
         params = {
             "X-Amz-Algorithm": ALGORITHM,
             "X-Amz-Credential": f"{credentials.access_key}/{scope}",
@@ -56,10 +63,10 @@ class UrlPresigner:
         if credentials.token:
             params["X-Amz-Security-Token"] = credentials.token
         query = "&".join(f"{_encode(name)}={_encode(value)}" for name, value in sorted(params.items()))
-        canonical = f"GET\n{path}\n{query}\nhost:{parts.netloc}\n\nhost\nUNSIGNED-PAYLOAD"
+        canonical = f"GET\n{path}\n{query}\nhost:{self._host}\n\nhost\nUNSIGNED-PAYLOAD"
         to_sign = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(self._signing_key(credentials.secret_key, day), to_sign.encode(), hashlib.sha256)
-        return f"{parts.scheme}://{parts.netloc}{path}?{query}&X-Amz-Signature={signature.hexdigest()}"
+        return f"{self._origin}{path}?{query}&X-Amz-Signature={signature.hexdigest()}"
 
     def _signing_key(self, secret_key: str, day: str) -> bytes:
         cache_key = (secret_key, day)

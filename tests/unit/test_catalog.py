@@ -18,8 +18,8 @@ from qure_ray.records import (
     UseCase,
 )
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
-from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, _named_ns, delivery_row, now, series_start_row, webhook_row
-from qure_ray.storage.keys import catalog_key
+from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, delivery_row, now, series_start_row, webhook_row
+from qure_ray.storage.keys import segment_key, segment_named_ns
 
 
 def make_record(sop_uid: str = "1.2.3.4", source: str = "site-a", sha: str = "ab" * 32) -> InstanceRecord:
@@ -254,7 +254,7 @@ def test_a_second_writer_s_segments_are_picked_up_once(tmp_path: Path) -> None:
 def _renamed(store: LocalObjectStore, key: str, named_ns: int) -> str:
     """A copy of segment `key` under a name from `named_ns`: an upload named then but finished only now."""
     table = key.split("/")[1]
-    late = catalog_key(table, f"{named_ns:020d}-late")
+    late = segment_key(table, named_ns, "late")
     store.put(late, store.get(key))
     return late
 
@@ -265,7 +265,7 @@ def test_foreign_listing_starts_shortly_before_the_newest_key_it_saw(tmp_path: P
     new.commit(received_rows(make_record("1.2.3.8")))
     assert new.foreign_segments() == {}
     (newest,) = store.list_keys("catalog/instances/")
-    newest_ns = _named_ns(newest)
+    newest_ns = segment_named_ns(newest)
     assert newest_ns is not None
     old.commit(received_rows(make_record("1.2.3.9")))
     (segment,) = [key for key in store.list_keys("catalog/instances/") if key != newest]
