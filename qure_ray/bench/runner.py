@@ -74,16 +74,19 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
     settings = Settings.load(config.settings, os.environ)  # the platform under test reads the same
     card = load_registry(settings.models_path)[UseCase.QXR]
     batch_size = card.batching(max_batch_size=settings.model_max_batch_size).max_batch_size
-    images = phantom_images(max(config.concurrencies) * config.images_per_client, seed=10_000)
+    images = phantom_images(sum(config.concurrencies) * (config.images_per_client + 1), seed=10_000)
     report.add("model limit", card.name, "images/s", workloads.model_limit(
         card, images[0][1], batch_size=batch_size, seconds=config.model_seconds))  # fmt: skip
     with tempfile.TemporaryDirectory(dir=workdir) as scratch, seaweedfs(Path(scratch) / "s3", bucket="bench") as s3:
         with platform(s3, "end-to-end", **config.settings) as running:
-            workloads.end_to_end(running.base_url, images[:2], concurrency=1, headers=running.headers)  # warm-up
-            offset = 2
+            offset = 0
             for clients in config.concurrencies:
-                batch = images[offset : offset + clients * config.images_per_client] or images[2:]
-                offset += len(batch)
+                # Warm-up at this concurrency first: Ray grows its pool of task workers to the number of tasks
+                # in flight, and each new worker's start (Python, imports) would be counted as the platform's.
+                measured = offset + clients
+                offset = measured + clients * config.images_per_client
+                warm_up, batch = images[measured - clients : measured], images[measured:offset]
+                workloads.end_to_end(running.base_url, warm_up, concurrency=clients, headers=running.headers)
                 timed = workloads.end_to_end(running.base_url, batch, concurrency=clients, headers=running.headers)
                 report.add_timed("end to end", f"{clients} clients", timed, latencies=True)
             for label, size, count in (

@@ -53,16 +53,16 @@ def render_assets(
     if not images:
         raise ValueError("a result's assets need at least one source image")
     assets: list[Asset] = []
-    overlays: list[bytes] = []
+    overlays: list[np.ndarray] = []
     images = [(without_unreadable_dates(dataset), heatmaps) for dataset, heatmaps in images]
     for index, (dataset, heatmaps) in enumerate(images):
         content = ReportContent.from_result(result, card, heatmaps)
         rgb = overlay(dataset, content)
         suffix = f"_{index + 1}" if index else ""  # a single image's assets keep the plain names
-        overlays.append(png(rgb))
+        overlays.append(rgb)
         assets += [
             Asset(AssetKind.SC, f"sc{suffix}.dcm", secondary_capture(dataset, rgb, content), MEDIA_TYPES[".dcm"]),
-            Asset(AssetKind.SC_FULL_PNG, f"sc_full{suffix}.png", overlays[-1], MEDIA_TYPES[".png"]),
+            Asset(AssetKind.SC_FULL_PNG, f"sc_full{suffix}.png", png(rgb), MEDIA_TYPES[".png"]),
             Asset(
                 AssetKind.SC_THUMBNAIL,
                 f"sc_thumbnail{suffix}.png",
@@ -73,7 +73,7 @@ def render_assets(
     first = images[0][0]
     content = ReportContent.from_result(result, card, None)
     pdf = pdf_report(study=_report_header(first, [dataset for dataset, _ in images], result), content=content,
-                     overlay_png=overlays[0])  # fmt: skip
+                     overlay=overlays[0])  # fmt: skip
     assets += [
         Asset(AssetKind.REPORT_PDF, "report.pdf", pdf, MEDIA_TYPES[".pdf"]),
         Asset(AssetKind.REPORT_DCM, "report_pdf.dcm", encapsulated_pdf(first, pdf, content), MEDIA_TYPES[".dcm"]),

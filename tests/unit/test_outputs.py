@@ -82,9 +82,9 @@ def test_structured_report_has_one_evaluation_and_score_per_label(
 
 
 def test_pdf_report_and_its_encapsulation(source: pydicom.Dataset, content: ReportContent, tmp_path: Path) -> None:
-    overlay_png = png(overlay(source, content))
-    pdf = pdf_report(study={"Accession": "ACC0001", "Modality": "DX"}, content=content, overlay_png=overlay_png)
-    assert pdf.startswith(b"%PDF")
+    study = {"Accession": "ACC0001", "Modality": "DX"}
+    pdf = pdf_report(study=study, content=content, overlay=overlay(source, content))
+    assert pdf.startswith(b"%PDF") and b"/DCTDecode" in pdf  # the overlay embedded as JPEG, not deflated again
     pdftotext = shutil.which("pdftotext")
     assert pdftotext, "poppler-utils' pdftotext is missing: make test installs it (scripts/install-test-peers)"
     (tmp_path / "r.pdf").write_bytes(pdf)
