@@ -49,8 +49,12 @@ DEV_SOURCE = "dev"
 CPU_WORKER_SLIVER = 0.001
 """How much of QURE_CPU_WORKER_RESOURCE one replica or task takes: only placement, never a limit."""
 DEV_TOKEN_FILE = "dev-token"
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-SHIPPED_ROUTING_FILE = Path(__file__).resolve().parent / "routing" / "rules.yaml"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_MODELS_DIR = (
+    _PACKAGE_DIR / "shipped_models" if (_PACKAGE_DIR / "shipped_models").is_dir() else _PACKAGE_DIR.parent / "models"
+)
+"""The models that come with qure_ray: the repository's `models/`, or its copy in an installed wheel."""
+SHIPPED_ROUTING_FILE = _PACKAGE_DIR / "routing" / "rules.yaml"
 
 
 @dataclass(frozen=True)
