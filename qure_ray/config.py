@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from qure_ray.egress import IPNetwork, parse_networks
 from qure_ray.errors import ConfigError
 from qure_ray.storage.object_store import StoreLocation
 
@@ -151,11 +152,14 @@ class Settings:
     model_batch_wait_timeout_s: float = 0.0
     """How long a partial batch waits to fill; 0: each model card's `serving.batch_wait_timeout_s`."""
     series_quiet_period_s: float = 60.0
+    """A head-CT series with no new instance for this long starts without waiting for GET /compute."""
     public_url: str = ""
     """The platform's address as partners reach it (webhook `result_url`s); empty: http://host:port."""
     webhook_max_attempts: int = 10
     """Attempts per webhook notification, 1 s apart and doubling (10: the last about 8.5 min after the first)."""
-    """A head-CT series with no new instance for this long starts without waiting for GET /compute."""
+    webhook_allowed_networks: str = ""
+    """Comma-separated networks (`10.20.0.0/16,fd00::/8`) webhooks may reach besides public addresses; loopback,
+    private, link-local and reserved addresses are refused otherwise (see `qure_ray.egress`)."""
 
     _ENV_NAMES = {
         "data_uri": "QURE_DATA_URI",
@@ -191,6 +195,7 @@ class Settings:
         "series_quiet_period_s": "QURE_SERIES_QUIET_PERIOD_S",
         "public_url": "QURE_PUBLIC_URL",
         "webhook_max_attempts": "QURE_WEBHOOK_MAX_ATTEMPTS",
+        "webhook_allowed_networks": "QURE_WEBHOOK_ALLOWED_NETWORKS",
         "model_batch_wait_timeout_s": "QURE_MODEL_BATCH_WAIT_TIMEOUT_S",
     }
 
@@ -269,6 +274,7 @@ class Settings:
             raise ConfigError(
                 f"QURE_CPU_WORKER_RESOURCE: {self.cpu_worker_resource!r} is not a Ray custom resource name"
             )
+        parse_networks("QURE_WEBHOOK_ALLOWED_NETWORKS", self.webhook_allowed_networks)  # a bad one stops start-up
         if not self.http_host or " " in self.http_host:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 
@@ -292,6 +298,10 @@ class Settings:
     def cpu_worker_resources(self) -> dict[str, float]:
         """The `resources` that place work on CPU workers (empty when no resource is named)."""
         return {self.cpu_worker_resource: CPU_WORKER_SLIVER} if self.cpu_worker_resource else {}
+
+    @property
+    def webhook_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks("QURE_WEBHOOK_ALLOWED_NETWORKS", self.webhook_allowed_networks)
 
     @property
     def results_base_url(self) -> str:

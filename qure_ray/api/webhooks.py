@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 
 from qure_ray.api.auth import authenticate
 from qure_ray.api.platform import Platform
+from qure_ray.egress import EgressRefused, check_url
 from qure_ray.errors import BadRequestError, NotFoundError
 
 _URL = re.compile(r"^https?://[^/\s?#]+[^\s]*$")
@@ -39,6 +40,10 @@ async def put_webhook(request: Request) -> JSONResponse:
         raise BadRequestError(f"url must be an http(s) URL of at most 2000 characters; got {str(url)[:100]!r}")
     if not isinstance(secret, str) or not _SECRET.match(secret):
         raise BadRequestError("secret must be 16-256 printable ASCII characters without spaces (or left out)")
+    try:
+        await check_url(url, platform.settings.webhook_networks)
+    except EgressRefused as exc:
+        raise BadRequestError(f"url: {exc}") from exc
     await platform.set_webhook(source, url, secret, active=True)
     return JSONResponse(
         {

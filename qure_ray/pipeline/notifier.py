@@ -13,12 +13,14 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 import httpx
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray import metrics
 from qure_ray.client.webhooks import SIGNATURE_HEADER, sign
+from qure_ray.egress import EgressRefused, IPNetwork, check_url
 from qure_ray.records import DeliveryOutcome, Notification
 from qure_ray.storage.catalog import delivery_row
 
@@ -31,9 +33,16 @@ TIMEOUT_S = 10.0
 
 class WebhookNotifier:
     def __init__(
-        self, catalog: DeploymentHandle, *, results_base_url: str, max_attempts: int, base_delay_s: float = 1.0
+        self,
+        catalog: DeploymentHandle,
+        *,
+        results_base_url: str,
+        max_attempts: int,
+        allowed_networks: Sequence[IPNetwork] = (),
+        base_delay_s: float = 1.0,
     ) -> None:
         self.catalog = catalog
+        self.allowed_networks = allowed_networks
         self.results_base_url = results_base_url
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
@@ -85,6 +94,10 @@ class WebhookNotifier:
             "User-Agent": "qure_ray-webhooks",
             SIGNATURE_HEADER: sign(body, notification.webhook.secret, int(time.time())),
         }
+        try:  # checked on every attempt: the host may resolve elsewhere than when it was registered
+            await check_url(notification.webhook.url, self.allowed_networks)
+        except EgressRefused as exc:
+            return None, f"refused: {exc}"[:500]
         try:
             response = await client.post(notification.webhook.url, content=body, headers=headers)
         except httpx.HTTPError as exc:

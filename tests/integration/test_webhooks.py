@@ -66,6 +66,8 @@ def test_a_final_result_is_posted_signed_and_retried(deployed: Deployed, receive
     headers = deployed.headers(other=True)
     assert httpx.put(hooks, json={"url": "ftp://example.org"}, headers=headers).status_code == 400
     assert httpx.put(hooks, content=b"not json", headers=headers).status_code == 400
+    metadata = httpx.put(hooks, json={"url": "http://169.254.169.254/latest/meta-data/"}, headers=headers)
+    assert metadata.status_code == 400 and "QURE_WEBHOOK_ALLOWED_NETWORKS" in metadata.text, metadata.text
     registered = httpx.put(hooks, json={"url": receiver.url, "secret": SECRET}, headers=headers)
     assert registered.status_code == 200 and registered.json()["secret"] == SECRET, registered.text
     assert httpx.get(hooks, headers=headers).json() == {"url": receiver.url}

@@ -38,6 +38,7 @@ def test_round_trip_through_serve_args() -> None:
         ({"QURE_TOKENS": "no-source-here"}, "QURE_TOKENS", "token:source"),
         ({"QURE_MODEL_NUM_GPUS": "-1"}, "QURE_MODEL_NUM_GPUS", ">= 0"),
         ({"QURE_NOT_A_SETTING": "1"}, "QURE_NOT_A_SETTING", "allowed"),
+        ({"QURE_WEBHOOK_ALLOWED_NETWORKS": "10.0.0.0/8,lan"}, "QURE_WEBHOOK_ALLOWED_NETWORKS", "'lan'"),
     ],
 )
 def test_bad_values_name_the_setting_value_and_rule(args: dict[str, object], named: str, shown: str) -> None:
