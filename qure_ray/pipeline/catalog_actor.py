@@ -29,6 +29,7 @@ from qure_ray.storage.group_commit import GroupCommitter
 from qure_ray.storage.lookup import ResultLookup, lookup_result
 from qure_ray.storage.object_store import StoreLocation
 from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orphans
+from qure_ray.storage.schema import TABLES
 
 RECONCILE_INTERVAL_S = 3600.0
 STATES_INTERVAL_S = 5.0
@@ -36,6 +37,7 @@ REFRESH_INTERVAL_S = 2.0
 REPLACEMENT_WINDOW_S = 180.0
 """How long after start another catalog actor may still be writing: Serve's graceful shutdown of the old job
 manager (`DRAIN_TIMEOUT_S` + 10 s) and of the old catalog actor, with margin."""
+MERGE_INTERVAL_S = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class CatalogActor:
             loop.create_task(self._reconcile_forever()),
             loop.create_task(self._report_states()),
             loop.create_task(self._refresh_while_replacing()),
+            loop.create_task(self._merge_segments_forever()),
         ]
 
     async def _reconcile_forever(self) -> None:
@@ -90,6 +93,21 @@ class CatalogActor:
                     logger.info("loaded %d %s segment(s) written by the replica this one replaces", len(keys), table)
             except Exception as exc:  # the store may be briefly unavailable; try again next round
                 logger.warning("catalog refresh failed: %s", exc)
+
+    async def _merge_segments_forever(self) -> None:
+        """Keep each table at a few segments while running (see `qure_ray.storage.merging`). Not while the
+        replica this one replaces may still write: both would merge the same segments."""
+        await asyncio.sleep(REPLACEMENT_WINDOW_S)
+        while True:
+            for table in TABLES:
+                try:
+                    replaced = await asyncio.to_thread(self.catalog.merge_segments, table)
+                except Exception as exc:  # the store may be briefly unavailable; try again next round
+                    logger.warning("merging %s segments failed: %s", table, exc)
+                    continue
+                if replaced:
+                    logger.info("merged %d %s segments", replaced, table)
+            await asyncio.sleep(MERGE_INTERVAL_S)
 
     async def _report_states(self) -> None:
         """The `qure_instances` gauge: how many instances are in each state, every few seconds."""

@@ -2,7 +2,8 @@
 
 Writes arrive as `Batch`es; `commit(batch)` writes one Parquet segment per table touched (atomically, on
 the object store) and only then inserts the rows into DuckDB, so a row is visible only once durable. At
-start-up every segment is loaded back (deduplicated by `row_id`) and, past a threshold, compacted into one.
+start-up every segment is loaded back (deduplicated by `row_id`) and, past a threshold, compacted into one;
+while running, `merge_segments` merges small segments into larger ones.
 
 The class is single-threaded and synchronous; `GroupCommitter` gathers concurrent writers into batches.
 """
@@ -21,6 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from qure_ray.errors import StorageError
 from qure_ray.records import (
     DeliveryOutcome,
     IngestOutcomeKind,
@@ -34,6 +36,7 @@ from qure_ray.records import (
 )
 from qure_ray.storage.current import INDEX_ORDER, CurrentState
 from qure_ray.storage.keys import CATALOG_PREFIX, segment_key, segment_named_ns
+from qure_ray.storage.merging import MERGE_FAN_IN, merge_groups
 from qure_ray.storage.object_store import ObjectStore
 from qure_ray.storage.schema import TABLES, duckdb_type
 
@@ -163,10 +166,10 @@ class Catalog:
     def _load(self) -> None:
         started = time.perf_counter()
         for table in INDEX_ORDER:
-            keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
-            if not keys:
+            keys, loaded = self._read_all_segments(table)
+            if loaded is None:
                 continue
-            self.insert_segments(table, keys, self.read_segments(table, keys))
+            self.insert_segments(table, keys, loaded)
             if len(keys) > COMPACT_AFTER_SEGMENTS:
                 self._compact(table, keys)
         logger.info(
@@ -175,6 +178,19 @@ class Catalog:
             time.perf_counter() - started,
             {table: self.count(table) for table in TABLES},
         )
+
+    def _read_all_segments(self, table: str, attempts: int = 3) -> tuple[list[str], pa.Table | None]:
+        """Every segment of a table. During a rolling update the replica being replaced may merge segments
+        between our listing and our reads: a segment gone missing means list again."""
+        for attempt in range(1, attempts + 1):
+            keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
+            try:
+                return keys, self.read_segments(table, keys) if keys else None
+            except StorageError:
+                if attempt == attempts:
+                    raise
+                logger.info("a %s segment went away while loading (merged by another writer): listing again", table)
+        raise AssertionError("unreachable")
 
     def read_segments(self, table: str, keys: list[str]) -> pa.Table:
         """Segments of a table, in its current schema. Touches only the store: safe off the owner's thread."""
@@ -204,6 +220,21 @@ class Catalog:
             if new:
                 found[table] = new
         return found
+
+    def merge_segments(self, table: str, fan_in: int = MERGE_FAN_IN) -> int:
+        """Merge this catalog's segments of `table` tier by tier (see `qure_ray.storage.merging`); returns how
+        many segments were replaced. Rows do not change, only where they are stored: the merged segment is
+        durable before the old ones go. Touches only the store: safe off the owner's thread."""
+        listed = self.store.list_objects(f"{CATALOG_PREFIX}{table}/")
+        own = [info for info in listed if info.key in self.segments]  # never one another writer has not shown us
+        replaced = 0
+        for keys in merge_groups(own, fan_in):
+            self._write_segment(table, self.read_segments(table, keys))
+            for key in keys:
+                self.store.delete(key)
+            self.segments.difference_update(keys)
+            replaced += len(keys)
+        return replaced
 
     def _compact(self, table: str, old_keys: list[str]) -> None:
         """Rewrite a table as one segment; the new segment is durable before the old ones go."""

@@ -9,6 +9,8 @@ import pytest
 
 from qure_ray.bench.services import S3_KEYS, S3Server
 from qure_ray.errors import StorageError
+from qure_ray.records import InstanceState
+from qure_ray.storage.catalog import Batch, Catalog, event_row
 from qure_ray.storage.object_store import S3ObjectStore
 
 
@@ -40,3 +42,14 @@ def test_a_presigned_url_gets_the_object_and_nothing_else(store: S3ObjectStore) 
     assert tampered != url
     assert httpx.get(tampered, timeout=10).status_code == 403
     assert httpx.get(url.replace("X-Amz-Expires=60", "X-Amz-Expires=600"), timeout=10).status_code == 403
+
+
+def test_a_catalog_on_s3_merges_its_segments_and_loads_the_same_rows(s3: S3Server, store: S3ObjectStore) -> None:
+    on_s3 = S3ObjectStore(bucket=s3.bucket, prefix="merge-test", endpoint_url=s3.endpoint_url)  # `store` set the keys
+    catalog = Catalog(on_s3)
+    for i in range(12):
+        catalog.commit(Batch({"events": [event_row("site-a", f"1.2.3.{i}", InstanceState.DONE)]}))
+    assert len(on_s3.list_keys("catalog/events/")) == 12
+    assert catalog.merge_segments("events", fan_in=4) == 12
+    assert len(on_s3.list_keys("catalog/events/")) < 4
+    assert Catalog(on_s3).states() == {"done": 12}

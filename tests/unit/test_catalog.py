@@ -20,6 +20,8 @@ from qure_ray.records import (
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
 from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, delivery_row, now, series_start_row, webhook_row
 from qure_ray.storage.keys import segment_key, segment_named_ns
+from qure_ray.storage.merging import merge_groups, size_tier
+from qure_ray.storage.object_store import ObjectInfo
 
 
 def make_record(sop_uid: str = "1.2.3.4", source: str = "site-a", sha: str = "ab" * 32) -> InstanceRecord:
@@ -274,3 +276,55 @@ def test_foreign_listing_starts_shortly_before_the_newest_key_it_saw(tmp_path: P
     store.delete(segment)
     assert new.foreign_segments()["instances"] == [late]
     assert too_late not in store.list_keys("catalog/instances/", start_after=new._listed_after["instances"])
+
+
+def test_merge_groups_take_a_full_tier_of_similar_sizes_only() -> None:
+    assert [size_tier(size, 4) for size in (0, 3, 4, 15, 16, 64)] == [0, 0, 1, 1, 2, 3]
+    small = [ObjectInfo(f"k{i:02d}", 100 + i, 0.0) for i in range(5)]
+    large = [ObjectInfo(f"big{i}", 100_000, 0.0) for i in range(3)]
+    assert merge_groups(small + large, fan_in=4) == [[f"k{i:02d}" for i in range(5)]]
+    assert merge_groups(small[:3] + large, fan_in=4) == []
+
+
+def test_running_catalog_merges_its_segments_and_a_restart_reads_the_same_rows(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    catalog = Catalog(store)
+    other = Catalog(LocalObjectStore(tmp_path))  # a second writer: its segment is not this catalog's to merge
+    other.commit(received_rows(make_record(sop_uid="1.2.3.99")))
+    for i in range(40):
+        catalog.commit(received_rows(make_record(sop_uid=f"1.2.3.{i + 10}")))
+        catalog.commit(Batch({"events": [event_row("site-a", f"1.2.3.{i + 10}", InstanceState.DONE)]}))
+    assert len(store.list_keys("catalog/events/")) == 81
+    before = {table: catalog.count(table) for table in ("instances", "events")}
+    assert catalog.merge_segments("events", fan_in=4) >= 80 - 3
+    assert catalog.merge_segments("instances", fan_in=4) >= 40 - 3
+    events, instances = store.list_keys("catalog/events/"), store.list_keys("catalog/instances/")
+    assert len(events) <= 2 * 3 + 1 and len(instances) <= 2 * 3 + 1  # under fan_in per tier, plus the other's
+    assert {table: catalog.count(table) for table in before} == before  # nothing in memory changed
+    assert catalog.unfinished() == []
+    assert catalog.foreign_segments() == {"events": [k for k in events if k not in catalog.segments],
+                                          "instances": [k for k in instances if k not in catalog.segments]}  # fmt: skip
+
+    reopened = Catalog(LocalObjectStore(tmp_path))
+    assert reopened.count("instances") == 41 and reopened.count("events") == before["events"] + other.count("events")
+    assert [r.sop_uid for r in reopened.unfinished()] == ["1.2.3.99"]
+    assert reopened.instance("site-a", "1.2.3.10").state is InstanceState.DONE  # type: ignore[union-attr]
+
+
+class _ListsAMergedSegmentOnce(LocalObjectStore):
+    """A listing taken just before another writer merged a segment away: the key is listed but gone."""
+
+    gone = segment_key("events", 1, "merged-away")
+
+    def list_keys(self, prefix: str, *, start_after: str | None = None) -> list[str]:
+        keys = super().list_keys(prefix, start_after=start_after)
+        if prefix == "catalog/events/" and self.gone:
+            keys, self.gone = [self.gone, *keys], ""
+        return keys
+
+
+def test_a_segment_merged_away_while_loading_means_listing_again(tmp_path: Path) -> None:
+    Catalog(LocalObjectStore(tmp_path)).commit(received_rows(make_record()))
+    store = _ListsAMergedSegmentOnce(tmp_path)
+    catalog = Catalog(store)
+    assert store.gone == "" and catalog.instance("site-a", "1.2.3.4") is not None
