@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qure_ray.bench.services import S3_KEYS, S3Server, free_port, wait_for
-from qure_ray.outputs.assets import AssetKind
+from qure_ray.outputs.assets import AssetKind, asset_name
 from qure_ray.records import InstanceState, UseCase
 from qure_ray.storage.keys import asset_key, segment_key
 from qure_ray.storage.object_store import ObjectStore, StoreLocation
@@ -122,17 +122,11 @@ _SEED_ROWS: dict[str, dict[str, object]] = {
     },
 }  # fmt: skip
 """What every seeded row holds besides its own row_id, SOPInstanceUID and time."""
-_SEED_ASSET_NAMES = {
-    AssetKind.SC: "sc.dcm", AssetKind.SC_FULL_PNG: "sc_full.png", AssetKind.SC_THUMBNAIL: "sc_thumbnail.png",
-    AssetKind.REPORT_PDF: "report.pdf", AssetKind.REPORT_DCM: "report_pdf.dcm", AssetKind.REPORT_SR: "report_sr.dcm",
-}  # fmt: skip
-"""The assets of a chest X-ray result with findings: a lookup answers with a signed URL for each."""
-
-
 _PLACEHOLDER_UID = "9.9.9.9"
 _SEED_ASSETS_TEMPLATE = json.dumps(
-    {kind.value: [asset_key(SOURCE, _PLACEHOLDER_UID, name)] for kind, name in _SEED_ASSET_NAMES.items()}
+    {kind.value: [asset_key(SOURCE, _PLACEHOLDER_UID, asset_name(kind))] for kind in AssetKind}
 )
+"""The assets of a chest X-ray result with findings: a lookup answers with a signed URL for each."""
 
 
 def _seed_assets_json(sop_uid: str) -> str:

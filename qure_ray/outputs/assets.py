@@ -42,6 +42,23 @@ class Asset:
 
 
 MEDIA_TYPES = {".dcm": "application/dicom", ".png": "image/png", ".pdf": "application/pdf"}
+_FILES = {
+    AssetKind.SC: ("sc", ".dcm"), AssetKind.SC_FULL_PNG: ("sc_full", ".png"),
+    AssetKind.SC_THUMBNAIL: ("sc_thumbnail", ".png"), AssetKind.REPORT_PDF: ("report", ".pdf"),
+    AssetKind.REPORT_DCM: ("report_pdf", ".dcm"), AssetKind.REPORT_SR: ("report_sr", ".dcm"),
+}  # fmt: skip
+
+
+def asset_name(kind: AssetKind, index: int = 0) -> str:
+    """The file name of an asset under `assets/<source>/<uid>/`; the images after a series' first key slice
+    get `_2`, `_3`, ... (a single image's assets keep the plain names)."""
+    stem, extension = _FILES[kind]
+    return f"{stem}_{index + 1}{extension}" if index else f"{stem}{extension}"
+
+
+def _asset(kind: AssetKind, data: bytes, index: int = 0) -> Asset:
+    name = asset_name(kind, index)
+    return Asset(kind, name, data, MEDIA_TYPES[name[name.rindex(".") :]])
 
 
 def render_assets(
@@ -58,29 +75,19 @@ def render_assets(
     for index, (dataset, heatmaps) in enumerate(images):
         content = ReportContent.from_result(result, card, heatmaps)
         rgb = overlay(dataset, content)
-        suffix = f"_{index + 1}" if index else ""  # a single image's assets keep the plain names
         overlays.append(rgb)
         assets += [
-            Asset(AssetKind.SC, f"sc{suffix}.dcm", secondary_capture(dataset, rgb, content), MEDIA_TYPES[".dcm"]),
-            Asset(AssetKind.SC_FULL_PNG, f"sc_full{suffix}.png", png(rgb), MEDIA_TYPES[".png"]),
-            Asset(
-                AssetKind.SC_THUMBNAIL,
-                f"sc_thumbnail{suffix}.png",
-                png(rgb, max_side=THUMBNAIL_PX),
-                MEDIA_TYPES[".png"],
-            ),
+            _asset(AssetKind.SC, secondary_capture(dataset, rgb, content), index),
+            _asset(AssetKind.SC_FULL_PNG, png(rgb), index),
+            _asset(AssetKind.SC_THUMBNAIL, png(rgb, max_side=THUMBNAIL_PX), index),
         ]
     first = images[0][0]
     content = ReportContent.from_result(result, card, None)
     pdf = pdf_report(study=_report_header(first, [dataset for dataset, _ in images], result), content=content,
                      overlay=overlays[0])  # fmt: skip
-    assets += [
-        Asset(AssetKind.REPORT_PDF, "report.pdf", pdf, MEDIA_TYPES[".pdf"]),
-        Asset(AssetKind.REPORT_DCM, "report_pdf.dcm", encapsulated_pdf(first, pdf, content), MEDIA_TYPES[".dcm"]),
-    ]
+    assets += [_asset(AssetKind.REPORT_PDF, pdf), _asset(AssetKind.REPORT_DCM, encapsulated_pdf(first, pdf, content))]
     if content.unusable_reason is None:  # an SR of findings only when there are findings
-        sr = structured_report([dataset for dataset, _ in images], content)
-        assets.append(Asset(AssetKind.REPORT_SR, "report_sr.dcm", sr, MEDIA_TYPES[".dcm"]))
+        assets.append(_asset(AssetKind.REPORT_SR, structured_report([dataset for dataset, _ in images], content)))
     return assets
 
 

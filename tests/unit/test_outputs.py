@@ -136,3 +136,25 @@ def test_an_unreadable_patient_birth_date_is_emptied_not_fatal(source: pydicom.D
     sc = pydicom.dcmread(io.BytesIO(assets[AssetKind.SC].data))
     assert sc.PatientBirthDate == "" and sc.PatientID == source.PatientID
     assert dciodvfy_errors(assets[AssetKind.SC].data, tmp_path) == []
+
+
+def test_a_series_key_slices_get_numbered_assets_with_their_media_types(
+    source: pydicom.Dataset, content: ReportContent
+) -> None:
+    from qure_ray.outputs.assets import render_assets
+
+    second = pydicom.dcmread(io.BytesIO(chest_dx(seed=4, size=256)))
+    result = ResultRecord(
+        source="s", sop_uid=source.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
+        triage_status=TriageStatus.CRITICAL, scores={f.name: f.score for f in content.findings},
+        decisions={f.name: f.positive for f in content.findings},
+        model=ModelInfo(name=CARD.name, version=CARD.version, trained=False),
+    )  # fmt: skip
+    heat = np.zeros((len(CARD.label_names), 7, 7), np.float16)
+    assets = render_assets([(source, heat), (second, heat)], result, CARD)
+    assert sorted((a.name, a.media_type) for a in assets) == [
+        ("report.pdf", "application/pdf"), ("report_pdf.dcm", "application/dicom"),
+        ("report_sr.dcm", "application/dicom"), ("sc.dcm", "application/dicom"), ("sc_2.dcm", "application/dicom"),
+        ("sc_full.png", "image/png"), ("sc_full_2.png", "image/png"),
+        ("sc_thumbnail.png", "image/png"), ("sc_thumbnail_2.png", "image/png"),
+    ]  # fmt: skip
