@@ -156,6 +156,8 @@ class Notification:
     triage_status: str | None
     finished_at: datetime
     webhook: Webhook
+    attempts_made: int = 0
+    """Attempts recorded before this one was picked up (by this or an earlier run of the platform)."""
 
     def payload(self, results_base_url: str) -> dict[str, Any]:
         per_series = self.uid == self.series_uid

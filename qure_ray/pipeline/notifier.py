@@ -65,7 +65,8 @@ class WebhookNotifier:
 
     async def _deliver(self, client: httpx.AsyncClient, notification: Notification) -> None:
         body = json.dumps(notification.payload(self.results_base_url), separators=(",", ":")).encode()
-        for attempt in range(1, self.max_attempts + 1):
+        # a restart resumes the count; at least one attempt, the last, when earlier runs used them all
+        for attempt in range(min(notification.attempts_made, self.max_attempts - 1) + 1, self.max_attempts + 1):
             status_code, error = await self._post(client, notification, body)
             delivered = status_code is not None and 200 <= status_code < 300
             if delivered:

@@ -59,6 +59,8 @@ class CurrentState:
         self.pending_series: dict[Key, int] = {}
         """Started series without a result yet → when they started (µs)."""
         self.final_deliveries: set[str] = set()
+        self.attempts_made: dict[str, int] = {}
+        """Result row_id → its webhook attempts so far, while not final (a restart resumes the count)."""
         self.awaiting_delivery: dict[str, tuple[Key, int]] = {}
         """Result row_id → (its key, finished µs): final results a registered webhook has not had yet."""
 
@@ -118,11 +120,14 @@ class CurrentState:
                     del self.awaiting_delivery[row_id]
 
     def _add_webhook_deliveries(self, arrow: pa.Table) -> None:
-        rows = zip(arrow.column("result_row_id").to_pylist(), arrow.column("outcome").to_pylist(), strict=True)
-        for row_id, outcome in rows:
+        columns = ("result_row_id", "outcome", "attempt")
+        for row_id, outcome, attempt in zip(*(arrow.column(name).to_pylist() for name in columns), strict=True):
             if outcome in _FINAL_DELIVERY:
                 self.final_deliveries.add(row_id)
                 self.awaiting_delivery.pop(row_id, None)
+                self.attempts_made.pop(row_id, None)
+            elif row_id not in self.final_deliveries:
+                self.attempts_made[row_id] = max(attempt, self.attempts_made.get(row_id, 0))
 
     def _hook_wants(self, source: str, finished: int) -> bool:
         """Whether the source's current webhook is active and was registered before the result finished."""
@@ -219,6 +224,7 @@ class CurrentState:
                     triage_status=result["triage_status"],
                     finished_at=result["finished_at"],
                     webhook=hook,
+                    attempts_made=self.attempts_made.get(row_id, 0),
                 )
             )
         return notifications

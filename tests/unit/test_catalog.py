@@ -227,6 +227,8 @@ def test_results_after_a_webhook_is_registered_are_pending_until_delivered_or_gi
 
     catalog.commit(delivery_row(pending[0], attempt=1, outcome=DeliveryOutcome.RETRYING, status_code=500))
     assert len(catalog.undelivered(limit=10)) == 2
+    resumed = Catalog(LocalObjectStore(tmp_path)).undelivered(limit=10)  # a restart resumes the attempt count
+    assert [(n.uid, n.attempts_made) for n in resumed] == [("1.2.3.1.2", 1), ("1.2.3.1.3", 0)]
     catalog.commit(delivery_row(pending[0], attempt=2, outcome=DeliveryOutcome.DELIVERED, status_code=200))
     catalog.commit(delivery_row(pending[1], attempt=1, outcome=DeliveryOutcome.GAVE_UP, status_code=None))
     assert catalog.undelivered(limit=10) == []
