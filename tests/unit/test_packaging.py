@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -18,8 +19,14 @@ def test_the_package_list_names_every_package() -> None:
 
 
 def test_an_installed_wheel_serves_the_shipped_models(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # setuptools builds in the source tree: a copy keeps build/ out of the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for folder in ("qure_ray", "models"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    build = subprocess.run([*pip_wheel, "-w", str(tmp_path), str(REPO)], capture_output=True, text=True)
+    build = subprocess.run([*pip_wheel, "-w", str(tmp_path), str(source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     (wheel,) = tmp_path.glob("qure_ray-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
