@@ -62,7 +62,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         series_quiet_period_s=settings.series_quiet_period_s,
         results_base_url=settings.results_base_url,
         webhook_max_attempts=settings.webhook_max_attempts,
-        webhook_allowed_networks=settings.webhook_allowed_networks,
+        webhook_networks=settings.webhook_networks,
         task_resources=settings.cpu_worker_resources,
     )
     ingress_args = {**settings.to_args(), "QURE_MODELS_DIR": str(models_dir)}

@@ -280,7 +280,7 @@ class Settings:
             raise ConfigError(
                 f"QURE_CPU_WORKER_RESOURCE: {self.cpu_worker_resource!r} is not a Ray custom resource name"
             )
-        parse_networks("QURE_WEBHOOK_ALLOWED_NETWORKS", self.webhook_allowed_networks)  # a bad one stops start-up
+        _ = self.webhook_networks  # parsed now: a bad network stops start-up
         if not self.http_host or " " in self.http_host:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 

@@ -83,9 +83,9 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
             for clients in config.concurrencies:
                 # Warm-up at this concurrency first: Ray grows its pool of task workers to the number of tasks
                 # in flight, and each new worker's start (Python, imports) would be counted as the platform's.
-                measured = offset + clients
-                offset = measured + clients * config.images_per_client
-                warm_up, batch = images[measured - clients : measured], images[measured:offset]
+                warm_up = images[offset : offset + clients]
+                batch = images[offset + clients : offset + clients * (config.images_per_client + 1)]
+                offset += len(warm_up) + len(batch)
                 workloads.end_to_end(running.base_url, warm_up, concurrency=clients, headers=running.headers)
                 timed = workloads.end_to_end(running.base_url, batch, concurrency=clients, headers=running.headers)
                 report.add_timed("end to end", f"{clients} clients", timed, latencies=True)

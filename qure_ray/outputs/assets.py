@@ -57,8 +57,7 @@ def asset_name(kind: AssetKind, index: int = 0) -> str:
 
 
 def _asset(kind: AssetKind, data: bytes, index: int = 0) -> Asset:
-    name = asset_name(kind, index)
-    return Asset(kind, name, data, MEDIA_TYPES[name[name.rindex(".") :]])
+    return Asset(kind, asset_name(kind, index), data, MEDIA_TYPES[_FILES[kind][1]])
 
 
 def render_assets(

@@ -27,7 +27,7 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray import metrics
 from qure_ray.config import BACKGROUND_LOGGING
-from qure_ray.egress import parse_networks
+from qure_ray.egress import IPNetwork
 from qure_ray.errors import InvalidInstanceError
 from qure_ray.models.card import CARD_FILE, ModelCard
 from qure_ray.models.registry import load_registry
@@ -85,7 +85,7 @@ class JobManager:
         series_quiet_period_s: float,
         results_base_url: str,
         webhook_max_attempts: int,
-        webhook_allowed_networks: str,
+        webhook_networks: tuple[IPNetwork, ...],
         task_resources: dict[str, float],
     ) -> None:
         self.catalog = catalog
@@ -107,7 +107,7 @@ class JobManager:
             catalog,
             results_base_url=results_base_url,
             max_attempts=webhook_max_attempts,
-            allowed_networks=parse_networks("QURE_WEBHOOK_ALLOWED_NETWORKS", webhook_allowed_networks),
+            allowed_networks=webhook_networks,
         )
         loop = asyncio.get_running_loop()
         self._loops = [

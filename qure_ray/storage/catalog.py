@@ -170,8 +170,9 @@ class Catalog:
             if loaded is None:
                 continue
             self.insert_segments(table, keys, loaded)
-            if len(keys) > COMPACT_AFTER_SEGMENTS:
-                self._compact(table, keys)
+            if len(keys) > COMPACT_AFTER_SEGMENTS:  # the whole table as one segment
+                whole = self.db.execute(f"SELECT * FROM {table}").fetch_arrow_table().cast(TABLES[table])
+                self._replace_segments(table, whole, keys)
         logger.info(
             "catalog loaded from %s in %.2fs: %s",
             self.store.describe(),
@@ -229,16 +230,12 @@ class Catalog:
         own = [info for info in listed if info.key in self.segments]  # never one another writer has not shown us
         replaced = 0
         for keys in merge_groups(own, fan_in):
-            self._write_segment(table, self.read_segments(table, keys))
-            for key in keys:
-                self.store.delete(key)
-            self.segments.difference_update(keys)
+            self._replace_segments(table, self.read_segments(table, keys), keys)
             replaced += len(keys)
         return replaced
 
-    def _compact(self, table: str, old_keys: list[str]) -> None:
-        """Rewrite a table as one segment; the new segment is durable before the old ones go."""
-        arrow = self.db.execute(f"SELECT * FROM {table}").fetch_arrow_table().cast(TABLES[table])
+    def _replace_segments(self, table: str, arrow: pa.Table, old_keys: list[str]) -> None:
+        """`arrow` (the rows of `old_keys`, or more) as one segment; it is durable before the old ones go."""
         self._write_segment(table, arrow)
         for key in old_keys:
             self.store.delete(key)

@@ -16,12 +16,17 @@ from qure_ray.records import Notification, Webhook
 from qure_ray.storage.catalog import Batch
 
 
-def test_the_notifier_refuses_a_host_that_resolves_inside_and_records_why() -> None:
-    hook = Webhook(source="site-a", url="http://localhost:9/hook", secret="s" * 32)
-    notification = Notification(
+def _notification(*, attempts_made: int = 0) -> Notification:
+    """A final result for a webhook on localhost: refused unless loopback is allowed, so attempts fail fast."""
+    return Notification(
         result_row_id="r1", source="site-a", uid="1.2.3", study_uid="1.2", series_uid="1.2.4", usecase="qxr",
-        status="done", triage_status=None, finished_at=datetime.now(UTC), webhook=hook,
+        status="done", triage_status=None, finished_at=datetime.now(UTC), attempts_made=attempts_made,
+        webhook=Webhook(source="site-a", url="http://localhost:9/hook", secret="s" * 32),
     )  # fmt: skip
+
+
+def test_the_notifier_refuses_a_host_that_resolves_inside_and_records_why() -> None:
+    notification = _notification()
     notifier = WebhookNotifier(cast(DeploymentHandle, None), results_base_url="http://x", max_attempts=1)
 
     async def post(allowed: str) -> tuple[int | None, str]:
@@ -44,13 +49,9 @@ def test_a_resumed_notification_makes_only_the_attempts_left() -> None:
     catalog = SimpleNamespace(write=SimpleNamespace(remote=write))
     notifier = WebhookNotifier(cast(DeploymentHandle, catalog), results_base_url="http://x", max_attempts=3,
                                base_delay_s=0.0)  # fmt: skip
-    hook = Webhook(source="site-a", url="http://localhost:9/hook", secret="s" * 32)  # refused: fails fast
     for made, expected in ((1, [(2, "retrying"), (3, "gave_up")]), (5, [(3, "gave_up")])):
         recorded.clear()
-        notification = Notification(
-            result_row_id="r1", source="site-a", uid="1.2.3", study_uid="1.2", series_uid="1.2.4", usecase="qxr",
-            status="done", triage_status=None, finished_at=datetime.now(UTC), webhook=hook, attempts_made=made,
-        )  # fmt: skip
+        notification = _notification(attempts_made=made)
 
         async def deliver(notification: Notification = notification) -> None:
             async with httpx.AsyncClient(timeout=2) as client:
