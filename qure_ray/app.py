@@ -42,6 +42,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         settings, created = settings.with_dev_token(LOCAL_STATE_DIR)
         if created:
             logger.warning("QURE_TOKENS is unset: generated a dev token in %s", LOCAL_STATE_DIR / "dev-token")
+    settings = settings.with_local_secrets_key(LOCAL_STATE_DIR)
+    if not settings.secret_sealer.enabled:
+        logger.warning("QURE_SECRETS_KEY is unset: webhook secrets are stored in clear in the catalog")
     models_dir = settings.models_path
     cards = load_registry(models_dir)
     load_routing(settings.routing_path)  # a bad rules file stops the deploy here, with its message
@@ -63,6 +66,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         results_base_url=settings.results_base_url,
         webhook_max_attempts=settings.webhook_max_attempts,
         webhook_networks=settings.webhook_networks,
+        secret_sealer=settings.secret_sealer,
         task_resources=settings.cpu_worker_resources,
     )
     ingress_args = {**settings.to_args(), "QURE_MODELS_DIR": str(models_dir)}

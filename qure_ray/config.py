@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from qure_ray.egress import IPNetwork, parse_networks
 from qure_ray.errors import ConfigError
+from qure_ray.sealing import MIN_KEY_CHARS, SecretSealer
 from qure_ray.storage.object_store import StoreLocation
 
 SERVE_ENVIRONMENT: dict[str, str] = {
@@ -56,6 +57,7 @@ DEV_SOURCE = "dev"
 CPU_WORKER_SLIVER = 0.001
 """How much of QURE_CPU_WORKER_RESOURCE one replica or task takes: only placement, never a limit."""
 DEV_TOKEN_FILE = "dev-token"
+SECRETS_KEY_FILE = "secrets-key"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 SHIPPED_MODELS_DIR = (
     _PACKAGE_DIR / "shipped_models" if (_PACKAGE_DIR / "shipped_models").is_dir() else _PACKAGE_DIR.parent / "models"
@@ -166,6 +168,9 @@ class Settings:
     webhook_allowed_networks: str = ""
     """Comma-separated networks (`10.20.0.0/16,fd00::/8`) webhooks may reach besides public addresses; loopback,
     private, link-local and reserved addresses are refused otherwise (see `qure_ray.egress`)."""
+    secrets_key: str = field(default="", repr=False)
+    """Key that seals webhook secrets in the catalog (`qure_ray.sealing`); empty: on a local folder a key kept
+    in `.qure/secrets-key`, on S3 secrets stored in clear (with a warning)."""
 
     _ENV_NAMES = {
         "data_uri": "QURE_DATA_URI",
@@ -201,6 +206,7 @@ class Settings:
         "series_quiet_period_s": "QURE_SERIES_QUIET_PERIOD_S",
         "public_url": "QURE_PUBLIC_URL",
         "webhook_max_attempts": "QURE_WEBHOOK_MAX_ATTEMPTS",
+        "secrets_key": "QURE_SECRETS_KEY",
         "webhook_allowed_networks": "QURE_WEBHOOK_ALLOWED_NETWORKS",
         "model_batch_wait_timeout_s": "QURE_MODEL_BATCH_WAIT_TIMEOUT_S",
     }
@@ -281,6 +287,11 @@ class Settings:
                 f"QURE_CPU_WORKER_RESOURCE: {self.cpu_worker_resource!r} is not a Ray custom resource name"
             )
         _ = self.webhook_networks  # parsed now: a bad network stops start-up
+        if self.secrets_key and len(self.secrets_key) < MIN_KEY_CHARS:
+            raise ConfigError(
+                f"QURE_SECRETS_KEY: {len(self.secrets_key)} characters; use at least {MIN_KEY_CHARS} random ones "
+                "(openssl rand -base64 32)"
+            )
         if not self.http_host or " " in self.http_host:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 
@@ -310,6 +321,10 @@ class Settings:
         return parse_networks("QURE_WEBHOOK_ALLOWED_NETWORKS", self.webhook_allowed_networks)
 
     @property
+    def secret_sealer(self) -> SecretSealer:
+        return SecretSealer(self.secrets_key)
+
+    @property
     def results_base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.http_host}:{self.http_port}"
 
@@ -334,17 +349,29 @@ class Settings:
         """
         if self.tokens:
             return self, None
-        path = token_dir / DEV_TOKEN_FILE
-        created = None
-        if path.exists():
-            token = path.read_text().strip()
-        else:
-            token_dir.mkdir(parents=True, exist_ok=True)
-            token = secrets.token_urlsafe(24)
-            path.write_text(token + "\n")
-            path.chmod(0o600)
-            created = token
-        return replace(self, tokens=TokenTable({token: DEV_SOURCE})), created
+        token, created = _kept_secret(token_dir / DEV_TOKEN_FILE, lambda: secrets.token_urlsafe(24))
+        return replace(self, tokens=TokenTable({token: DEV_SOURCE})), token if created else None
+
+    def with_local_secrets_key(self, state_dir: Path) -> Settings:
+        """Without QURE_SECRETS_KEY and with data in a local folder: the key kept in `state_dir/secrets-key`.
+
+        A key on one machine's disk suits only data on that machine; with data on S3 the operator sets it.
+        """
+        if self.secrets_key or self.data_uri.startswith("s3://"):
+            return self
+        key, _ = _kept_secret(state_dir / SECRETS_KEY_FILE, lambda: secrets.token_urlsafe(32))
+        return replace(self, secrets_key=key)
+
+
+def _kept_secret(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
+    """The secret in `path` (owner-only), made and written on first use; and whether it was just made."""
+    if path.exists():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value, True
 
 
 _ZERO_MEANS_NONE = frozenset(

@@ -96,7 +96,8 @@ class RayPlatform:
         return webhook
 
     async def set_webhook(self, source: str, url: str, secret: str, *, active: bool) -> None:
-        await self.catalog.write.remote(webhook_row(source, url, secret, active=active))
+        sealed = self.settings.secret_sealer.seal(secret, source=source)
+        await self.catalog.write.remote(webhook_row(source, url, sealed, active=active))
 
     async def log_ingest(self, batch: Batch) -> None:
         await self.catalog.write.remote(batch)

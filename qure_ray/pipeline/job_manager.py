@@ -47,6 +47,7 @@ from qure_ray.records import (
 )
 from qure_ray.routing import InstanceFacts, load_routing
 from qure_ray.routing.quality import blank_reason, unusable_reason
+from qure_ray.sealing import SecretSealer
 from qure_ray.storage.catalog import Batch, event_row, now
 from qure_ray.storage.object_store import StoreLocation
 
@@ -86,6 +87,7 @@ class JobManager:
         results_base_url: str,
         webhook_max_attempts: int,
         webhook_networks: tuple[IPNetwork, ...],
+        secret_sealer: SecretSealer,
         task_resources: dict[str, float],
     ) -> None:
         self.catalog = catalog
@@ -108,6 +110,7 @@ class JobManager:
             results_base_url=results_base_url,
             max_attempts=webhook_max_attempts,
             allowed_networks=webhook_networks,
+            secret_sealer=secret_sealer,
         )
         loop = asyncio.get_running_loop()
         self._loops = [

@@ -22,6 +22,7 @@ from qure_ray import metrics
 from qure_ray.client.webhooks import SIGNATURE_HEADER, sign
 from qure_ray.egress import EgressRefused, IPNetwork, check_url
 from qure_ray.records import DeliveryOutcome, Notification
+from qure_ray.sealing import CLEAR, SealError, SecretSealer
 from qure_ray.storage.catalog import delivery_row
 
 logger = logging.getLogger(__name__)
@@ -39,10 +40,12 @@ class WebhookNotifier:
         results_base_url: str,
         max_attempts: int,
         allowed_networks: Sequence[IPNetwork] = (),
+        secret_sealer: SecretSealer = CLEAR,
         base_delay_s: float = 1.0,
     ) -> None:
         self.catalog = catalog
         self.allowed_networks = allowed_networks
+        self.secret_sealer = secret_sealer
         self.results_base_url = results_base_url
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
@@ -65,35 +68,48 @@ class WebhookNotifier:
 
     async def _deliver(self, client: httpx.AsyncClient, notification: Notification) -> None:
         body = json.dumps(notification.payload(self.results_base_url), separators=(",", ":")).encode()
+        try:
+            secret = self.secret_sealer.open(notification.webhook.secret, source=notification.source)
+        except SealError as exc:  # no attempt can be signed: give up at once, saying why
+            await self._record(notification, self.max_attempts, DeliveryOutcome.GAVE_UP, None, str(exc))
+            return
         # a restart resumes the count; at least one attempt, the last, when earlier runs used them all
         for attempt in range(min(notification.attempts_made, self.max_attempts - 1) + 1, self.max_attempts + 1):
-            status_code, error = await self._post(client, notification, body)
+            status_code, error = await self._post(client, notification, body, secret)
             delivered = status_code is not None and 200 <= status_code < 300
             if delivered:
                 outcome = DeliveryOutcome.DELIVERED
             else:
                 outcome = DeliveryOutcome.GAVE_UP if attempt == self.max_attempts else DeliveryOutcome.RETRYING
-            metrics.counter("qure_webhook_deliveries_total").inc(1, tags={"outcome": outcome.value})
-            try:
-                await self.catalog.write.remote(
-                    delivery_row(notification, attempt=attempt, outcome=outcome, status_code=status_code, error=error)
-                )
-            except Exception as exc:  # unrecorded: the notification stays pending and is tried again later
-                logger.error("webhook attempt for %s could not be recorded: %s", notification.uid, exc)
+            if not await self._record(notification, attempt, outcome, status_code, error):
                 return
             if outcome is not DeliveryOutcome.RETRYING:
-                if not delivered:
-                    logger.warning(
-                        "gave up notifying source %s of %s: %s", notification.source, notification.uid, error
-                    )
                 return
             await asyncio.sleep(self.base_delay_s * 2 ** (attempt - 1))
 
-    async def _post(self, client: httpx.AsyncClient, notification: Notification, body: bytes) -> tuple[int | None, str]:
+    async def _record(
+        self, notification: Notification, attempt: int, outcome: DeliveryOutcome, status_code: int | None, error: str
+    ) -> bool:
+        """Write the attempt's delivery row; False when it could not be written."""
+        metrics.counter("qure_webhook_deliveries_total").inc(1, tags={"outcome": outcome.value})
+        try:
+            await self.catalog.write.remote(
+                delivery_row(notification, attempt=attempt, outcome=outcome, status_code=status_code, error=error)
+            )
+        except Exception as exc:  # unrecorded: the notification stays pending and is tried again later
+            logger.error("webhook attempt for %s could not be recorded: %s", notification.uid, exc)
+            return False
+        if outcome is DeliveryOutcome.GAVE_UP:
+            logger.warning("gave up notifying source %s of %s: %s", notification.source, notification.uid, error)
+        return True
+
+    async def _post(
+        self, client: httpx.AsyncClient, notification: Notification, body: bytes, secret: str
+    ) -> tuple[int | None, str]:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "qure_ray-webhooks",
-            SIGNATURE_HEADER: sign(body, notification.webhook.secret, int(time.time())),
+            SIGNATURE_HEADER: sign(body, secret, int(time.time())),
         }
         try:  # checked on every attempt: the host may resolve elsewhere than when it was registered
             await check_url(notification.webhook.url, self.allowed_networks)

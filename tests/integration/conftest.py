@@ -119,6 +119,7 @@ def deployed(s3: S3Server, cluster: RayCluster, tmp_path_factory: pytest.TempPat
         "QURE_SERIES_QUIET_PERIOD_S": SERIES_QUIET_PERIOD_S,
         "QURE_ROUTING_FILE": str(routing_file),
         "QURE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",  # the test receiver; other inside addresses stay refused
+        "QURE_SECRETS_KEY": "integration-test-key-0123456789abcdef",  # webhook secrets sealed in the catalog
     }
     config_path = deploy_config(cluster, workdir, args=args, http_port=port)
     base_url = f"http://127.0.0.1:{port}"

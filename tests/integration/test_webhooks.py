@@ -70,6 +70,8 @@ def test_a_final_result_is_posted_signed_and_retried(deployed: Deployed, receive
     assert metadata.status_code == 400 and "QURE_WEBHOOK_ALLOWED_NETWORKS" in metadata.text, metadata.text
     registered = httpx.put(hooks, json={"url": receiver.url, "secret": SECRET}, headers=headers)
     assert registered.status_code == 200 and registered.json()["secret"] == SECRET, registered.text
+    stored = [row["secret"] for row in catalog_table(deployed, "webhooks").to_pylist() if row["url"] == receiver.url]
+    assert stored and all(value.startswith("sealed:v1:") and SECRET not in value for value in stored), stored
     assert httpx.get(hooks, headers=headers).json() == {"url": receiver.url}
     assert httpx.get(hooks, headers=deployed.headers()).status_code == 404  # site-a has none
 

@@ -73,3 +73,17 @@ def test_dimse_settings_are_checked() -> None:
         Settings.load({"QURE_DIMSE_PORT": 11112}, {})
     with pytest.raises(ConfigError, match="AE:source"):
         Settings.load({"QURE_DIMSE_PORT": 11112, "QURE_DIMSE_CALLING_AES": "WAY_TOO_LONG_AE_TITLE_X:site-a"}, {})
+
+
+def test_the_secrets_key_is_checked_and_kept_locally_only_for_local_data(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="QURE_SECRETS_KEY: 5 characters"):
+        Settings.load({"QURE_SECRETS_KEY": "short"}, {})
+    local = Settings.load({"QURE_DATA_URI": str(tmp_path / "data")}, {}).with_local_secrets_key(tmp_path)
+    assert len(local.secrets_key) >= 32 and local.secrets_key not in repr(local)
+    assert (tmp_path / "secrets-key").stat().st_mode & 0o777 == 0o600
+    again = Settings.load({"QURE_DATA_URI": str(tmp_path / "data")}, {}).with_local_secrets_key(tmp_path)
+    assert again.secrets_key == local.secrets_key
+    on_s3 = Settings.load({"QURE_DATA_URI": "s3://bucket/p"}, {}).with_local_secrets_key(tmp_path / "other")
+    assert not on_s3.secret_sealer.enabled and not (tmp_path / "other").exists()
+    given = Settings.load({"QURE_SECRETS_KEY": "g" * 40}, {}).with_local_secrets_key(tmp_path)
+    assert given.secrets_key == "g" * 40

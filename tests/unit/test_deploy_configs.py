@@ -198,7 +198,7 @@ def test_rayservice_never_runs_two_clusters_on_one_catalog() -> None:
     assert _rayservice()["spec"]["upgradeStrategy"]["type"] == "None"
 
 
-def test_every_pod_gets_tokens_from_a_secret_and_s3_from_irsa() -> None:
+def test_every_pod_gets_tokens_and_the_secrets_key_from_a_secret_and_s3_from_irsa() -> None:
     head, cpu, gpu = _groups()
     images = set()
     for group in (head, cpu, gpu):
@@ -207,10 +207,11 @@ def test_every_pod_gets_tokens_from_a_secret_and_s3_from_irsa() -> None:
         container = _containers(group)[0]
         images.add(container["image"])
         env = {item["name"]: item for item in container.get("env", [])}
-        tokens = env.get("QURE_TOKENS", {})
-        assert "value" not in tokens and tokens.get("valueFrom", {}).get("secretKeyRef", {}).get("name"), (
-            "QURE_TOKENS must come from a Secret (valueFrom.secretKeyRef)"
-        )
+        for name in ("QURE_TOKENS", "QURE_SECRETS_KEY"):
+            item = env.get(name, {})
+            assert "value" not in item and item.get("valueFrom", {}).get("secretKeyRef", {}).get("name"), (
+                f"{name} must come from a Secret (valueFrom.secretKeyRef) in {group.get('groupName', 'the head group')}"
+            )
         ports = {port.get("name"): port["containerPort"] for port in container.get("ports", [])}
         assert ports.get("serve") == _kuberay_serve_config()["http_options"]["port"]
     assert len(images) == 1, f"every pod must run the same qure_ray image, got {sorted(images)}"
@@ -258,6 +259,7 @@ def test_cluster_args_are_valid_settings_that_fit_the_groups() -> None:
     assert 0 < settings.model_num_gpus <= _gpu_limit(gpu)
     assert settings.model_num_cpus <= float(_containers(gpu)[0]["resources"]["limits"]["cpu"])
     assert not settings.tokens, "QURE_TOKENS belongs in a Secret, never in the Serve config"
+    assert not settings.secrets_key, "QURE_SECRETS_KEY belongs in a Secret, never in the Serve config"
 
 
 def test_pinned_deployments_keep_the_codes_options_and_add_the_cpu_worker_resource() -> None:

@@ -10,18 +10,20 @@ from typing import cast
 import httpx
 from ray.serve.handle import DeploymentHandle
 
+from qure_ray.client.webhooks import sign, verify_signature
 from qure_ray.egress import parse_networks
 from qure_ray.pipeline.notifier import WebhookNotifier
 from qure_ray.records import Notification, Webhook
+from qure_ray.sealing import SecretSealer
 from qure_ray.storage.catalog import Batch
 
 
-def _notification(*, attempts_made: int = 0) -> Notification:
+def _notification(*, attempts_made: int = 0, secret: str = "s" * 32) -> Notification:
     """A final result for a webhook on localhost: refused unless loopback is allowed, so attempts fail fast."""
     return Notification(
         result_row_id="r1", source="site-a", uid="1.2.3", study_uid="1.2", series_uid="1.2.4", usecase="qxr",
         status="done", triage_status=None, finished_at=datetime.now(UTC), attempts_made=attempts_made,
-        webhook=Webhook(source="site-a", url="http://localhost:9/hook", secret="s" * 32),
+        webhook=Webhook(source="site-a", url="http://localhost:9/hook", secret=secret),
     )  # fmt: skip
 
 
@@ -32,7 +34,7 @@ def test_the_notifier_refuses_a_host_that_resolves_inside_and_records_why() -> N
     async def post(allowed: str) -> tuple[int | None, str]:
         notifier.allowed_networks = parse_networks("X", allowed)
         async with httpx.AsyncClient(timeout=2) as client:
-            return await notifier._post(client, notification, b"{}")
+            return await notifier._post(client, notification, b"{}", notification.webhook.secret)
 
     status, error = asyncio.run(post(""))
     assert status is None and error.startswith("refused: host 'localhost' is 127.0.0.1")
@@ -40,22 +42,53 @@ def test_the_notifier_refuses_a_host_that_resolves_inside_and_records_why() -> N
     assert status is None and "refused" not in error and "ConnectError" in error
 
 
-def test_a_resumed_notification_makes_only_the_attempts_left() -> None:
+def _recording_catalog() -> tuple[DeploymentHandle, list[dict[str, object]]]:
+    """A catalog handle whose `write` keeps the delivery rows it is given."""
     recorded: list[dict[str, object]] = []
 
     async def write(batch: Batch) -> None:
         recorded.extend(batch.rows["webhook_deliveries"])
 
-    catalog = SimpleNamespace(write=SimpleNamespace(remote=write))
-    notifier = WebhookNotifier(cast(DeploymentHandle, catalog), results_base_url="http://x", max_attempts=3,
-                               base_delay_s=0.0)  # fmt: skip
+    return cast(DeploymentHandle, SimpleNamespace(write=SimpleNamespace(remote=write))), recorded
+
+
+def _deliver(notifier: WebhookNotifier, notification: Notification) -> None:
+    async def deliver() -> None:
+        async with httpx.AsyncClient(timeout=2) as client:
+            await notifier._deliver(client, notification)
+
+    asyncio.run(deliver())
+
+
+def test_a_resumed_notification_makes_only_the_attempts_left() -> None:
+    catalog, recorded = _recording_catalog()
+    notifier = WebhookNotifier(catalog, results_base_url="http://x", max_attempts=3, base_delay_s=0.0)
     for made, expected in ((1, [(2, "retrying"), (3, "gave_up")]), (5, [(3, "gave_up")])):
         recorded.clear()
-        notification = _notification(attempts_made=made)
-
-        async def deliver(notification: Notification = notification) -> None:
-            async with httpx.AsyncClient(timeout=2) as client:
-                await notifier._deliver(client, notification)
-
-        asyncio.run(deliver())
+        _deliver(notifier, _notification(attempts_made=made))
         assert [(row["attempt"], row["outcome"]) for row in recorded] == expected
+
+
+def test_a_sealed_secret_signs_in_clear_and_one_sealed_with_another_key_gives_up_at_once() -> None:
+    catalog, recorded = _recording_catalog()
+    sealer = SecretSealer("k" * 32)
+    notifier = WebhookNotifier(catalog, results_base_url="http://x", max_attempts=3, base_delay_s=0.0,
+                               secret_sealer=sealer, allowed_networks=parse_networks("X", "127.0.0.0/8"))  # fmt: skip
+    received: list[tuple[bytes, str]] = []
+
+    async def post(client: object, notification: Notification, body: bytes, secret: str) -> tuple[int, str]:
+        received.append((body, sign(body, secret, 1_700_000_000)))
+        return 204, ""
+
+    notifier._post = post  # type: ignore[method-assign]
+    _deliver(notifier, _notification(secret=sealer.seal("partner-secret-1234", source="site-a")))
+    ((body, signature),) = received
+    verify_signature(body, signature, "partner-secret-1234", now=1_700_000_000)
+    assert [(row["attempt"], row["outcome"]) for row in recorded] == [(1, "delivered")]
+
+    recorded.clear()
+    received.clear()
+    _deliver(notifier, _notification(secret=SecretSealer("other" * 8).seal("partner-secret-1234", source="site-a")))
+    assert received == []  # nothing can be signed: no POST, one final row saying why
+    (row,) = recorded
+    assert (row["attempt"], row["outcome"]) == (3, "gave_up") and "QURE_SECRETS_KEY" in str(row["error"])

@@ -1,0 +1,71 @@
+"""`SecretSealer`: webhook secrets encrypted at rest in the catalog (AES-256-GCM under `QURE_SECRETS_KEY`).
+
+The platform must know a partner's webhook secret to sign each delivery, so it cannot keep only a hash. The
+catalog is Parquet on S3: whoever can read the bucket must not learn the secrets. The ingress seals a secret
+before it is written and the job manager opens it just before signing; the catalog never holds it in clear.
+
+The key is the operator's (`QURE_SECRETS_KEY`), not derived from `QURE_TOKENS`, which change whenever a partner is
+added. Each sealed value names its source as associated data, so it cannot be moved to another source's row.
+Without a key, secrets are stored as given (with a warning at start), and `open` reads such values as they are,
+so rows written before a key was set keep working.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+SEALED_PREFIX = "sealed:v1:"
+MIN_KEY_CHARS = 32
+_NONCE_BYTES = 12
+_KEY_INFO = b"qure_ray webhook secrets v1"
+
+
+class SealError(Exception):
+    """A sealed secret that this key cannot open (another key, or a damaged value)."""
+
+
+@dataclass(frozen=True)
+class SecretSealer:
+    key: str = field(default="", repr=False)
+    """`QURE_SECRETS_KEY`; empty: secrets are stored in clear."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key)
+
+    def seal(self, secret: str, *, source: str) -> str:
+        if not self.key:
+            return secret
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._cipher().encrypt(nonce, secret.encode(), source.encode())
+        return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open(self, stored: str, *, source: str) -> str:
+        """The secret in clear; a value stored before a key was set is returned as it is."""
+        if not stored.startswith(SEALED_PREFIX):
+            return stored
+        if not self.key:
+            raise SealError("the webhook secret is sealed but QURE_SECRETS_KEY is not set")
+        try:
+            raw = base64.urlsafe_b64decode(stored[len(SEALED_PREFIX) :])
+            return self._cipher().decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], source.encode()).decode()
+        except (InvalidTag, ValueError) as exc:
+            raise SealError(
+                "the webhook secret was sealed with another QURE_SECRETS_KEY (or is damaged); "
+                "the source must register its webhook again"
+            ) from exc
+
+    def _cipher(self) -> AESGCM:
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(self.key.encode())
+        return AESGCM(derived)
+
+
+CLEAR = SecretSealer()
+"""No key: secrets are stored, and read, as given."""

@@ -1,0 +1,31 @@
+"""`SecretSealer`: webhook secrets sealed for the catalog and opened only with the same key and source."""
+
+from __future__ import annotations
+
+import pytest
+
+from qure_ray.sealing import CLEAR, SealError, SecretSealer
+
+KEY = "an-operator-key-of-at-least-32-characters"
+
+
+def test_a_sealed_secret_opens_only_with_its_key_and_source() -> None:
+    sealer = SecretSealer(KEY)
+    sealed = sealer.seal("partner-secret-1234", source="site-a")
+    assert "partner-secret" not in sealed and sealed.startswith("sealed:v1:")
+    assert sealed != sealer.seal("partner-secret-1234", source="site-a")  # a fresh nonce each time
+    assert sealer.open(sealed, source="site-a") == "partner-secret-1234"
+    with pytest.raises(SealError, match="another QURE_SECRETS_KEY"):
+        SecretSealer(KEY + "-rotated").open(sealed, source="site-a")
+    with pytest.raises(SealError):  # moved into another source's row
+        sealer.open(sealed, source="site-b")
+    with pytest.raises(SealError):
+        sealer.open(sealed[:-4] + "AAAA", source="site-a")
+    with pytest.raises(SealError, match="not set"):
+        CLEAR.open(sealed, source="site-a")
+
+
+def test_without_a_key_secrets_stay_as_given_and_old_clear_rows_still_open() -> None:
+    assert CLEAR.seal("partner-secret-1234", source="site-a") == "partner-secret-1234"
+    assert SecretSealer(KEY).open("written-before-a-key-was-set", source="site-a") == "written-before-a-key-was-set"
+    assert KEY not in repr(SecretSealer(KEY))
