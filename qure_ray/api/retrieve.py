@@ -6,13 +6,13 @@ It is what the RetrieveURLs of a STOW-RS reply point at; a source sees only its 
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from qure_ray.api.auth import authenticate
 from qure_ray.api.platform import Platform
+from qure_ray.dicom.multipart import dicom_multipart
 from qure_ray.errors import NotFoundError
 
 
@@ -24,9 +24,5 @@ async def get_instance(request: Request) -> Response:
     if record is None or record.study_uid != study or record.series_uid != series:
         raise NotFoundError(f"no instance {sop} in series {series} of study {study} for this source")
     data = await asyncio.to_thread(platform.store.get, record.object_key)
-    boundary = uuid.uuid4().hex
-    body = (
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    )
-    media_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    body, media_type = dicom_multipart([data])
     return Response(body, media_type=media_type)

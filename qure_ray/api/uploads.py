@@ -17,13 +17,19 @@ from qure_ray.api.auth import authenticate
 from qure_ray.api.ingest import IngestOutcome, count_outcome, ingest, qure_reply, refused
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.archive import zip_members
-from qure_ray.dicom.multipart import SPOOL_BYTES, MediaType, MultipartLimits, MultipartStream, Part
+from qure_ray.dicom.multipart import (
+    DICOM_MEDIA_TYPE,
+    SPOOL_BYTES,
+    MediaType,
+    MultipartLimits,
+    MultipartStream,
+    Part,
+)
 from qure_ray.dicom.stow import FailedInstance, StoredInstance, store_instances_response
 from qure_ray.dicom.uids import require_uid
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import BadRequestError
 
-DICOM = "application/dicom"
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 
 
@@ -95,7 +101,7 @@ async def _stow(
     first_study = ""
     async for part in _parts(request, media_type, _limits(platform)):
         field = f"part{part.index}"
-        if part.content_type not in ("", DICOM):
+        if part.content_type not in ("", DICOM_MEDIA_TYPE):
             part.close()
             violation = Rules.NOT_DICOM.value.violation(f"a part of type {part.content_type!r}")
             failed.append(FailedInstance("", "", violation.failure_reason))
@@ -124,10 +130,10 @@ async def post_studies(request: Request) -> Response:
         require_uid(study, "StudyInstanceUID")
     media_type = MediaType.parse(request.headers.get("content-type", ""))
     if media_type.value == "multipart/related":
-        declared = media_type.params.get("type", DICOM).lower()
-        if declared != DICOM:
+        declared = media_type.params.get("type", DICOM_MEDIA_TYPE).lower()
+        if declared != DICOM_MEDIA_TYPE:
             raise BadRequestError(
-                f'multipart/related of type {declared!r} is not accepted; STOW-RS here takes type="{DICOM}"',
+                f'multipart/related of type {declared!r} is not accepted; STOW-RS here takes type="{DICOM_MEDIA_TYPE}"',
                 http_status=415,
             )
         await platform.check_capacity()
@@ -137,7 +143,7 @@ async def post_studies(request: Request) -> Response:
         return await _form_data(request, platform, source, media_type)
     raise BadRequestError(
         f"Content-Type {media_type.value or '(none)'!r} is not accepted on {request.url.path}; send "
-        f'multipart/related; type="{DICOM}" (DICOMweb STOW-RS) or multipart/form-data (one file per part)',
+        f'multipart/related; type="{DICOM_MEDIA_TYPE}" (DICOMweb STOW-RS) or multipart/form-data (one file per part)',
         http_status=415,
     )
 
@@ -161,7 +167,7 @@ async def post_upload(request: Request) -> Response:
     if media_type.value == "multipart/form-data":
         await platform.check_capacity()
         return await _form_data(request, platform, source, media_type)
-    if media_type.value == DICOM:
+    if media_type.value == DICOM_MEDIA_TYPE:
         await platform.check_capacity()
         data = await _read_body(request, platform.settings.max_instance_bytes)
         if not data:

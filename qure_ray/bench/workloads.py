@@ -19,13 +19,13 @@ import aiohttp
 import numpy as np
 import torch
 
+from qure_ray.dicom.multipart import dicom_multipart
 from qure_ray.dicom.pixels import prepare_for_model
 from qure_ray.models.card import ModelCard
 from qure_ray.models.inference import predict_batch
 from qure_ray.models.network import load_network
 from qure_ray.storage.object_store import ObjectStore
 
-BOUNDARY = "qure-bench-boundary"
 RESULT_POLL_S = 0.5
 """How often each end-to-end client asks for its result: the latency's resolution. Polling much faster only
 measures the clients, whose lookups take the CPU the pipeline needs when both share one machine."""
@@ -110,21 +110,15 @@ def _run(work: Coroutine[Any, Any, Timed]) -> Timed:
         return pool.submit(asyncio.run, work).result()
 
 
-def stow_body(data: bytes) -> tuple[bytes, dict[str, str]]:
-    """One instance as a STOW-RS request body (multipart/related; type=application/dicom)."""
-    body = (
-        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-    return body, {"Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'}
-
-
 def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[str, str] | None = None) -> Timed:
     """STOW-RS uploads, one instance per request (`url` is a DICOMweb `.../studies` endpoint)."""
 
     async def one(client: aiohttp.ClientSession, data: bytes) -> None:
-        body, content_type = stow_body(data)
+        body, content_type = dicom_multipart([data])
         for _ in range(100):
-            status, text, retry_after_s = await _request(client, "POST", url, body, {**(headers or {}), **content_type})
+            status, text, retry_after_s = await _request(
+                client, "POST", url, body, {**(headers or {}), "Content-Type": content_type}
+            )
             if status != 503:
                 break
             await asyncio.sleep(retry_after_s)
@@ -141,8 +135,10 @@ def end_to_end(
     by_data = {data: sop for sop, data in items}
 
     async def one(client: aiohttp.ClientSession, data: bytes) -> None:
-        body, content_type = stow_body(data)
-        status, text, _ = await _request(client, "POST", f"{base_url}/studies", body, {**headers, **content_type})
+        body, content_type = dicom_multipart([data])
+        status, text, _ = await _request(
+            client, "POST", f"{base_url}/studies", body, {**headers, "Content-Type": content_type}
+        )
         if status != 200:
             raise RuntimeError(f"upload answered {status}: {text[:300]}")
         while True:

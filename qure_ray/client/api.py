@@ -60,6 +60,7 @@ from qure_ray.client.models import (
     UploadProgress,
     UploadReport,
 )
+from qure_ray.dicom.multipart import DICOM_MEDIA_TYPE
 from qure_ray.dicom.uids import is_valid_uid
 from qure_ray.fileio import atomic_write
 from qure_ray.records import InstanceState
@@ -67,8 +68,7 @@ from qure_ray.records import InstanceState
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
-DICOM = "application/dicom"
-ASSET_TYPES = {".dcm": DICOM, ".png": "image/png", ".pdf": "application/pdf"}
+ASSET_TYPES = {".dcm": DICOM_MEDIA_TYPE, ".png": "image/png", ".pdf": "application/pdf"}
 UNTYPED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 """Content types of a store that was not told the type; then the bytes themselves must show the format."""
 CHUNK_BYTES = 1024 * 1024
@@ -220,7 +220,10 @@ class AsyncQureClient:
     async def _upload_batch(self, group: Sequence[DicomFile]) -> list[FileOutcome]:
         contents = await asyncio.to_thread(lambda: [f.read() for f in group])
         fields = {f"file{index}": file for index, file in enumerate(group)}
-        parts = [(name, (file.name, data, DICOM)) for (name, file), data in zip(fields.items(), contents, strict=True)]
+        parts = [
+            (name, (file.name, data, DICOM_MEDIA_TYPE))
+            for (name, file), data in zip(fields.items(), contents, strict=True)
+        ]
         response = await self._send(self._api, "POST", "/studies", what=f"upload of {len(group)} file(s)", files=parts)
         body = _json_object(response)
         messages = body.get("messages")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +39,7 @@ from pynetdicom import AE
 from qure_ray.client import _http
 from qure_ray.client.errors import ClientConfigError, ForwardError, ServerBusy
 from qure_ray.client.files import batches
+from qure_ray.dicom.multipart import dicom_multipart
 
 logger = logging.getLogger(__name__)
 DEFAULT_CALLING_AE = "QURE_CLIENT"
@@ -120,11 +120,10 @@ async def forward_stow(
     """STOW-RS the files in batches; the SOPInstanceUIDs stored. Raises `ForwardError`."""
     stored: list[str] = []
     for batch in batches(paths, lambda p: p.stat().st_size, max_items=STOW_MAX_FILES, max_bytes=STOW_MAX_BYTES):
-        boundary = uuid.uuid4().hex
-        body = _multipart_related([path.read_bytes() for path in batch], boundary)
+        body, content_type = dicom_multipart([path.read_bytes() for path in batch])
         request_headers = {
             **(headers or {}),
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Content-Type": content_type,
             "Accept": "application/dicom+json",
         }
         make = partial(
@@ -142,11 +141,6 @@ async def forward_stow(
             raise ForwardError(str(destination), str(exc)) from exc
         stored += _check_stow_reply(response, destination, [_header(path, destination)[2] for path in batch])
     return stored
-
-
-def _multipart_related(parts: list[bytes], boundary: str) -> bytes:
-    head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-    return b"".join(head + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
 
 
 def _check_stow_reply(response: httpx.Response, destination: DicomWebDestination, sent: list[str]) -> list[str]:

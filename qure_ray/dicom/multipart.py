@@ -10,6 +10,8 @@ per-instance limit is drained and marked `oversize`, so the request's other part
 from __future__ import annotations
 
 import tempfile
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -19,6 +21,16 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from qure_ray.errors import BadRequestError
 
 SPOOL_BYTES = 8 * 1024 * 1024
+DICOM_MEDIA_TYPE = "application/dicom"
+
+
+def dicom_multipart(parts: Sequence[bytes], boundary: str | None = None) -> tuple[bytes, str]:
+    """DICOM Part 10 files as one `multipart/related; type="application/dicom"` body (STOW-RS requests,
+    WADO-RS answers): the body and its Content-Type."""
+    boundary = boundary or uuid.uuid4().hex
+    head = f"--{boundary}\r\nContent-Type: {DICOM_MEDIA_TYPE}\r\n\r\n".encode()
+    body = b"".join(head + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="{DICOM_MEDIA_TYPE}"; boundary={boundary}'
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,17 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream
+from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, dicom_multipart
 from qure_ray.errors import BadRequestError
 
+DICOM = "application/dicom"
 LIMITS = MultipartLimits(max_part_bytes=1000, max_request_bytes=100_000, max_parts=5)
 
 
-def related(*bodies: bytes, boundary: str = "XyZ", close: bool = True) -> bytes:
-    out = b""
-    for body in bodies:
-        out += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body + b"\r\n"
-    return out + (f"--{boundary}--\r\n".encode() if close else b"")
+def related(*bodies: bytes, close: bool = True) -> bytes:
+    body, _ = dicom_multipart(bodies, "XyZ")
+    return body if close else body.removesuffix(b"--XyZ--\r\n")
 
 
 def parse(body: bytes, *, chunk: int = 7, limits: MultipartLimits = LIMITS) -> list[tuple[int, bytes, bool]]:
@@ -32,6 +31,15 @@ def test_parts_arrive_one_by_one_whatever_the_chunking() -> None:
             (1, b"second\r\n--not-a-boundary", False),
             (2, b"", False),
         ]
+
+
+def test_a_body_built_here_parses_back_with_its_own_content_type() -> None:
+    body, content_type = dicom_multipart([b"one", b"two"])
+    media_type = MediaType.parse(content_type)
+    assert media_type.value == "multipart/related" and media_type.params["type"] == "application/dicom"
+    stream = MultipartStream(media_type, LIMITS)
+    parts = stream.feed(body) + stream.close()
+    assert [(part.read(), part.content_type) for part in parts] == [(b"one", DICOM), (b"two", DICOM)]
 
 
 def test_parts_complete_before_the_body_ends() -> None:
