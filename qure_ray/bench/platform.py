@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -76,6 +77,7 @@ def platform(s3: S3Server, prefix: str, **settings: Any) -> Iterator[RunningPlat
         "QURE_DATA_URI": f"s3://{s3.bucket}/{prefix}",
         "AWS_ENDPOINT_URL": s3.endpoint_url,
         "QURE_TOKENS": f"{TOKEN}:{SOURCE}",
+        "QURE_SECRETS_KEY": secrets.token_urlsafe(32),  # a throwaway catalog's: deployed as a deployment would be
         "QURE_HTTP_PORT": port,
         **settings,
     }
