@@ -169,8 +169,8 @@ class Settings:
     """Comma-separated networks (`10.20.0.0/16,fd00::/8`) webhooks may reach besides public addresses; loopback,
     private, link-local and reserved addresses are refused otherwise (see `qure_ray.egress`)."""
     secrets_key: str = field(default="", repr=False)
-    """Key that seals webhook secrets in the catalog (`qure_ray.sealing`); empty: on a local folder a key kept
-    in `.qure/secrets-key`, on S3 secrets stored in clear (with a warning)."""
+    """Key that seals webhook secrets in the catalog (`qure_ray.sealing`; `new,old` while rotating); empty: on a
+    local folder a key kept in `.qure/secrets-key`, on S3 secrets stored in clear (with a warning)."""
 
     _ENV_NAMES = {
         "data_uri": "QURE_DATA_URI",
@@ -287,11 +287,12 @@ class Settings:
                 f"QURE_CPU_WORKER_RESOURCE: {self.cpu_worker_resource!r} is not a Ray custom resource name"
             )
         _ = self.webhook_networks  # parsed now: a bad network stops start-up
-        if self.secrets_key and len(self.secrets_key) < MIN_KEY_CHARS:
-            raise ConfigError(
-                f"QURE_SECRETS_KEY: {len(self.secrets_key)} characters; use at least {MIN_KEY_CHARS} random ones "
-                "(openssl rand -base64 32)"
-            )
+        for position, key in enumerate(self.secret_sealer.keys, start=1):
+            if len(key) < MIN_KEY_CHARS:
+                raise ConfigError(
+                    f"QURE_SECRETS_KEY: key {position} has {len(key)} characters; use at least {MIN_KEY_CHARS} "
+                    "random ones (openssl rand -base64 32), comma-separated when rotating (new,old)"
+                )
         if not self.http_host or " " in self.http_host:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 

@@ -5,7 +5,9 @@ catalog is Parquet on S3: whoever can read the bucket must not learn the secrets
 before it is written and the job manager opens it just before signing; the catalog never holds it in clear.
 
 The key is the operator's (`QURE_SECRETS_KEY`), not derived from `QURE_TOKENS`, which change whenever a partner is
-added. Each sealed value names its source as associated data, so it cannot be moved to another source's row.
+added. To rotate it, list the new key first and the old ones after it (`new,old`): secrets are sealed with the
+first and opened with whichever key sealed them. Each sealed value names its source as associated data, so it
+cannot be moved to another source's row.
 Without a key, secrets are stored as given (with a warning at start), and `open` reads such values as they are,
 so rows written before a key was set keep working.
 """
@@ -34,37 +36,47 @@ class SealError(Exception):
 @dataclass(frozen=True)
 class SecretSealer:
     key: str = field(default="", repr=False)
-    """`QURE_SECRETS_KEY`; empty: secrets are stored in clear."""
+    """`QURE_SECRETS_KEY`: comma-separated keys, the first seals; empty: secrets are stored in clear."""
+
+    @property
+    def keys(self) -> list[str]:
+        return [part.strip() for part in self.key.split(",") if part.strip()]
 
     @property
     def enabled(self) -> bool:
-        return bool(self.key)
+        return bool(self.keys)
 
     def seal(self, secret: str, *, source: str) -> str:
-        if not self.key:
+        if not self.enabled:
             return secret
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._cipher().encrypt(nonce, secret.encode(), source.encode())
+        sealed = _cipher(self.keys[0]).encrypt(nonce, secret.encode(), source.encode())
         return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
 
     def open(self, stored: str, *, source: str) -> str:
         """The secret in clear; a value stored before a key was set is returned as it is."""
         if not stored.startswith(SEALED_PREFIX):
             return stored
-        if not self.key:
+        if not self.enabled:
             raise SealError("the webhook secret is sealed but QURE_SECRETS_KEY is not set")
         try:
             raw = base64.urlsafe_b64decode(stored[len(SEALED_PREFIX) :])
-            return self._cipher().decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], source.encode()).decode()
-        except (InvalidTag, ValueError) as exc:
-            raise SealError(
-                "the webhook secret was sealed with another QURE_SECRETS_KEY (or is damaged); "
-                "the source must register its webhook again"
-            ) from exc
+        except ValueError:
+            raw = b""
+        for key in self.keys:
+            try:
+                return _cipher(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], source.encode()).decode()
+            except (InvalidTag, ValueError):
+                continue
+        raise SealError(
+            "the webhook secret was sealed with a key QURE_SECRETS_KEY no longer lists (or is damaged); "
+            "the source must register its webhook again"
+        )
 
-    def _cipher(self) -> AESGCM:
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(self.key.encode())
-        return AESGCM(derived)
+
+def _cipher(key: str) -> AESGCM:
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(key.encode())
+    return AESGCM(derived)
 
 
 CLEAR = SecretSealer()

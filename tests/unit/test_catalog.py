@@ -276,6 +276,7 @@ def test_foreign_listing_starts_shortly_before_the_newest_key_it_saw(tmp_path: P
     late = _renamed(store, segment, newest_ns - 30 * 10**9)  # named before `newest`, within the overlap
     too_late = _renamed(store, segment, newest_ns - 120 * 10**9)  # beyond it: the window's stated limit
     store.delete(segment)
+    assert too_late in store.list_keys("catalog/instances/")
     assert new.foreign_segments()["instances"] == [late]  # not `too_late`: the next listing starts after it
 
 

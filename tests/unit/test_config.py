@@ -76,8 +76,10 @@ def test_dimse_settings_are_checked() -> None:
 
 
 def test_the_secrets_key_is_checked_and_kept_locally_only_for_local_data(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="QURE_SECRETS_KEY: 5 characters"):
+    with pytest.raises(ConfigError, match="QURE_SECRETS_KEY: key 1 has 5 characters"):
         Settings.load({"QURE_SECRETS_KEY": "short"}, {})
+    with pytest.raises(ConfigError, match="key 2 has 3 characters"):
+        Settings.load({"QURE_SECRETS_KEY": "n" * 32 + ",old"}, {})
     local = Settings.load({"QURE_DATA_URI": str(tmp_path / "data")}, {}).with_local_secrets_key(tmp_path)
     assert len(local.secrets_key) >= 32 and local.secrets_key not in repr(local)
     assert (tmp_path / "secrets-key").stat().st_mode & 0o777 == 0o600

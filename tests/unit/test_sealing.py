@@ -15,7 +15,7 @@ def test_a_sealed_secret_opens_only_with_its_key_and_source() -> None:
     assert "partner-secret" not in sealed and sealed.startswith("sealed:v1:")
     assert sealed != sealer.seal("partner-secret-1234", source="site-a")  # a fresh nonce each time
     assert sealer.open(sealed, source="site-a") == "partner-secret-1234"
-    with pytest.raises(SealError, match="another QURE_SECRETS_KEY"):
+    with pytest.raises(SealError, match="no longer lists"):
         SecretSealer(KEY + "-rotated").open(sealed, source="site-a")
     with pytest.raises(SealError):  # moved into another source's row
         sealer.open(sealed, source="site-b")
@@ -29,3 +29,14 @@ def test_without_a_key_secrets_stay_as_given_and_old_clear_rows_still_open() -> 
     assert CLEAR.seal("partner-secret-1234", source="site-a") == "partner-secret-1234"
     assert SecretSealer(KEY).open("written-before-a-key-was-set", source="site-a") == "written-before-a-key-was-set"
     assert KEY not in repr(SecretSealer(KEY))
+
+
+def test_a_rotated_key_seals_with_the_new_key_and_still_opens_the_old_ones() -> None:
+    old_key, new_key = KEY, "a-new-operator-key-of-at-least-32-characters"
+    sealed_before = SecretSealer(old_key).seal("partner-secret-1234", source="site-a")
+    rotating = SecretSealer(f"{new_key}, {old_key}")
+    assert rotating.open(sealed_before, source="site-a") == "partner-secret-1234"
+    sealed_after = rotating.seal("partner-secret-5678", source="site-a")
+    assert SecretSealer(new_key).open(sealed_after, source="site-a") == "partner-secret-5678"
+    with pytest.raises(SealError):
+        SecretSealer(old_key).open(sealed_after, source="site-a")
