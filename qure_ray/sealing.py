@@ -8,6 +8,7 @@ The key is the operator's (`QURE_SECRETS_KEY`), not derived from `QURE_TOKENS`, 
 added. To rotate it, list the new key first and the old ones after it (`new,old`): secrets are sealed with the
 first and opened with whichever key sealed them. Each sealed value names its source as associated data, so it
 cannot be moved to another source's row.
+
 Without a key, secrets are stored as given (with a warning at start), and `open` reads such values as they are,
 so rows written before a key was set keep working.
 """
@@ -30,7 +31,7 @@ _KEY_INFO = b"qure_ray webhook secrets v1"
 
 
 class SealError(Exception):
-    """A sealed secret that this key cannot open (another key, or a damaged value)."""
+    """A sealed secret that none of the keys opens (a key no longer listed, or a damaged value)."""
 
 
 @dataclass(frozen=True)
