@@ -117,14 +117,26 @@ def replicas(fixed: int, maximum: int, *, target_ongoing_requests: float) -> dic
 
 def _check_gpus(settings: Settings) -> None:
     if settings.model_num_gpus > 0 and ray.is_initialized():
-        check_gpu_request(settings.model_num_gpus, available=ray.cluster_resources().get("GPU", 0))
-
-
-def check_gpu_request(num_gpus: float, *, available: float) -> None:
-    """With GPUs asked for and too few in the cluster, fail now instead of waiting forever to schedule."""
-    if num_gpus > 0 and available < num_gpus:
-        raise ConfigError(
-            f"QURE_MODEL_NUM_GPUS: {num_gpus:g} GPU(s) per model replica asked for, but the Ray cluster has "
-            f"{available:g} GPU(s) and no CUDA device to give; set QURE_MODEL_NUM_GPUS=0 to run models on CPU, "
-            "or add GPU worker nodes"
+        check_gpu_request(
+            settings.model_num_gpus,
+            available=ray.cluster_resources().get("GPU", 0),
+            on_demand=bool(settings.model_gpus_on_demand),
         )
+
+
+def check_gpu_request(num_gpus: float, *, available: float, on_demand: bool = False) -> None:
+    """With GPUs asked for and too few in the cluster, fail now instead of waiting forever to schedule, unless
+    the operator says the autoscaler starts GPU nodes on demand (then replicas wait for them, and say so)."""
+    if num_gpus <= 0 or available >= num_gpus:
+        return
+    if on_demand:
+        logger.warning(
+            "the cluster has %g GPU(s) now; model replicas (%g GPU each) wait for the autoscaler to start GPU "
+            "nodes (QURE_MODEL_GPUS_ON_DEMAND=1)", available, num_gpus,
+        )  # fmt: skip
+        return
+    raise ConfigError(
+        f"QURE_MODEL_NUM_GPUS: {num_gpus:g} GPU(s) per model replica asked for, but the Ray cluster has "
+        f"{available:g} GPU(s) and no CUDA device to give; set QURE_MODEL_NUM_GPUS=0 to run models on CPU, "
+        "add GPU worker nodes, or set QURE_MODEL_GPUS_ON_DEMAND=1 when the autoscaler starts them"
+    )

@@ -153,6 +153,9 @@ class Settings:
     a sliver of it, so they run on CPU workers, not on the head or GPU nodes. Empty: anywhere."""
     model_num_gpus: float = 0.0
     """GPUs per model replica (fractions share a GPU); > 0 needs CUDA on the node."""
+    model_gpus_on_demand: int = 0
+    """1: GPU nodes are started by the cluster's autoscaler when model replicas ask for them (a GPU group that
+    scales from zero), so the deploy does not require GPUs in the cluster already; 0: it does."""
     model_num_cpus: float = 1.0
     """CPUs Ray reserves per model replica (one per use case's model card)."""
     model_max_batch_size: int = 0
@@ -201,6 +204,7 @@ class Settings:
         "cpu_worker_resource": "QURE_CPU_WORKER_RESOURCE",
         "model_replicas": "QURE_MODEL_REPLICAS",
         "model_num_gpus": "QURE_MODEL_NUM_GPUS",
+        "model_gpus_on_demand": "QURE_MODEL_GPUS_ON_DEMAND",
         "model_num_cpus": "QURE_MODEL_NUM_CPUS",
         "model_max_batch_size": "QURE_MODEL_MAX_BATCH_SIZE",
         "series_quiet_period_s": "QURE_SERIES_QUIET_PERIOD_S",
@@ -286,6 +290,8 @@ class Settings:
             raise ConfigError(
                 f"QURE_CPU_WORKER_RESOURCE: {self.cpu_worker_resource!r} is not a Ray custom resource name"
             )
+        if self.model_gpus_on_demand not in (0, 1):
+            raise ConfigError(f"QURE_MODEL_GPUS_ON_DEMAND: {self.model_gpus_on_demand} is not allowed; expected 0 or 1")
         _ = self.webhook_networks  # parsed now: a bad network stops start-up
         for position, key in enumerate(self.secret_sealer.keys, start=1):
             if len(key) < MIN_KEY_CHARS:
@@ -376,7 +382,14 @@ def _kept_secret(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
 
 
 _ZERO_MEANS_NONE = frozenset(
-    {"dimse_port", "ingress_max_replicas", "ingress_max_queued_requests", "model_max_replicas", "model_max_batch_size"}
+    {
+        "model_gpus_on_demand",
+        "dimse_port",
+        "ingress_max_replicas",
+        "ingress_max_queued_requests",
+        "model_max_replicas",
+        "model_max_batch_size",
+    }
 )
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from qure_ray.config import SHIPPED_MODELS_DIR
+from qure_ray.config import SHIPPED_MODELS_DIR, Settings
 from qure_ray.dicom.pixels import prepare_for_model
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.errors import ConfigError, ModelError
@@ -103,8 +103,12 @@ def test_deploy_time_gpu_check_names_the_setting() -> None:
 
     check_gpu_request(0, available=0)
     check_gpu_request(0.5, available=1)
-    with pytest.raises(ConfigError, match=r"QURE_MODEL_NUM_GPUS: 1 GPU.*has 0 GPU"):
+    with pytest.raises(ConfigError, match=r"QURE_MODEL_NUM_GPUS: 1 GPU.*has 0 GPU.*QURE_MODEL_GPUS_ON_DEMAND"):
         check_gpu_request(1, available=0)
+    check_gpu_request(1, available=0, on_demand=True)  # a GPU group scaling from zero: replicas wait for it
+    with pytest.raises(ConfigError, match="QURE_MODEL_GPUS_ON_DEMAND: 2 is not allowed"):
+        Settings.load({"QURE_MODEL_GPUS_ON_DEMAND": 2}, {})
+    assert Settings.load({"QURE_MODEL_GPUS_ON_DEMAND": "1"}, {}).model_gpus_on_demand == 1
 
 
 def test_heatmaps_come_with_the_scores_and_match_the_logits() -> None:
