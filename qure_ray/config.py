@@ -248,7 +248,7 @@ class Settings:
                 values[f.name] = value if isinstance(value, TokenTable) else TokenTable.parse(str(value))
             elif f.type in ("int", int):
                 maximum = 65535 if f.name.endswith("_port") else None
-                values[f.name] = _positive_int(env_name, value, maximum=maximum, zero_ok=f.name in _ZERO_MEANS_NONE)
+                values[f.name] = _positive_int(env_name, value, maximum=maximum, zero_ok=f.name in _ZERO_ALLOWED)
             elif f.type in ("float", float):
                 values[f.name] = _non_negative_float(env_name, value)
             else:
@@ -381,7 +381,7 @@ def _kept_secret(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
     return value, True
 
 
-_ZERO_MEANS_NONE = frozenset(
+_ZERO_ALLOWED = frozenset(
     {
         "model_gpus_on_demand",
         "dimse_port",
@@ -391,6 +391,7 @@ _ZERO_MEANS_NONE = frozenset(
         "model_max_batch_size",
     }
 )
+"""Integer settings where 0 is a value: none (no DIMSE port, no autoscaling, the card's batch size) or off."""
 
 
 def _positive_int(name: str, value: Any, *, maximum: int | None = None, zero_ok: bool = False) -> int:

@@ -42,6 +42,7 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
     from qure_ray.app import build_app
 
     settings, created = settings.with_dev_token(state_dir)
+    settings = settings.with_local_secrets_key(state_dir)  # here, not in build_app's default folder
     ray.init(
         include_dashboard=False,
         namespace=APP_NAME,

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from qure_ray.api.auth import authenticate
 from qure_ray.errors import ForbiddenError, NotFoundError, StorageError
-from qure_ray.outputs.assets import MEDIA_TYPES
+from qure_ray.media_types import MEDIA_TYPES
 from qure_ray.storage.object_store import ObjectStore
 
 if TYPE_CHECKING:

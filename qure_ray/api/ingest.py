@@ -17,7 +17,7 @@ from qure_ray.dicom import InstanceMetadata, read_instance
 from qure_ray.dicom.instance import identify
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import InvalidInstanceError, Violation
-from qure_ray.outputs.assets import MEDIA_TYPES
+from qure_ray.media_types import DICOM_MEDIA_TYPE
 from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState
 from qure_ray.storage.catalog import ingest_log_row, now
 from qure_ray.storage.keys import dicom_key
@@ -116,7 +116,7 @@ async def _ingest(
             return IngestOutcome(field, False, violation.message, metadata, violation)
         overwrite = True
     key = dicom_key(source, metadata.study_uid, metadata.series_uid, metadata.sop_uid)
-    await asyncio.to_thread(platform.store.put, key, data, media_type=MEDIA_TYPES[".dcm"], sha256=metadata.sha256)
+    await asyncio.to_thread(platform.store.put, key, data, media_type=DICOM_MEDIA_TYPE, sha256=metadata.sha256)
     record = InstanceRecord(
         **metadata.to_row(), source=source, object_key=key, received_at=now(), state=InstanceState.QUEUED
     )

@@ -18,7 +18,6 @@ from qure_ray.api.ingest import IngestOutcome, count_outcome, ingest, qure_reply
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.archive import zip_members
 from qure_ray.dicom.multipart import (
-    DICOM_MEDIA_TYPE,
     SPOOL_BYTES,
     MediaType,
     MultipartLimits,
@@ -29,6 +28,7 @@ from qure_ray.dicom.stow import FailedInstance, StoredInstance, store_instances_
 from qure_ray.dicom.uids import require_uid
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import BadRequestError
+from qure_ray.media_types import DICOM_MEDIA_TYPE
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 

@@ -60,15 +60,14 @@ from qure_ray.client.models import (
     UploadProgress,
     UploadReport,
 )
-from qure_ray.dicom.multipart import DICOM_MEDIA_TYPE
 from qure_ray.dicom.uids import is_valid_uid
 from qure_ray.fileio import atomic_write
+from qure_ray.media_types import DICOM_MEDIA_TYPE, MEDIA_TYPES
 from qure_ray.records import InstanceState
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
-ASSET_TYPES = {".dcm": DICOM_MEDIA_TYPE, ".png": "image/png", ".pdf": "application/pdf"}
 UNTYPED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 """Content types of a store that was not told the type; then the bytes themselves must show the format."""
 CHUNK_BYTES = 1024 * 1024
@@ -317,7 +316,7 @@ class AsyncQureClient:
         return paths
 
     async def _fetch(self, url: str, target: Path) -> None:
-        expected = ASSET_TYPES[target.suffix]
+        expected = MEDIA_TYPES[target.suffix]
         own = _same_origin(url, self.settings.base_url)
         client = self._api if own else self._plain
         response = await self._send(client, "GET", url, what=f"download of {target.name}", stream=True)
@@ -444,8 +443,8 @@ def _same_origin(url: str, base_url: str) -> bool:
 def _asset_name(url: str) -> str:
     """The file name an asset URL ends with (`sc.dcm`, `report.pdf`, `<SOPInstanceUID>.dcm`), checked."""
     name = PurePosixPath(unquote(urlsplit(url).path)).name
-    if name.startswith(".") or PurePosixPath(name).suffix not in ASSET_TYPES:
-        raise DownloadError(url, f"the URL does not end in a {', '.join(ASSET_TYPES)} file name")
+    if name.startswith(".") or PurePosixPath(name).suffix not in MEDIA_TYPES:
+        raise DownloadError(url, f"the URL does not end in a {', '.join(MEDIA_TYPES)} file name")
     return name
 
 

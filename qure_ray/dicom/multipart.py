@@ -19,9 +19,9 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from qure_ray.errors import BadRequestError
+from qure_ray.media_types import DICOM_MEDIA_TYPE
 
 SPOOL_BYTES = 8 * 1024 * 1024
-DICOM_MEDIA_TYPE = "application/dicom"
 
 
 def dicom_multipart(parts: Sequence[bytes], boundary: str | None = None) -> tuple[bytes, str]:

@@ -9,7 +9,7 @@ from enum import StrEnum
 import numpy as np
 from pydicom.dataset import Dataset
 
-from qure_ray.dicom.multipart import DICOM_MEDIA_TYPE
+from qure_ray.media_types import MEDIA_TYPES
 from qure_ray.models.card import ModelCard
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.dicom_objects import (
@@ -42,7 +42,6 @@ class Asset:
     media_type: str
 
 
-MEDIA_TYPES = {".dcm": DICOM_MEDIA_TYPE, ".png": "image/png", ".pdf": "application/pdf"}
 _FILES = {
     AssetKind.SC: ("sc", ".dcm"), AssetKind.SC_FULL_PNG: ("sc_full", ".png"),
     AssetKind.SC_THUMBNAIL: ("sc_thumbnail", ".png"), AssetKind.REPORT_PDF: ("report", ".pdf"),
