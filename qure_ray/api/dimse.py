@@ -23,6 +23,7 @@ from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.dicom.standards import SUPPORTED_TRANSFER_SYNTAXES
 from qure_ray.dicom.validation import FailureReason
 from qure_ray.errors import OverloadedError
+from qure_ray.replica_logging import log_to_replica_file
 
 logger = logging.getLogger(__name__)
 SUCCESS = 0x0000
@@ -48,6 +49,7 @@ class DimseGateway:
         queue: DeploymentHandle,
         jobs: DeploymentHandle,
     ) -> None:
+        log_to_replica_file()
         self.platform = RayPlatform.from_args(settings_args, catalog=catalog, queue=queue, jobs=jobs)
         settings = self.platform.settings
         self.sources = parse_calling_aes(settings.dimse_calling_aes)

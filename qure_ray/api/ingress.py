@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from qure_ray.api.app import create_app
 from qure_ray.api.platform import RayPlatform
 from qure_ray.config import INGRESS_LOGGING
+from qure_ray.replica_logging import log_to_replica_file
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0}, logging_config=INGRESS_LOGGING)
@@ -26,6 +27,7 @@ class Ingress:
         models: dict[str, DeploymentHandle],
         dimse: DeploymentHandle | None = None,
     ) -> None:
+        log_to_replica_file()
         self.platform = RayPlatform.from_args(
             settings_args,
             catalog=catalog,

@@ -23,6 +23,7 @@ from qure_ray.models.card import load_card
 from qure_ray.models.inference import predict_batch, select_device, warm_up
 from qure_ray.models.network import load_network
 from qure_ray.records import Prediction
+from qure_ray.replica_logging import log_to_replica_file
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 @serve.deployment(ray_actor_options={"num_cpus": 1}, logging_config=BACKGROUND_LOGGING, health_check_period_s=10)
 class ModelDeployment:
     def __init__(self, card_path: str, *, num_gpus: float, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        log_to_replica_file()
         self.card = load_card(Path(card_path))
         assigned = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         self.device = select_device(num_gpus=num_gpus, cuda_available=torch.cuda.is_available())

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
+import ray
 from ray import serve
 
 from qure_ray import metrics
@@ -24,6 +26,7 @@ from qure_ray.records import (
     SeriesTrigger,
     Webhook,
 )
+from qure_ray.replica_logging import log_to_replica_file
 from qure_ray.storage.catalog import Batch, Catalog, now, series_start_row
 from qure_ray.storage.group_commit import GroupCommitter
 from qure_ray.storage.lookup import ResultLookup, lookup_result
@@ -34,10 +37,9 @@ from qure_ray.storage.schema import TABLES
 RECONCILE_INTERVAL_S = 3600.0
 STATES_INTERVAL_S = 5.0
 REFRESH_INTERVAL_S = 2.0
-REPLACEMENT_WINDOW_S = 180.0
-"""How long after start another catalog actor may still be writing: Serve's graceful shutdown of the old job
-manager (`DRAIN_TIMEOUT_S` + 10 s) and of the old catalog actor, with margin."""
 MERGE_INTERVAL_S = 60.0
+SERVE_NAMESPACE = "serve"
+"""Serve names each replica's actor `SERVE_REPLICA::<app>#<deployment>#<replica id>` in this namespace."""
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +53,13 @@ logger = logging.getLogger(__name__)
 )
 class CatalogActor:
     def __init__(self, location: StoreLocation, flush_interval_s: float) -> None:
+        log_to_replica_file()
         self.store = location.open()
         self.catalog = Catalog(self.store)
         self.committer = GroupCommitter(self.catalog, interval_s=flush_interval_s)
         self._starting: set[tuple[str, str]] = set()
+        self._sole_writer = asyncio.Event()
+        """Set once no other catalog replica (the one a rolling update replaces) can still write."""
         loop = asyncio.get_running_loop()
         self._background = [
             loop.create_task(self._reconcile_forever()),
@@ -81,23 +86,47 @@ class CatalogActor:
             await asyncio.sleep(RECONCILE_INTERVAL_S)
 
     async def _refresh_while_replacing(self) -> None:
-        """During a rolling update the replica this one replaces may still write for a while (its job manager
-        drains): pick up its segments until it must be gone."""
-        deadline = time.monotonic() + REPLACEMENT_WINDOW_S
-        while time.monotonic() < deadline:
+        """During a rolling update the replica this one replaces still writes while its job manager drains:
+        pick up its segments for as long as it is alive, and once more after it is gone (its last upload may
+        have finished after this one loaded). Only then may merging start: two writers would merge the same
+        segments."""
+        announced = False
+        while others := self._other_catalog_replicas():
+            if not announced:
+                logger.info("catalog replica(s) %s still running: loading their segments", ", ".join(others))
+                announced = True
+            await self._load_foreign_segments()
             await asyncio.sleep(REFRESH_INTERVAL_S)
-            try:
-                for table, keys in (await asyncio.to_thread(self.catalog.foreign_segments)).items():
-                    loaded = await asyncio.to_thread(self.catalog.read_segments, table, keys)
-                    self.catalog.insert_segments(table, keys, loaded)
-                    logger.info("loaded %d %s segment(s) written by the replica this one replaces", len(keys), table)
-            except Exception as exc:  # the store may be briefly unavailable; try again next round
-                logger.warning("catalog refresh failed: %s", exc)
+        while not await self._load_foreign_segments():
+            await asyncio.sleep(REFRESH_INTERVAL_S)
+        self._sole_writer.set()
+
+    async def _load_foreign_segments(self) -> bool:
+        """Load segments another writer added; False when the store could not be read (try again later)."""
+        try:
+            for table, keys in (await asyncio.to_thread(self.catalog.foreign_segments)).items():
+                loaded = await asyncio.to_thread(self.catalog.read_segments, table, keys)
+                self.catalog.insert_segments(table, keys, loaded)
+                logger.info("loaded %d %s segment(s) written by the replica this one replaces", len(keys), table)
+        except Exception as exc:  # the store may be briefly unavailable
+            logger.warning("catalog refresh failed: %s", exc)
+            return False
+        return True
+
+    def _other_catalog_replicas(self) -> list[str]:
+        """The other live replicas of this deployment; when Ray cannot say, assume one is (and ask again)."""
+        own = serve.get_replica_context().replica_id.to_full_id_str()
+        try:
+            named = ray.util.list_named_actors(all_namespaces=True)
+        except Exception as exc:
+            logger.warning("could not list Serve's replicas, assuming another catalog replica: %s", exc)
+            return ["(unknown)"]
+        return other_catalog_replicas((actor["name"] for actor in named if actor["namespace"] == SERVE_NAMESPACE), own)
 
     async def _merge_segments_forever(self) -> None:
-        """Keep each table at a few segments while running (see `qure_ray.storage.merging`). Not while the
-        replica this one replaces may still write: both would merge the same segments."""
-        await asyncio.sleep(REPLACEMENT_WINDOW_S)
+        """Keep each table at a few segments while running (see `qure_ray.storage.merging`), once this is the
+        only catalog replica."""
+        await self._sole_writer.wait()
         while True:
             for table in TABLES:
                 try:
@@ -168,3 +197,10 @@ class CatalogActor:
 
     async def undelivered(self, limit: int) -> list[Notification]:
         return self.catalog.undelivered(limit=limit)
+
+
+def other_catalog_replicas(actor_names: Iterable[str], own: str) -> list[str]:
+    """Replicas of this catalog deployment (same application, same deployment) other than `own`. Another
+    application's catalog is not one this replaces: it must have its own `QURE_DATA_URI`."""
+    deployment = own[: own.rindex("#") + 1]  # SERVE_REPLICA::<app>#<deployment>#
+    return sorted(name for name in actor_names if name.startswith(deployment) and name != own)

@@ -15,6 +15,7 @@ from qure_ray import metrics
 from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.pipeline.priority_queue import UniquePriorityQueue
 from qure_ray.records import InstanceRef
+from qure_ray.replica_logging import log_to_replica_file
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 )
 class ImageQueue:
     def __init__(self, catalog: DeploymentHandle) -> None:
+        log_to_replica_file()
         self.catalog = catalog
         self.queue = UniquePriorityQueue()
 

@@ -45,6 +45,7 @@ from qure_ray.records import (
     SeriesTrigger,
     UseCase,
 )
+from qure_ray.replica_logging import log_to_replica_file
 from qure_ray.routing import InstanceFacts, load_routing
 from qure_ray.routing.quality import blank_reason, unusable_reason
 from qure_ray.sealing import SecretSealer
@@ -90,6 +91,7 @@ class JobManager:
         secret_sealer: SecretSealer,
         task_resources: dict[str, float],
     ) -> None:
+        log_to_replica_file()
         self.catalog = catalog
         self.queue = queue
         self.models = {UseCase(name): handle for name, handle in models.items()}

@@ -183,15 +183,16 @@ class Catalog:
     def _read_all_segments(self, table: str, attempts: int = 3) -> tuple[list[str], pa.Table | None]:
         """Every segment of a table. During a rolling update the replica being replaced may merge segments
         between our listing and our reads: a segment gone missing means list again."""
-        for attempt in range(1, attempts + 1):
-            keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
+        for _ in range(attempts - 1):
             try:
-                return keys, self.read_segments(table, keys) if keys else None
+                return self._read_listed_segments(table)
             except StorageError:
-                if attempt == attempts:
-                    raise
                 logger.info("a %s segment went away while loading (merged by another writer): listing again", table)
-        raise AssertionError("unreachable")
+        return self._read_listed_segments(table)
+
+    def _read_listed_segments(self, table: str) -> tuple[list[str], pa.Table | None]:
+        keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
+        return keys, self.read_segments(table, keys) if keys else None
 
     def read_segments(self, table: str, keys: list[str]) -> pa.Table:
         """Segments of a table, in its current schema. Touches only the store: safe off the owner's thread."""

@@ -71,9 +71,9 @@ def test_no_log_line_carries_patient_data(deployed: Deployed) -> None:
     ds[Tag(0x0010, 0x0030)] = RawDataElement(Tag(0x0010, 0x0030), "DA", 8, b"19xx0231", 0, False, True)  # bad DA
     ds.OtherPatientIDs = f"{PATIENT_ID}-OTHER"
     ds.StudyDescription = f"follow-up of {PATIENT_NAME}"
-    good = to_bytes(ds)
+    good, sop = to_bytes(ds), str(ds.SOPInstanceUID)
     assert deployed.upload(good).status_code == 200
-    assert deployed.wait_final(str(ds.SOPInstanceUID)).status_code == 200
+    assert deployed.wait_final(sop).status_code == 200
     ds.SOPInstanceUID = (
         "1.2.3.4.5.6.7.8.9.0.1.2.3.4.5.6.7.8.9.0.1.2.3.4.5.6.7.8.9.0.1.2.3.4.5.6.7.8.9.0.1.2.3.4.5.6.7.8.9"
     )
@@ -94,3 +94,5 @@ def test_no_log_line_carries_patient_data(deployed: Deployed) -> None:
     structured = [json.loads(line) for line in lines if line.startswith("{")]
     assert structured and len(structured) >= len(lines) * 0.9, "replica logs are not JSON"
     assert any("request_id" in entry for entry in structured)
+    finished = f"instance {sop} of {SOURCE}: done"  # qure_ray's own records are in the scanned replica logs
+    assert any(finished in entry.get("message", "") for entry in structured), "no job manager record in the logs"

@@ -6,6 +6,7 @@ Runs late (it redeploys the shared deployment twice: to the new version and back
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pydicom
@@ -21,11 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 def new_version(deployed: Deployed, tmp_path: Path) -> Path:
-    """The same application with changed settings: the job manager and the models get new replicas."""
+    """The same application with changed settings: the catalog actor, the job manager and the models get new
+    replicas."""
     config = yaml.safe_load(deployed.config_path.read_text())
     args = config["applications"][0]["args"]
     args["QURE_MAX_CONCURRENT_JOBS"] = 8
     args["QURE_MODEL_BATCH_WAIT_TIMEOUT_S"] = 0.03
+    args["QURE_CATALOG_FLUSH_INTERVAL_S"] = 0.03
     path = tmp_path / "serve_config_v2.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -33,6 +36,18 @@ def new_version(deployed: Deployed, tmp_path: Path) -> Path:
 
 def sop_of(data: bytes) -> str:
     return str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+
+
+def catalog_log_lines(deployed: Deployed) -> list[str]:
+    logs = deployed.cluster.temp_dir.rglob("replica_*CatalogActor*.log")
+    return [line for path in logs for line in path.read_text(errors="replace").splitlines()]
+
+
+def test_the_running_catalog_merges_its_segments(deployed: Deployed) -> None:
+    """Every group commit writes small segments; the deployed catalog actor merges them while it runs (by now
+    the suite has written hundreds: a full tier of 16 similar ones is merged within a minute)."""
+    merged = [line for line in catalog_log_lines(deployed) if re.search(r"merged \d+ events segments", line)]
+    assert merged, "the catalog actor never merged its events segments"
 
 
 def test_a_config_update_mid_processing_finishes_every_accepted_instance(deployed: Deployed, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from qure_ray.pipeline.catalog_actor import other_catalog_replicas
 from qure_ray.records import (
     DeliveryOutcome,
     InstanceRecord,
@@ -261,6 +262,23 @@ def _renamed(store: LocalObjectStore, key: str, named_ns: int) -> str:
     late = segment_key(table, named_ns, "late")
     store.put(late, store.get(key))
     return late
+
+
+def test_a_catalog_replica_waits_only_for_its_own_deployment_s_other_replicas() -> None:
+    """A rolling update runs old and new catalog replicas side by side; another application's catalog, or
+    another deployment, is not one this replica replaces."""
+    own = "SERVE_REPLICA::qure_ray#CatalogActor#new1"
+    named = [
+        own,
+        "SERVE_REPLICA::qure_ray#CatalogActor#old1",
+        "SERVE_REPLICA::qure_ray#JobManager#abc",
+        "SERVE_REPLICA::staging#CatalogActor#xyz",
+        "SERVE_CONTROLLER_ACTOR",
+    ]
+    assert other_catalog_replicas(named, own) == ["SERVE_REPLICA::qure_ray#CatalogActor#old1"]
+    assert other_catalog_replicas([own, "SERVE_REPLICA::qure_ray#JobManager#abc"], own) == []
+    assert other_catalog_replicas(["SERVE_REPLICA::CatalogActor#a", "SERVE_REPLICA::CatalogActor#b"],
+                                  "SERVE_REPLICA::CatalogActor#b") == ["SERVE_REPLICA::CatalogActor#a"]  # fmt: skip
 
 
 def test_foreign_listing_starts_shortly_before_the_newest_key_it_saw(tmp_path: Path) -> None:
