@@ -33,6 +33,7 @@ from qure_ray.storage.lookup import ResultLookup, lookup_result
 from qure_ray.storage.object_store import StoreLocation
 from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orphans
 from qure_ray.storage.schema import TABLES
+from qure_ray.storage.writer_lease import RENEW_S, LeaseHolder, WriterLease
 
 RECONCILE_INTERVAL_S = 3600.0
 STATES_INTERVAL_S = 5.0
@@ -55,6 +56,8 @@ class CatalogActor:
     def __init__(self, location: StoreLocation, flush_interval_s: float) -> None:
         log_to_replica_file()
         self.store = location.open()
+        self.lease = WriterLease(self.store, _this_replica())
+        self.lease.acquire()  # before loading: a deployment already writing here makes this one refuse to start
         self.catalog = Catalog(self.store)
         self.committer = GroupCommitter(self.catalog, interval_s=flush_interval_s)
         self._starting: set[tuple[str, str]] = set()
@@ -66,7 +69,25 @@ class CatalogActor:
             loop.create_task(self._report_states()),
             loop.create_task(self._refresh_while_replacing()),
             loop.create_task(self._merge_segments_forever()),
+            loop.create_task(self._renew_lease_forever()),
         ]
+
+    async def __del__(self) -> None:
+        """Serve's graceful shutdown: hand the writer lease back, so that a start elsewhere need not wait."""
+        for task in self._background:
+            task.cancel()
+        try:
+            await asyncio.to_thread(self.lease.release)
+        except Exception as exc:  # it goes stale on its own
+            logger.warning("releasing the catalog's writer lease failed: %s", exc)
+
+    async def _renew_lease_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_S)
+            try:
+                await asyncio.to_thread(self.lease.renew)
+            except Exception as exc:  # the store may be briefly unavailable; the lease goes stale only after STALE_S
+                logger.warning("renewing the catalog's writer lease failed: %s", exc)
 
     async def _reconcile_forever(self) -> None:
         """Remove orphaned originals at start-up and then hourly (see `qure_ray.storage.reconcile`)."""
@@ -115,7 +136,7 @@ class CatalogActor:
 
     def _other_catalog_replicas(self) -> list[str]:
         """The other live replicas of this deployment; when Ray cannot say, assume one is (and ask again)."""
-        own = serve.get_replica_context().replica_id.to_full_id_str()
+        own = self.lease.holder.replica
         try:
             named = ray.util.list_named_actors(all_namespaces=True)
         except Exception as exc:
@@ -197,6 +218,12 @@ class CatalogActor:
 
     async def undelivered(self, limit: int) -> list[Notification]:
         return self.catalog.undelivered(limit=limit)
+
+
+def _this_replica() -> LeaseHolder:
+    replica = serve.get_replica_context().replica_id.to_full_id_str()
+    deployment = replica[: replica.rindex("#") + 1]
+    return LeaseHolder(cluster=ray.get_runtime_context().gcs_address, deployment=deployment, replica=replica)
 
 
 def other_catalog_replicas(actor_names: Iterable[str], own: str) -> list[str]:

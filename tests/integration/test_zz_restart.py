@@ -12,6 +12,7 @@ import pytest
 
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.models.phantoms import head_ct_series
+from qure_ray.storage.writer_lease import LEASE_KEY
 from tests.integration.conftest import Deployed
 from tests.integration.services import wait_for, wait_healthy
 
@@ -30,6 +31,7 @@ def test_restart_mid_processing_finishes_every_accepted_instance(deployed: Deplo
     stopped = deployed.cluster.serve("shutdown")
     assert stopped.returncode == 0, stopped.stderr
     wait_for(deployed.cluster.serve_stopped, timeout_s=300, what="Serve's shutdown")
+    assert deployed.s3_keys(LEASE_KEY) == []  # the catalog actor released its writer lease as it stopped
     redeployed = deployed.cluster.serve("deploy", str(deployed.config_path))
     assert redeployed.returncode == 0, redeployed.stderr
     wait_healthy(deployed.base_url)

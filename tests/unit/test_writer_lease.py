@@ -1,0 +1,95 @@
+"""The catalog's writer lease: one deployment writes a data URI's catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qure_ray.storage import LocalObjectStore
+from qure_ray.storage.writer_lease import LEASE_KEY, STALE_S, LeaseHeldError, LeaseHolder, WriterLease
+
+PROD = LeaseHolder(cluster="10.0.0.5:6379", deployment="SERVE_REPLICA::qure_ray#CatalogActor#", replica="a1")
+PROD_NEXT = LeaseHolder(cluster="10.0.0.5:6379", deployment="SERVE_REPLICA::qure_ray#CatalogActor#", replica="b2")
+STAGING = LeaseHolder(cluster="10.0.9.9:6379", deployment="SERVE_REPLICA::qure_ray#CatalogActor#", replica="c3")
+
+
+class Clock:
+    """A fake clock; `sleep` advances it, and may let the running holder renew meanwhile."""
+
+    def __init__(self, renewing: WriterLease | None = None, renew_until: float = 0.0) -> None:
+        self.now = 1_000.0
+        self.renewing, self.renew_until = renewing, renew_until
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+        if self.renewing is not None and self.now < self.renew_until:
+            self.renewing.renew()
+
+
+def lease(store: LocalObjectStore, holder: LeaseHolder, clock: Clock) -> WriterLease:
+    return WriterLease(store, holder, clock=clock, sleep=clock.sleep)
+
+
+def holder_of(store: LocalObjectStore) -> str:
+    return str(json.loads(store.get(LEASE_KEY))["holder"]["replica"])
+
+
+def test_a_free_data_uri_is_taken_at_once_and_a_rolling_update_takes_over_at_once(tmp_path: Path) -> None:
+    store, clock = LocalObjectStore(tmp_path), Clock()
+    lease(store, PROD, clock).acquire()
+    assert holder_of(store) == "a1" and clock.slept == 0
+    lease(store, PROD_NEXT, clock).acquire()  # same deployment, same cluster: the replica it replaces
+    assert holder_of(store) == "b2" and clock.slept == 0
+
+
+def test_a_deployment_of_another_cluster_refuses_while_the_holder_renews(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    clock = Clock()
+    running = lease(store, PROD, clock)
+    running.acquire()
+    clock.renewing, clock.renew_until = running, float("inf")
+
+    with pytest.raises(LeaseHeldError, match=r"written by another deployment \(a1 on Ray cluster 10\.0\.0\.5:6379"):
+        lease(store, STAGING, clock).acquire(wait_s=90, poll_s=5)
+    assert clock.slept >= 90 and holder_of(store) == "a1"  # it waited, then left the lease alone
+
+
+def test_a_holder_that_stopped_renewing_is_taken_over_once_stale(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    clock = Clock()
+    running = lease(store, PROD, clock)
+    running.acquire()
+    clock.renewing, clock.renew_until = running, clock.now + 20  # the old cluster goes down 20 s in
+
+    lease(store, STAGING, clock).acquire(wait_s=120, poll_s=5)
+    assert holder_of(store) == "c3"
+    assert 20 + STALE_S <= clock.slept < 20 + STALE_S + 10
+
+
+def test_an_unreadable_lease_is_taken(tmp_path: Path) -> None:
+    store, clock = LocalObjectStore(tmp_path), Clock()
+    store.put(LEASE_KEY, b"{not json")
+    lease(store, STAGING, clock).acquire(wait_s=0)
+    assert holder_of(store) == "c3"
+
+
+def test_a_graceful_stop_releases_only_its_own_lease(tmp_path: Path) -> None:
+    store, clock = LocalObjectStore(tmp_path), Clock()
+    old, new = lease(store, PROD, clock), lease(store, PROD_NEXT, clock)
+    old.acquire()
+    new.acquire()
+    old.renew()  # the replaced replica, still draining, leaves the lease to its successor
+    assert holder_of(store) == "b2"
+    old.release()  # and stops after its successor took over: the lease stays
+    assert holder_of(store) == "b2"
+    new.release()
+    assert not store.exists(LEASE_KEY)
+    lease(store, STAGING, clock).acquire(wait_s=0)  # another deployment may start at once
+    assert holder_of(store) == "c3" and clock.slept == 0
