@@ -6,8 +6,9 @@ before it is written and the job manager opens it just before signing; the catal
 
 The key is the operator's (`QURE_SECRETS_KEY`), not derived from `QURE_TOKENS`, which change whenever a partner is
 added. To rotate it, list the new key first and the old ones after it (`new,old`): secrets are sealed with the
-first and opened with whichever key sealed them. Each sealed value names its source as associated data, so it
-cannot be moved to another source's row.
+first and opened with whichever key sealed them, and the job manager re-seals every stored secret under the
+first key when it starts (`reseal`), after which the old key can be dropped. Each sealed value names its
+source as associated data, so it cannot be moved to another source's row.
 
 Without a key, secrets are stored as given (with a warning at start), and `open` reads such values as they are,
 so rows written before a key was set keep working.
@@ -60,19 +61,36 @@ class SecretSealer:
             return stored
         if not self.enabled:
             raise SealError("the webhook secret is sealed but QURE_SECRETS_KEY is not set")
+        secret = _open_with(self.keys, stored, source)
+        if secret is None:
+            raise SealError(
+                "the webhook secret was sealed with a key QURE_SECRETS_KEY no longer lists (or is damaged); "
+                "the source must register its webhook again"
+            )
+        return secret
+
+    def reseal(self, stored: str, *, source: str) -> str | None:
+        """`stored` sealed under the first key, or None when it already is (or no key is set). After a rotation
+        (`new,old`) this moves each secret to the new key, so the old one can later be dropped from the list;
+        a secret stored in clear before a key was set gets sealed. Raises `SealError` when no key opens it."""
+        if not self.enabled:
+            return None
+        if stored.startswith(SEALED_PREFIX) and _open_with(self.keys[:1], stored, source) is not None:
+            return None
+        return self.seal(self.open(stored, source=source), source=source)
+
+
+def _open_with(keys: list[str], stored: str, source: str) -> str | None:
+    try:
+        raw = base64.urlsafe_b64decode(stored[len(SEALED_PREFIX) :])
+    except ValueError:
+        return None
+    for key in keys:
         try:
-            raw = base64.urlsafe_b64decode(stored[len(SEALED_PREFIX) :])
-        except ValueError:
-            raw = b""
-        for key in self.keys:
-            try:
-                return _cipher(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], source.encode()).decode()
-            except (InvalidTag, ValueError):
-                continue
-        raise SealError(
-            "the webhook secret was sealed with a key QURE_SECRETS_KEY no longer lists (or is damaged); "
-            "the source must register its webhook again"
-        )
+            return _cipher(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], source.encode()).decode()
+        except (InvalidTag, ValueError):
+            continue
+    return None
 
 
 def _cipher(key: str) -> AESGCM:

@@ -27,7 +27,7 @@ from qure_ray.records import (
     Webhook,
 )
 from qure_ray.replica_logging import log_to_replica_file
-from qure_ray.storage.catalog import Batch, Catalog, now, series_start_row
+from qure_ray.storage.catalog import Batch, Catalog, now, series_start_row, webhook_row
 from qure_ray.storage.group_commit import GroupCommitter
 from qure_ray.storage.lookup import ResultLookup, lookup_result
 from qure_ray.storage.object_store import StoreLocation
@@ -215,6 +215,20 @@ class CatalogActor:
 
     async def webhook(self, source: str) -> Webhook | None:
         return self.catalog.webhook(source)
+
+    async def stored_webhook_secrets(self) -> dict[str, str]:
+        """Each source's stored (sealed) webhook secret, from its newest webhook row."""
+        return {row["source"]: row["secret"] for row in self.catalog.webhook_rows()}
+
+    async def replace_webhook_secret(self, source: str, stored: str, replacement: str) -> bool:
+        """Store `replacement` (the same secret sealed again) if the source's newest row still holds `stored`;
+        its URL, state and registration time stay. False when the source registered anew meanwhile."""
+        row = next((row for row in self.catalog.webhook_rows() if row["source"] == source), None)
+        if row is None or row["secret"] != stored:
+            return False
+        batch = webhook_row(source, row["url"], replacement, active=row["active"], registered_at=row["registered_at"])
+        await self.committer.write(batch)
+        return True
 
     async def undelivered(self, limit: int) -> list[Notification]:
         return self.catalog.undelivered(limit=limit)

@@ -52,6 +52,7 @@ class WebhookNotifier:
         self.in_flight: set[str] = set()
 
     async def run(self) -> None:
+        await self.reseal_secrets()
         async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False) as client:
             while True:
                 await asyncio.sleep(POLL_S)
@@ -65,6 +66,29 @@ class WebhookNotifier:
                         self.in_flight.add(notification.result_row_id)
                         task = asyncio.get_running_loop().create_task(self._deliver(client, notification))
                         task.add_done_callback(lambda _, key=notification.result_row_id: self.in_flight.discard(key))  # type: ignore[misc]
+
+    async def reseal_secrets(self) -> int:
+        """Re-seal stored webhook secrets under the first `QURE_SECRETS_KEY` (after a rotation, or sealing ones
+        stored in clear before a key was set); returns how many. Never in the way of deliveries: a failure is
+        logged and the next start tries again."""
+        resealed = 0
+        try:
+            stored: dict[str, str] = await self.catalog.stored_webhook_secrets.remote()
+            for source, secret in stored.items():
+                try:
+                    replacement = self.secret_sealer.reseal(secret, source=source)
+                except SealError as exc:  # its deliveries give up, saying why
+                    logger.warning("webhook secret of source %s cannot be re-sealed: %s", source, exc)
+                    continue
+                if replacement is not None and await self.catalog.replace_webhook_secret.remote(
+                    source, secret, replacement
+                ):
+                    resealed += 1
+        except Exception as exc:  # the catalog is briefly unavailable
+            logger.warning("re-sealing webhook secrets failed, next start tries again: %s", exc)
+        if resealed:
+            logger.info("re-sealed %d webhook secret(s) under the first QURE_SECRETS_KEY", resealed)
+        return resealed
 
     async def _deliver(self, client: httpx.AsyncClient, notification: Notification) -> None:
         body = json.dumps(notification.payload(self.results_base_url), separators=(",", ":")).encode()

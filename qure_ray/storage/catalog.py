@@ -118,9 +118,14 @@ def series_start_row(source: str, series_uid: str, trigger: SeriesTrigger) -> Ba
     return batch
 
 
-def webhook_row(source: str, url: str, secret: str, *, active: bool) -> Batch:
+def webhook_row(source: str, url: str, secret: str, *, active: bool, registered_at: datetime | None = None) -> Batch:
+    """A source's webhook; `registered_at` is kept when only the stored secret changes (results finished since
+    the registration stay due), otherwise now."""
     batch = Batch()
-    batch.add("webhooks", {"source": source, "url": url, "secret": secret, "active": active, "registered_at": now()})
+    batch.add(
+        "webhooks",
+        {"source": source, "url": url, "secret": secret, "active": active, "registered_at": registered_at or now()},
+    )
     return batch
 
 
@@ -305,6 +310,10 @@ class Catalog:
     def webhook(self, source: str) -> Webhook | None:
         """The source's active webhook, if any."""
         return self.current.webhook(source)
+
+    def webhook_rows(self) -> list[dict[str, Any]]:
+        """Every source's newest webhook row, active or not (the stored secrets, for re-sealing)."""
+        return self.current.webhook_rows()
 
     def undelivered(self, *, limit: int) -> list[Notification]:
         """Final results finished since their source registered its webhook, not yet delivered or given up."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 
@@ -202,6 +203,10 @@ class CurrentState:
     def webhook(self, source: str) -> Webhook | None:
         row = self.webhooks.row((source,))
         return Webhook(source=source, url=row["url"], secret=row["secret"]) if row and row["active"] else None
+
+    def webhook_rows(self) -> list[dict[str, Any]]:
+        """Every source's newest `webhooks` row, active or not."""
+        return [row for key in self.webhooks.newest_keys() if (row := self.webhooks.row(key)) is not None]
 
     def undelivered(self, *, limit: int) -> list[Notification]:
         """Final results finished since their source registered its webhook, not yet delivered or given up."""

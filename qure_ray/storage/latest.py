@@ -71,6 +71,9 @@ class LatestRows:
     def __len__(self) -> int:
         return len(self._newest)
 
+    def newest_keys(self) -> list[Key]:
+        return list(self._newest)
+
     def time(self, key: Key) -> int | None:
         """The newest row's time in µs since the epoch."""
         found = self._newest.get(key)

@@ -239,6 +239,26 @@ def test_results_after_a_webhook_is_registered_are_pending_until_delivered_or_gi
     assert catalog.webhook("site-a") is None and catalog.undelivered(limit=10) == []
 
 
+def test_a_webhook_secret_replaced_in_place_keeps_its_registration_and_wins_after_a_restart(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    catalog.commit(webhook_row("site-a", "http://127.0.0.1:9/hook", "sealed-under-old", active=True))
+    [row] = catalog.webhook_rows()
+    result = ResultRecord(source="site-a", sop_uid="1.2.3.9.1", usecase=UseCase.QXR, state=InstanceState.DONE)
+    batch = received_rows(make_record("1.2.3.9.1"))
+    batch.add("results", {**result.to_row(), "finished_at": now()})
+    catalog.commit(batch)
+    assert [n.uid for n in catalog.undelivered(limit=10)] == ["1.2.3.9.1"]
+
+    catalog.commit(
+        webhook_row("site-a", row["url"], "sealed-under-new", active=True, registered_at=row["registered_at"])
+    )
+    for reader in (catalog, Catalog(LocalObjectStore(tmp_path))):  # a tie on registered_at: the later row wins
+        hook = reader.webhook("site-a")
+        assert hook is not None and hook.secret == "sealed-under-new"
+        assert [n.uid for n in reader.undelivered(limit=10)] == ["1.2.3.9.1"]  # still due: same registration
+        assert [r["registered_at"] for r in reader.webhook_rows()] == [row["registered_at"]]
+
+
 def test_a_second_writer_s_segments_are_picked_up_once(tmp_path: Path) -> None:
     """A rolling update: the new catalog loads, the old one still writes; `foreign_segments` finds those rows."""
     new = Catalog(LocalObjectStore(tmp_path))

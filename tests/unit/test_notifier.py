@@ -92,3 +92,39 @@ def test_a_sealed_secret_signs_in_clear_and_one_sealed_with_another_key_gives_up
     assert received == []  # nothing can be signed: no POST, one final row saying why
     (row,) = recorded
     assert (row["attempt"], row["outcome"]) == (3, "gave_up") and "QURE_SECRETS_KEY" in str(row["error"])
+
+
+def test_start_up_reseals_stored_secrets_under_the_first_key_unless_replaced_meanwhile() -> None:
+    key = "an-operator-key-of-at-least-32-characters"
+    old, rotated = SecretSealer(key), SecretSealer(f"{key}-new,{key}")
+    stored = {
+        "site-a": old.seal("secret-a-1234567890", source="site-a"),  # under the old key: re-sealed
+        "site-b": rotated.seal("secret-b-1234567890", source="site-b"),  # already under the new key
+        "site-c": "secret-c-in-clear-12345",  # stored before a key was set: sealed
+        "site-d": SecretSealer(key + "-lost").seal("secret-d-1234567890", source="site-d"),  # no key opens it
+        "site-e": old.seal("secret-e-1234567890", source="site-e"),  # registered anew meanwhile: left alone
+    }
+    replaced: dict[str, str] = {}
+
+    async def stored_webhook_secrets() -> dict[str, str]:
+        return dict(stored)
+
+    async def replace_webhook_secret(source: str, secret: str, replacement: str) -> bool:
+        assert stored[source] == secret
+        if source == "site-e":
+            return False
+        replaced[source] = replacement
+        return True
+
+    catalog = SimpleNamespace(
+        stored_webhook_secrets=SimpleNamespace(remote=stored_webhook_secrets),
+        replace_webhook_secret=SimpleNamespace(remote=replace_webhook_secret),
+    )
+    notifier = WebhookNotifier(
+        cast(DeploymentHandle, catalog), results_base_url="http://x", max_attempts=3, secret_sealer=rotated
+    )
+    assert asyncio.run(notifier.reseal_secrets()) == 2
+    assert sorted(replaced) == ["site-a", "site-c"]
+    only_new = SecretSealer(f"{key}-new")
+    assert only_new.open(replaced["site-a"], source="site-a") == "secret-a-1234567890"
+    assert only_new.open(replaced["site-c"], source="site-c") == "secret-c-in-clear-12345"

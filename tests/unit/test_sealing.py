@@ -40,3 +40,17 @@ def test_a_rotated_key_seals_with_the_new_key_and_still_opens_the_old_ones() -> 
     assert SecretSealer(new_key).open(sealed_after, source="site-a") == "partner-secret-5678"
     with pytest.raises(SealError):
         SecretSealer(old_key).open(sealed_after, source="site-a")
+
+
+def test_reseal_moves_a_secret_to_the_first_key_and_leaves_current_ones_alone() -> None:
+    old, new = SecretSealer(KEY), SecretSealer(f"{KEY}-new,{KEY}")
+    under_old = old.seal("partner-secret-1234", source="site-a")
+    resealed = new.reseal(under_old, source="site-a")
+    assert resealed is not None and resealed != under_old
+    assert SecretSealer(f"{KEY}-new").open(resealed, source="site-a") == "partner-secret-1234"  # old key droppable
+    assert new.reseal(resealed, source="site-a") is None  # already under the first key
+    clear = new.reseal("stored-before-a-key-was-set", source="site-a")
+    assert clear is not None and new.open(clear, source="site-a") == "stored-before-a-key-was-set"
+    assert CLEAR.reseal("stored-in-clear", source="site-a") is None  # no key: nothing to seal with
+    with pytest.raises(SealError, match="no longer lists"):
+        SecretSealer(f"{KEY}-other").reseal(under_old, source="site-a")
