@@ -223,7 +223,7 @@ class CatalogActor:
     async def replace_webhook_secret(self, source: str, stored: str, replacement: str) -> bool:
         """Store `replacement` (the same secret sealed again) if the source's newest row still holds `stored`;
         its URL, state and registration time stay. False when the source registered anew meanwhile."""
-        row = next((row for row in self.catalog.webhook_rows() if row["source"] == source), None)
+        row = self.catalog.newest_webhook_row(source)
         if row is None or row["secret"] != stored:
             return False
         batch = webhook_row(source, row["url"], replacement, active=row["active"], registered_at=row["registered_at"])
@@ -236,12 +236,18 @@ class CatalogActor:
 
 def _this_replica() -> LeaseHolder:
     replica = serve.get_replica_context().replica_id.to_full_id_str()
-    deployment = replica[: replica.rindex("#") + 1]
-    return LeaseHolder(cluster=ray.get_runtime_context().gcs_address, deployment=deployment, replica=replica)
+    return LeaseHolder(
+        cluster=ray.get_runtime_context().gcs_address, deployment=_deployment_of(replica), replica=replica
+    )
+
+
+def _deployment_of(replica: str) -> str:
+    """`SERVE_REPLICA::<app>#<deployment>#` of a replica's actor name: the prefix all its replicas share."""
+    return replica[: replica.rindex("#") + 1]
 
 
 def other_catalog_replicas(actor_names: Iterable[str], own: str) -> list[str]:
     """Replicas of this catalog deployment (same application, same deployment) other than `own`. Another
     application's catalog is not one this replaces: it must have its own `QURE_DATA_URI`."""
-    deployment = own[: own.rindex("#") + 1]  # SERVE_REPLICA::<app>#<deployment>#
+    deployment = _deployment_of(own)
     return sorted(name for name in actor_names if name.startswith(deployment) and name != own)

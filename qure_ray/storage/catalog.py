@@ -315,6 +315,9 @@ class Catalog:
         """Every source's newest webhook row, active or not (the stored secrets, for re-sealing)."""
         return self.current.webhook_rows()
 
+    def newest_webhook_row(self, source: str) -> dict[str, Any] | None:
+        return self.current.newest_webhook_row(source)
+
     def undelivered(self, *, limit: int) -> list[Notification]:
         """Final results finished since their source registered its webhook, not yet delivered or given up."""
         return self.current.undelivered(limit=limit)

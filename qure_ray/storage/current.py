@@ -201,8 +201,12 @@ class CurrentState:
         return {state: len(keys) for state, keys in self.by_state.items() if keys}
 
     def webhook(self, source: str) -> Webhook | None:
-        row = self.webhooks.row((source,))
+        row = self.newest_webhook_row(source)
         return Webhook(source=source, url=row["url"], secret=row["secret"]) if row and row["active"] else None
+
+    def newest_webhook_row(self, source: str) -> dict[str, Any] | None:
+        """The source's newest `webhooks` row, active or not."""
+        return self.webhooks.row((source,))
 
     def webhook_rows(self) -> list[dict[str, Any]]:
         """Every source's newest `webhooks` row, active or not."""
