@@ -93,5 +93,9 @@ class StorageError(QureError):
     """The object store or the catalog failed; the operation may be retried."""
 
 
+class ObjectMissingError(StorageError):
+    """The object store holds no object under the key (it never existed, or it was deleted)."""
+
+
 class ModelError(QureError):
     """A model could not be loaded (bad weights, wrong device) or failed to run."""

@@ -24,6 +24,7 @@ import httpx
 from botocore.config import Config
 
 from qure_ray.config import SERVE_ENVIRONMENT
+from qure_ray.storage.object_store import S3ObjectStore
 
 BIN = Path(sys.executable).parent
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "qure-test", "AWS_SECRET_ACCESS_KEY": "qure-test-secret"}
@@ -100,6 +101,15 @@ class S3Server:
             aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
         )
+
+    def object_store(self, prefix: str) -> S3ObjectStore:
+        """qure_ray's own view of the bucket under `prefix`, signed with this server's keys."""
+        session = boto3.Session(
+            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
+        return S3ObjectStore(bucket=self.bucket, prefix=prefix, endpoint_url=self.endpoint_url, session=session)
 
 
 @contextmanager

@@ -2,8 +2,8 @@
 
 Writes arrive as `Batch`es; `commit(batch)` writes one Parquet segment per table touched (atomically, on
 the object store) and only then inserts the rows into DuckDB, so a row is visible only once durable. At
-start-up every segment is loaded back (deduplicated by `row_id`) and, past a threshold, compacted into one;
-while running, `merge_segments` merges small segments into larger ones.
+start-up every segment is loaded back (deduplicated by `row_id`; `qure_ray.storage.segment_reading`) and,
+past a threshold, compacted into one; while running, `merge_segments` merges small segments into larger ones.
 
 The class is single-threaded and synchronous; `GroupCommitter` gathers concurrent writers into batches.
 """
@@ -22,7 +22,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qure_ray.errors import StorageError
 from qure_ray.records import (
     DeliveryOutcome,
     IngestOutcomeKind,
@@ -39,6 +38,7 @@ from qure_ray.storage.keys import CATALOG_PREFIX, segment_key, segment_named_ns
 from qure_ray.storage.merging import MERGE_FAN_IN, merge_groups
 from qure_ray.storage.object_store import ObjectStore
 from qure_ray.storage.schema import TABLES, duckdb_type
+from qure_ray.storage.segment_reading import read_live_segments, read_segment
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class Catalog:
     def _load(self) -> None:
         started = time.perf_counter()
         for table in INDEX_ORDER:
-            keys, loaded = self._read_all_segments(table)
+            keys, loaded = read_live_segments(self.store, table)  # a replaced replica may still merge
             if loaded is None:
                 continue
             self.insert_segments(table, keys, loaded)
@@ -185,25 +185,9 @@ class Catalog:
             {table: self.count(table) for table in TABLES},
         )
 
-    def _read_all_segments(self, table: str, attempts: int = 3) -> tuple[list[str], pa.Table | None]:
-        """Every segment of a table. During a rolling update the replica being replaced may merge segments
-        between our listing and our reads: a segment gone missing means list again."""
-        for _ in range(attempts - 1):
-            try:
-                return self._read_listed_segments(table)
-            except StorageError:
-                logger.info("a %s segment went away while loading (merged by another writer): listing again", table)
-        return self._read_listed_segments(table)
-
-    def _read_listed_segments(self, table: str) -> tuple[list[str], pa.Table | None]:
-        keys = self.store.list_keys(f"{CATALOG_PREFIX}{table}/")
-        return keys, self.read_segments(table, keys) if keys else None
-
     def read_segments(self, table: str, keys: list[str]) -> pa.Table:
         """Segments of a table, in its current schema. Touches only the store: safe off the owner's thread."""
-        return pa.concat_tables(
-            [_conform(pq.read_table(io.BytesIO(self.store.get(key))), TABLES[table]) for key in keys]
-        )
+        return pa.concat_tables([read_segment(self.store, table, key) for key in keys])
 
     def insert_segments(self, table: str, keys: list[str], loaded: pa.Table) -> None:
         """Make read segments visible; rows already present (same `row_id`) are skipped."""
@@ -336,14 +320,3 @@ class Catalog:
     def states(self) -> dict[str, int]:
         """How many instances are in each state (latest event per instance)."""
         return self.current.states()
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A segment in the current schema: columns added since it was written are null, in schema order."""
-    columns = [
-        table.column(field.name).cast(field.type)
-        if field.name in table.column_names
-        else pa.nulls(len(table), field.type)
-        for field in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)

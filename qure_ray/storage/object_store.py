@@ -1,7 +1,8 @@
 """`ObjectStore`: where DICOM originals, assets and catalog segments live — a local folder or S3.
 
 Both backends write atomically (a reader sees the whole object or none) and translate their own errors
-into `StorageError`. `open_object_store(data_uri, endpoint_url)` picks the backend from the URI.
+into `StorageError` (`ObjectMissingError` for a key that holds nothing). `open_object_store(data_uri,
+endpoint_url)` picks the backend from the URI.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from qure_ray.errors import StorageError
+from qure_ray.errors import ObjectMissingError, StorageError
 from qure_ray.fileio import atomic_write
 from qure_ray.storage.presign import Credentials, UrlPresigner
+
+MISSING_OBJECT_CODES = ("NoSuchKey", "404", "NotFound")
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class LocalObjectStore:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
-            raise StorageError(f"object {key!r} does not exist in {self.root}") from exc
+            raise ObjectMissingError(f"object {key!r} does not exist in {self.root}") from exc
         except OSError as exc:
             raise StorageError(f"reading {key!r} from {self.root} failed: {exc}") from exc
 
@@ -127,13 +130,14 @@ class LocalObjectStore:
 class S3ObjectStore:
     """A bucket and prefix on S3 or an S3-compatible server (path-style addressing)."""
 
-    def __init__(self, *, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+    def __init__(self, *, bucket: str, prefix: str = "", endpoint_url: str | None = None, session: Any = None) -> None:
+        """`session`: a `boto3.Session`; by default one with the environment's credentials (or role, profile)."""
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        session = boto3.Session()
+        session = session or boto3.Session()
         self._client: Any = session.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -158,6 +162,8 @@ class S3ObjectStore:
             return fn(Bucket=self.bucket, **kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
+            if code in MISSING_OBJECT_CODES:
+                raise ObjectMissingError(f"S3 {what} of {key!r} in bucket {self.bucket!r}: no such object") from exc
             raise StorageError(f"S3 {what} of {key!r} in bucket {self.bucket!r} failed: {code} {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 {what} of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
@@ -183,7 +189,7 @@ class S3ObjectStore:
             self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if exc.response.get("Error", {}).get("Code") in MISSING_OBJECT_CODES:
                 return False
             raise StorageError(f"S3 head of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
 

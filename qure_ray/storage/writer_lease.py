@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from qure_ray.errors import StorageError
+from qure_ray.errors import ObjectMissingError, StorageError
 from qure_ray.storage.keys import CATALOG_PREFIX
 from qure_ray.storage.object_store import ObjectStore
 
@@ -76,12 +76,15 @@ class WriterLease:
         self.sleep = sleep
 
     def current(self) -> Lease | None:
-        if not self.store.exists(LEASE_KEY):
+        """The lease as stored; None when there is none or it is not one we can read (another version's)."""
+        try:
+            body = self.store.get(LEASE_KEY)
+        except ObjectMissingError:
             return None
         try:
-            raw = json.loads(self.store.get(LEASE_KEY))
+            raw = json.loads(body)
             return Lease(LeaseHolder(**raw["holder"]), float(raw["renewed_at"]))
-        except (StorageError, ValueError, KeyError, TypeError) as exc:  # gone meanwhile, or not ours to read
+        except (ValueError, KeyError, TypeError) as exc:
             logger.warning("writer lease unreadable, taking it: %s", exc)
             return None
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from qure_ray.config import SHIPPED_ROUTING_FILE
+from qure_ray.storage.object_store import S3ObjectStore
 from tests.integration.services import (
     RayCluster,
     S3Server,
@@ -80,6 +81,10 @@ class Deployed:
             Bucket=self.s3.bucket, Prefix=f"{self.prefix}/{prefix}"
         )
         return [item["Key"][len(self.prefix) + 1 :] for page in pages for item in page.get("Contents", [])]
+
+    def store(self) -> S3ObjectStore:
+        """The platform's data URI as qure_ray itself reads it."""
+        return self.s3.object_store(self.prefix)
 
     def s3_get(self, key: str) -> bytes:
         response = self.s3.client().get_object(Bucket=self.s3.bucket, Key=f"{self.prefix}/{key}")  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ Everything binds to 127.0.0.1 on free ports; each helper stops what it started.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,8 +64,12 @@ class RayCluster:
 
 @contextmanager
 def ray_head(workdir: Path) -> Iterator[RayCluster]:
-    """`ray start --head` on loopback, with token auth, its dashboard API on a free port."""
-    env = service_env()
+    """`ray start --head` on loopback, with token auth (the cluster's own token: a fresh machine has none in
+    ~/.ray, and `ray start` does not make one), its dashboard API on a free port."""
+    token = workdir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**service_env(), "RAY_AUTH_TOKEN_PATH": str(token)}
     dashboard_port, metrics_port = free_port(), free_port()
     temp_dir = workdir / "ray"
     start = [

@@ -7,12 +7,11 @@ import warnings
 
 import httpx
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pydicom
 import pytest
-from botocore.exceptions import ClientError
 
 from qure_ray.dicom.synthetic import chest_dx, to_bytes
+from qure_ray.storage.segment_reading import read_live_segments
 from tests.integration.conftest import SOURCE, Deployed
 
 pytestmark = pytest.mark.integration
@@ -23,22 +22,12 @@ def uid_of(data: bytes) -> tuple[str, str, str]:
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
 
 
-def catalog_table(deployed: Deployed, table: str, attempts: int = 5) -> pa.Table:
-    """A table's rows as the store holds them. The running catalog merges segments: one listed here may be
-    merged away before it is read, and then the listing is taken again (as the catalog's own load does)."""
-    for _ in range(attempts - 1):
-        try:
-            return _read_segments(deployed, table)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "NoSuchKey":
-                raise
-    return _read_segments(deployed, table)
-
-
-def _read_segments(deployed: Deployed, table: str) -> pa.Table:
-    keys = deployed.s3_keys(f"catalog/{table}/")
-    assert keys, f"no Parquet segment of {table} in S3"
-    return pa.concat_tables([pq.read_table(io.BytesIO(deployed.s3_get(key))) for key in keys])
+def catalog_table(deployed: Deployed, table: str) -> pa.Table:
+    """A table's rows as the store holds them, read the way the catalog loads them: the running catalog merges
+    segments, and one listed here may be merged away before it is read."""
+    _, rows = read_live_segments(deployed.store(), table)
+    assert rows is not None, f"no Parquet segment of {table} in S3"
+    return rows
 
 
 def test_chest_dx_upload_reaches_a_result_and_is_stored_in_s3(deployed: Deployed) -> None:

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import hashlib
 
+import boto3
 import httpx
 import pytest
 
-from qure_ray.bench.services import S3_KEYS, S3Server
-from qure_ray.errors import StorageError
+from qure_ray.bench.services import S3Server
+from qure_ray.errors import ObjectMissingError, StorageError
 from qure_ray.records import InstanceState
 from qure_ray.storage.catalog import Batch, Catalog, event_row
 from qure_ray.storage.object_store import S3ObjectStore
 
 
 @pytest.fixture
-def store(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3ObjectStore:
-    for name, value in S3_KEYS.items():
-        monkeypatch.setenv(name, value)
-    return S3ObjectStore(bucket=s3.bucket, prefix="store-test", endpoint_url=s3.endpoint_url)
+def store(s3: S3Server) -> S3ObjectStore:
+    return s3.object_store("store-test")
 
 
 def test_a_put_whose_body_does_not_match_its_sha256_is_refused(store: S3ObjectStore) -> None:
@@ -29,6 +28,16 @@ def test_a_put_whose_body_does_not_match_its_sha256_is_refused(store: S3ObjectSt
     with pytest.raises(StorageError, match="BadDigest"):
         store.put("dicom/c.dcm", data, sha256=hashlib.sha256(b"other bytes").hexdigest())
     assert not store.exists("dicom/c.dcm")
+
+
+def test_a_missing_key_is_told_apart_from_other_failures(store: S3ObjectStore, s3: S3Server) -> None:
+    with pytest.raises(ObjectMissingError):
+        store.get("dicom/never-written.dcm")
+    wrong_secret = boto3.Session(aws_access_key_id="qure-test", aws_secret_access_key="wrong", region_name="us-east-1")
+    denied = S3ObjectStore(bucket=s3.bucket, prefix="store-test", endpoint_url=s3.endpoint_url, session=wrong_secret)
+    with pytest.raises(StorageError) as refused:
+        denied.get("dicom/never-written.dcm")
+    assert not isinstance(refused.value, ObjectMissingError)
 
 
 def test_a_presigned_url_gets_the_object_and_nothing_else(store: S3ObjectStore) -> None:
@@ -45,7 +54,7 @@ def test_a_presigned_url_gets_the_object_and_nothing_else(store: S3ObjectStore) 
 
 
 def test_a_catalog_on_s3_merges_its_segments_and_loads_the_same_rows(s3: S3Server, store: S3ObjectStore) -> None:
-    on_s3 = S3ObjectStore(bucket=s3.bucket, prefix="merge-test", endpoint_url=s3.endpoint_url)  # `store` set the keys
+    on_s3 = s3.object_store("merge-test")  # `store` set the keys
     catalog = Catalog(on_s3)
     for i in range(12):
         catalog.commit(Batch({"events": [event_row("site-a", f"1.2.3.{i}", InstanceState.DONE)]}))

@@ -7,24 +7,16 @@ import time
 
 import pytest
 
-from qure_ray.bench.services import S3_KEYS
-from qure_ray.storage.object_store import S3ObjectStore
 from qure_ray.storage.writer_lease import LEASE_KEY, RENEW_S, STALE_S, LeaseHeldError, LeaseHolder, WriterLease
 from tests.integration.conftest import Deployed
 
 pytestmark = pytest.mark.integration
 
 
-def platform_store(deployed: Deployed, monkeypatch: pytest.MonkeyPatch) -> S3ObjectStore:
-    for name, value in S3_KEYS.items():
-        monkeypatch.setenv(name, value)
-    return S3ObjectStore(bucket=deployed.s3.bucket, prefix=deployed.prefix, endpoint_url=deployed.s3.endpoint_url)
-
-
 def test_the_catalog_actor_renews_its_lease_and_another_deployment_is_refused(
-    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
+    deployed: Deployed,
 ) -> None:
-    store = platform_store(deployed, monkeypatch)
+    store = deployed.store()
     first = json.loads(store.get(LEASE_KEY))
     assert first["holder"]["deployment"].endswith("#CatalogActor#")
     assert first["holder"]["replica"].startswith(first["holder"]["deployment"])

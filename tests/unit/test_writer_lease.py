@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from qure_ray.errors import StorageError
 from qure_ray.storage import LocalObjectStore
 from qure_ray.storage.writer_lease import LEASE_KEY, STALE_S, LeaseHeldError, LeaseHolder, WriterLease
 
@@ -78,6 +79,21 @@ def test_an_unreadable_lease_is_taken(tmp_path: Path) -> None:
     store.put(LEASE_KEY, b"{not json")
     lease(store, STAGING, clock).acquire(wait_s=0)
     assert holder_of(store) == "c3"
+
+
+class Unreadable(LocalObjectStore):
+    """A store that answers nothing (down, or credentials without read access)."""
+
+    def get(self, key: str) -> bytes:
+        raise StorageError(f"S3 get of {key!r} failed: AccessDenied")
+
+
+def test_a_store_that_cannot_be_read_is_an_error_not_a_free_lease(tmp_path: Path) -> None:
+    store, clock = Unreadable(tmp_path), Clock()
+    LocalObjectStore(tmp_path).put(LEASE_KEY, json.dumps({"holder": PROD.__dict__, "renewed_at": clock.now}).encode())
+    with pytest.raises(StorageError, match="AccessDenied"):
+        lease(store, STAGING, clock).acquire(wait_s=0)
+    assert holder_of(LocalObjectStore(tmp_path)) == "a1"
 
 
 def test_a_graceful_stop_releases_only_its_own_lease(tmp_path: Path) -> None:
