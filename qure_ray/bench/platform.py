@@ -49,6 +49,7 @@ def start_ray() -> None:
     from qure_ray.local import MIN_LOCAL_CPUS, loopback_ray_environment
 
     loopback_ray_environment(SERVE_ENVIRONMENT)  # measured as deployed: HAProxy in front of the ingress
+    _check_serve_reads(SERVE_ENVIRONMENT)
     # Ingress replicas drain at least 30 s so that load balancers stop sending; nothing sends once a benchmark
     # is done, and each platform's shutdown would otherwise add that wait.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
@@ -63,14 +64,29 @@ def start_ray() -> None:
         )
 
 
+def _check_serve_reads(environment: dict[str, str]) -> None:
+    """Serve reads its settings once, when `ray.serve` is first imported, and a handle built in this process
+    carries them to the replica that calls through it: imported before `start_ray`, the ingress would call
+    the catalog the way Serve's defaults do (Ray actor calls), not as a deployment does (gRPC)."""
+    import sys
+
+    constants = sys.modules.get("ray.serve._private.constants")
+    wanted = environment.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
+    if constants is not None and wanted and not constants.RAY_SERVE_THROUGHPUT_OPTIMIZED:
+        raise RuntimeError(
+            "ray.serve was imported before the benchmark set Serve's environment (qure_ray.config."
+            "SERVE_ENVIRONMENT): run the benchmark in a fresh process or kernel, or export those variables first"
+        )
+
+
 @contextmanager
 def platform(s3: S3Server, prefix: str, **settings: Any) -> Iterator[RunningPlatform]:
     """qure_ray deployed with `settings` (QURE_* names) over `s3://bucket/prefix`; removed afterwards."""
+    start_ray()  # before Serve is imported (see `_check_serve_reads`)
     from ray import serve
 
     from qure_ray.app import build_app
 
-    start_ray()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {

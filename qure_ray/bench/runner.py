@@ -17,13 +17,12 @@ import torch
 from qure_ray.bench import workloads
 from qure_ray.bench.platform import platform, seed_results
 from qure_ray.bench.report import BenchReport
-from qure_ray.bench.services import S3Server, orthanc, seaweedfs
+from qure_ray.bench.services import orthanc, seaweedfs
 from qure_ray.config import Settings
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.models.phantoms import CHEST_FINDINGS, chest_phantom, to_dicom
 from qure_ray.models.registry import load_registry
 from qure_ray.records import UseCase
-from qure_ray.storage.object_store import ObjectStore, StoreLocation
 
 logger = logging.getLogger(__name__)
 INGEST_CLIENTS = 8
@@ -95,7 +94,7 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                 ("large 2 MB", 1024, config.large_instances),
             ):
                 data = ingest_instances(count, size=size, seed=size * 1000)
-                timed = workloads.store_puts(s3_store(s3, "store-limit"), data, concurrency=INGEST_CLIENTS)
+                timed = workloads.store_puts(s3.object_store("store-limit"), data, concurrency=INGEST_CLIENTS)
                 report.add_timed("store limit (S3 PUT)", label, timed, throughput_unit="instances/s")
                 timed = workloads.ingest(
                     f"{running.base_url}/studies", data, concurrency=INGEST_CLIENTS, headers=running.headers
@@ -111,7 +110,7 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                 report.add_timed("ingest Orthanc (local disk)", label, timed, throughput_unit="instances/s")
         for rows in config.lookup_rows:
             prefix = f"lookups-{rows}"
-            sops = seed_results(s3_store(s3, prefix), rows)
+            sops = seed_results(s3.object_store(prefix), rows)
             with platform(s3, prefix, **config.settings) as running:
                 workloads.lookups(
                     running.base_url, sops, requests=50, concurrency=LOOKUP_CLIENTS, headers=running.headers
@@ -120,11 +119,6 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                                           concurrency=LOOKUP_CLIENTS, headers=running.headers)  # fmt: skip
                 report.add_timed("results lookup", f"{rows} rows", timed, throughput_unit="requests/s", latencies=True)
     return report
-
-
-def s3_store(s3: S3Server, prefix: str) -> ObjectStore:
-    """The object store the platform under test uses for `s3://bucket/prefix`."""
-    return StoreLocation(f"s3://{s3.bucket}/{prefix}", s3.endpoint_url).open()
 
 
 def _machine() -> dict[str, Any]:
