@@ -97,5 +97,9 @@ class ObjectMissingError(StorageError):
     """The object store holds no object under the key (it never existed, or it was deleted)."""
 
 
+class ObjectChangedError(StorageError):
+    """A conditional write found the object not as the writer last read it (written or created meanwhile)."""
+
+
 class ModelError(QureError):
     """A model could not be loaded (bad weights, wrong device) or failed to run."""

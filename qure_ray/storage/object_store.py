@@ -8,16 +8,19 @@ endpoint_url)` picks the backend from the URI.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from qure_ray.errors import ObjectMissingError, StorageError
+from qure_ray.errors import ObjectChangedError, ObjectMissingError, StorageError
 from qure_ray.fileio import atomic_write
 from qure_ray.storage.presign import Credentials, UrlPresigner
 
 MISSING_OBJECT_CODES = ("NoSuchKey", "404", "NotFound")
+CHANGED_OBJECT_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,16 @@ class ObjectStore(Protocol):
         ...
 
     def get(self, key: str) -> bytes: ...
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and a tag of this version of it, for `put_unless_changed`."""
+        ...
+
+    def put_unless_changed(self, key: str, data: bytes, *, version: str | None, media_type: str | None = None) -> str:
+        """Compare-and-set: store `data` only if the object still has `version` (None: only if there is none);
+        returns the new version's tag, or raises `ObjectChangedError`. For small control objects (the writer
+        lease), where two writers must not both win."""
+        ...
+
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str, *, start_after: str | None = None) -> list[str]:
         """Keys under `prefix` in lexicographic order, only those after `start_after` when given."""
@@ -96,6 +109,28 @@ class LocalObjectStore:
             raise ObjectMissingError(f"object {key!r} does not exist in {self.root}") from exc
         except OSError as exc:
             raise StorageError(f"reading {key!r} from {self.root} failed: {exc}") from exc
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_unless_changed(self, key: str, data: bytes, *, version: str | None, media_type: str | None = None) -> str:
+        """Compared and written under an exclusive lock on the key's folder (processes of one machine)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            try:
+                current: str | None = self.get_versioned(key)[1]
+            except ObjectMissingError:
+                current = None
+            if current != version:
+                raise ObjectChangedError(f"object {key!r} in {self.root} changed since it was read")
+            self.put(key, data, media_type=media_type)
+            return hashlib.sha256(data).hexdigest()
+        finally:
+            os.close(folder)  # releases the lock
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -164,6 +199,8 @@ class S3ObjectStore:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in MISSING_OBJECT_CODES:
                 raise ObjectMissingError(f"S3 {what} of {key!r} in bucket {self.bucket!r}: no such object") from exc
+            if code in CHANGED_OBJECT_CODES:
+                raise ObjectChangedError(f"S3 {what} of {key!r} in bucket {self.bucket!r}: changed meanwhile") from exc
             raise StorageError(f"S3 {what} of {key!r} in bucket {self.bucket!r} failed: {code} {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 {what} of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
@@ -179,8 +216,21 @@ class S3ObjectStore:
         )  # fmt: skip
 
     def get(self, key: str) -> bytes:
+        return self.get_versioned(key)[0]
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
         response = self._call("get", key, self._client.get_object, Key=self.prefix + key)
-        return bytes(response["Body"].read())
+        return bytes(response["Body"].read()), str(response["ETag"])
+
+    def put_unless_changed(self, key: str, data: bytes, *, version: str | None, media_type: str | None = None) -> str:
+        """S3's conditional writes (`If-None-Match: *`, `If-Match: <ETag>`; AWS, MinIO, Ceph, SeaweedFS).
+        A store that ignores them writes unconditionally."""
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        extra = {"ContentType": media_type} if media_type else {}
+        response = self._call(
+            "conditional put", key, self._client.put_object, Key=self.prefix + key, Body=data, **condition, **extra
+        )
+        return str(response["ETag"])
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

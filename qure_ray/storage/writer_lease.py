@@ -8,9 +8,10 @@ object beside the catalog's tables naming its holder and when it last renewed it
 A starting catalog actor takes the lease when there is none, when it is stale (not renewed for `STALE_S`: its
 holder is gone), or when its holder is the same deployment on the same Ray cluster (a rolling update, a
 replica restarted after a crash); one stopped gracefully releases it. Held by anyone else, it waits for the
-lease to go stale; still held after `WAIT_S`, it refuses to start, naming the holder. Object stores do not all
-offer conditional writes, so two actors starting in the same second can both take it: the lease stops the
-common mistake, not a race.
+lease to go stale; still held after `WAIT_S`, it refuses to start, naming the holder. Every write of the lease
+is conditional on the object being as it was read (`ObjectStore.put_unless_changed`: S3's `If-None-Match` /
+`If-Match`), so of two actors starting at once one wins and the other reads the winner. An S3-compatible store
+that ignores those headers would let both win: the lease then stops the common mistake, not the race.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from qure_ray.errors import ObjectMissingError, StorageError
+from qure_ray.errors import ObjectChangedError, ObjectMissingError, StorageError
 from qure_ray.storage.keys import CATALOG_PREFIX
 from qure_ray.storage.object_store import ObjectStore
 
@@ -77,25 +78,33 @@ class WriterLease:
 
     def current(self) -> Lease | None:
         """The lease as stored; None when there is none or it is not one we can read (another version's)."""
+        return self._read()[0]
+
+    def _read(self) -> tuple[Lease | None, str | None]:
+        """The lease and the stored object's version (None: there is no object)."""
         try:
-            body = self.store.get(LEASE_KEY)
+            body, version = self.store.get_versioned(LEASE_KEY)
         except ObjectMissingError:
-            return None
+            return None, None
         try:
             raw = json.loads(body)
-            return Lease(LeaseHolder(**raw["holder"]), float(raw["renewed_at"]))
+            return Lease(LeaseHolder(**raw["holder"]), float(raw["renewed_at"])), version
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("writer lease unreadable, taking it: %s", exc)
-            return None
+            return None, version
 
     def acquire(self, *, wait_s: float = WAIT_S, poll_s: float = POLL_S) -> None:
         """Take the lease (see the module's docstring); raise `LeaseHeldError` when another holder keeps it."""
         deadline = self.clock() + wait_s
         while True:
-            lease = self.current()
+            lease, version = self._read()
             if lease is None or self.holder.succeeds(lease.holder) or self._age(lease) > STALE_S:
-                self._write()
-                return
+                try:
+                    self._write(version)
+                    return
+                except ObjectChangedError:  # another starter wrote it since we read it: see who holds it now
+                    logger.info("writer lease written by another starter meanwhile: reading it again")
+                    continue
             if self.clock() >= deadline:
                 holder = lease.holder
                 raise LeaseHeldError(
@@ -115,7 +124,7 @@ class WriterLease:
     def renew(self) -> None:
         """Write the lease again, unless another holder has taken it meanwhile: never take it back (a replica
         being replaced leaves it to its successor; another deployment's takeover is logged as an error)."""
-        lease = self.current()
+        lease, version = self._read()
         if lease is not None and lease.holder != self.holder and self._age(lease) <= STALE_S:
             if self.holder.succeeds(lease.holder):
                 logger.info("writer lease handed to %s, which replaces this replica", lease.holder.replica)
@@ -127,7 +136,10 @@ class WriterLease:
                     self.store.describe(),
                 )
             return
-        self._write()
+        try:
+            self._write(version)
+        except ObjectChangedError:  # taken between our read and our write: the next renewal sees by whom
+            logger.info("writer lease changed while renewing it: looking again at the next renewal")
 
     def release(self) -> None:
         """Remove the lease if this holder still has it (a graceful stop: the next start need not wait)."""
@@ -135,9 +147,12 @@ class WriterLease:
         if lease is not None and lease.holder == self.holder:
             self.store.delete(LEASE_KEY)
 
-    def _write(self) -> None:
+    def _write(self, version: str | None) -> None:
+        """Write the lease only over the object read as `version` (None: only where there is none)."""
         body = {"holder": asdict(self.holder), "renewed_at": self.clock()}
-        self.store.put(LEASE_KEY, json.dumps(body).encode(), media_type="application/json")
+        self.store.put_unless_changed(
+            LEASE_KEY, json.dumps(body).encode(), version=version, media_type="application/json"
+        )
 
     def _age(self, lease: Lease) -> float:
         return self.clock() - lease.renewed_at

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from qure_ray.bench.services import S3Server
-from qure_ray.errors import ObjectMissingError, StorageError
+from qure_ray.errors import ObjectChangedError, ObjectMissingError, StorageError
 from qure_ray.records import InstanceState
 from qure_ray.storage.catalog import Batch, Catalog, event_row
 from qure_ray.storage.object_store import S3ObjectStore
@@ -38,6 +38,16 @@ def test_a_missing_key_is_told_apart_from_other_failures(store: S3ObjectStore, s
     with pytest.raises(StorageError) as refused:
         denied.get("dicom/never-written.dcm")
     assert not isinstance(refused.value, ObjectMissingError)
+
+
+def test_conditional_writes_let_one_of_two_writers_win(store: S3ObjectStore) -> None:
+    first = store.put_unless_changed("control/lease.json", b"a", version=None)
+    with pytest.raises(ObjectChangedError):
+        store.put_unless_changed("control/lease.json", b"b", version=None)  # a second writer that saw none
+    second = store.put_unless_changed("control/lease.json", b"c", version=first)
+    with pytest.raises(ObjectChangedError):
+        store.put_unless_changed("control/lease.json", b"d", version=first)  # a writer that read the old one
+    assert store.get_versioned("control/lease.json") == (b"c", second)
 
 
 def test_a_presigned_url_gets_the_object_and_nothing_else(store: S3ObjectStore) -> None:

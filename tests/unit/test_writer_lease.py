@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from qure_ray.errors import StorageError
+from qure_ray.errors import ObjectChangedError, StorageError
 from qure_ray.storage import LocalObjectStore
 from qure_ray.storage.writer_lease import LEASE_KEY, STALE_S, LeaseHeldError, LeaseHolder, WriterLease
 
@@ -79,6 +80,49 @@ def test_an_unreadable_lease_is_taken(tmp_path: Path) -> None:
     store.put(LEASE_KEY, b"{not json")
     lease(store, STAGING, clock).acquire(wait_s=0)
     assert holder_of(store) == "c3"
+
+
+class AnotherStarterWritesFirst(LocalObjectStore):
+    """Between a starter's read of the lease and its write, another deployment's starter takes the lease."""
+
+    def __init__(self, root: Path, other: Callable[[LocalObjectStore], None]) -> None:
+        super().__init__(root)
+        self.other: Callable[[LocalObjectStore], None] | None = other
+
+    def put_unless_changed(self, key: str, data: bytes, *, version: str | None, media_type: str | None = None) -> str:
+        if self.other is not None:
+            other, self.other = self.other, None
+            other(LocalObjectStore(self.root))
+        return super().put_unless_changed(key, data, version=version, media_type=media_type)
+
+
+def test_of_two_starters_that_both_read_a_free_lease_one_wins(tmp_path: Path) -> None:
+    clock = Clock()
+    store = AnotherStarterWritesFirst(tmp_path, lambda plain: lease(plain, PROD, clock).acquire(wait_s=0))
+    with pytest.raises(LeaseHeldError, match="a1"):
+        lease(store, STAGING, clock).acquire(wait_s=0)
+    assert holder_of(store) == "a1"
+
+
+def test_a_renewal_never_overwrites_a_lease_taken_since_it_was_read(tmp_path: Path) -> None:
+    clock = Clock()
+    old = lease(LocalObjectStore(tmp_path), PROD, clock)
+    old.acquire()
+    store = AnotherStarterWritesFirst(tmp_path, lambda plain: lease(plain, STAGING, clock).acquire(wait_s=0, poll_s=0))
+    clock.now += STALE_S + 1  # the old holder stalled past staleness; staging takes over just as it renews
+    lease(store, PROD, clock).renew()
+    assert holder_of(store) == "c3"
+
+
+def test_conditional_writes_of_the_local_store(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    first = store.put_unless_changed("control/x.json", b"1", version=None)
+    with pytest.raises(ObjectChangedError):
+        store.put_unless_changed("control/x.json", b"2", version=None)
+    second = store.put_unless_changed("control/x.json", b"3", version=first)
+    with pytest.raises(ObjectChangedError):
+        store.put_unless_changed("control/x.json", b"4", version=first)
+    assert store.get_versioned("control/x.json") == (b"3", second)
 
 
 class Unreadable(LocalObjectStore):
