@@ -233,15 +233,11 @@ class S3ObjectStore:
         return str(response["ETag"])
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
-            self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            self._call("head", key, self._client.head_object, Key=self.prefix + key)
             return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in MISSING_OBJECT_CODES:
-                return False
-            raise StorageError(f"S3 head of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
+        except ObjectMissingError:
+            return False
 
     def list_keys(self, prefix: str, *, start_after: str | None = None) -> list[str]:
         return [info.key for info in self.list_objects(prefix, start_after=start_after)]

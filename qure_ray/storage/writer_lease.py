@@ -76,12 +76,9 @@ class WriterLease:
         self.clock = clock
         self.sleep = sleep
 
-    def current(self) -> Lease | None:
-        """The lease as stored; None when there is none or it is not one we can read (another version's)."""
-        return self._read()[0]
-
-    def _read(self) -> tuple[Lease | None, str | None]:
-        """The lease and the stored object's version (None: there is no object)."""
+    def read(self) -> tuple[Lease | None, str | None]:
+        """The lease as stored (None when there is none, or one we cannot read: another version's) and the
+        stored object's version for a conditional write (None: there is no object)."""
         try:
             body, version = self.store.get_versioned(LEASE_KEY)
         except ObjectMissingError:
@@ -97,7 +94,7 @@ class WriterLease:
         """Take the lease (see the module's docstring); raise `LeaseHeldError` when another holder keeps it."""
         deadline = self.clock() + wait_s
         while True:
-            lease, version = self._read()
+            lease, version = self.read()
             if lease is None or self.holder.succeeds(lease.holder) or self._age(lease) > STALE_S:
                 try:
                     self._write(version)
@@ -124,7 +121,7 @@ class WriterLease:
     def renew(self) -> None:
         """Write the lease again, unless another holder has taken it meanwhile: never take it back (a replica
         being replaced leaves it to its successor; another deployment's takeover is logged as an error)."""
-        lease, version = self._read()
+        lease, version = self.read()
         if lease is not None and lease.holder != self.holder and self._age(lease) <= STALE_S:
             if self.holder.succeeds(lease.holder):
                 logger.info("writer lease handed to %s, which replaces this replica", lease.holder.replica)
@@ -143,7 +140,7 @@ class WriterLease:
 
     def release(self) -> None:
         """Remove the lease if this holder still has it (a graceful stop: the next start need not wait)."""
-        lease = self.current()
+        lease, _ = self.read()
         if lease is not None and lease.holder == self.holder:
             self.store.delete(LEASE_KEY)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import httpx
@@ -75,20 +76,10 @@ class Deployed:
             time.sleep(0.5)
         raise TimeoutError(f"{uid} still not final after {timeout_s}s: {response.text}")
 
-    def s3_keys(self, prefix: str) -> list[str]:
-        client = self.s3.client()
-        pages = client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
-            Bucket=self.s3.bucket, Prefix=f"{self.prefix}/{prefix}"
-        )
-        return [item["Key"][len(self.prefix) + 1 :] for page in pages for item in page.get("Contents", [])]
-
+    @cached_property
     def store(self) -> S3ObjectStore:
-        """The platform's data URI as qure_ray itself reads it."""
+        """The platform's data URI as qure_ray itself reads it (originals, assets, catalog segments)."""
         return self.s3.object_store(self.prefix)
-
-    def s3_get(self, key: str) -> bytes:
-        response = self.s3.client().get_object(Bucket=self.s3.bucket, Key=f"{self.prefix}/{key}")  # type: ignore[attr-defined]
-        return bytes(response["Body"].read())
 
 
 @pytest.fixture(scope="session")

@@ -154,7 +154,7 @@ def test_a_gateway_stopped_after_receipt_is_finished_by_the_next_exactly_once(
     assert Counter(record["status"] for record in done) == Counter({"done": 3})
     assert len(list((spool / "forwarded").iterdir())) == 3  # one delivery per result
     assert outputs_in(study_in_pacs(pacs, study)) == sorted(OUTPUT_CLASSES * 3)
-    originals = deployed.s3_keys(f"dicom/{SOURCE}/{study}/")
+    originals = deployed.store.list_keys(f"dicom/{SOURCE}/{study}/")
     assert len(originals) == 3
 
 

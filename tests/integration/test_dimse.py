@@ -32,7 +32,7 @@ def test_storescu_sends_a_chest_dx_that_reaches_a_result(deployed: Deployed, tmp
     sent = storescu(deployed, DIMSE_CALLING_AE, path)
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert deployed.wait_final(ds.SOPInstanceUID).status_code == 200
-    stored = deployed.s3_get(f"dicom/{SOURCE}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm")
+    stored = deployed.store.get(f"dicom/{SOURCE}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm")
     assert pydicom.dcmread(io.BytesIO(stored)).SOPInstanceUID == ds.SOPInstanceUID
 
 
@@ -44,7 +44,7 @@ def test_unknown_calling_ae_is_refused_and_nothing_is_stored(deployed: Deployed,
     assert sent.returncode != 0
     assert "Association Rejected" in sent.stdout + sent.stderr
     study = pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID
-    assert deployed.s3_keys(f"dicom/{SOURCE}/{study}/") == []
+    assert deployed.store.list_keys(f"dicom/{SOURCE}/{study}/") == []
 
 
 def test_refused_instance_gets_the_rule_as_c_store_status(deployed: Deployed) -> None:

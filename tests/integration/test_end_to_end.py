@@ -25,7 +25,7 @@ def uid_of(data: bytes) -> tuple[str, str, str]:
 def catalog_table(deployed: Deployed, table: str) -> pa.Table:
     """A table's rows as the store holds them, read the way the catalog loads them: the running catalog merges
     segments, and one listed here may be merged away before it is read."""
-    _, rows = read_live_segments(deployed.store(), table)
+    _, rows = read_live_segments(deployed.store, table)
     assert rows is not None, f"no Parquet segment of {table} in S3"
     return rows
 
@@ -55,7 +55,7 @@ def test_chest_dx_upload_reaches_a_result_and_is_stored_in_s3(deployed: Deployed
     assert payload["triage_status"] == ("Critical" if any(payload["result"]["decisions"].values()) else "Routine")
 
     key = f"dicom/{SOURCE}/{study}/{series}/{sop}.dcm"
-    assert deployed.s3_get(key) == data
+    assert deployed.store.get(key) == data
     instances = catalog_table(deployed, "instances").to_pylist()
     assert [row["object_key"] for row in instances if row["sop_uid"] == sop] == [key]
     events = [row["state"] for row in catalog_table(deployed, "events").to_pylist() if row["sop_uid"] == sop]
@@ -133,7 +133,7 @@ def test_bad_inputs_get_a_4xx_naming_the_problem_and_nothing_is_stored(deployed:
         body = response.json()
         assert body["messages"]["file"]["error"]["code"] == code
         assert mentioned in body["message"], (code, body["message"])
-    assert deployed.s3_keys(f"dicom/{SOURCE}/{study}/") == []
+    assert deployed.store.list_keys(f"dicom/{SOURCE}/{study}/") == []
     assert httpx.get(f"{deployed.base_url}/ready", timeout=10).status_code == 200
 
     mixed = deployed.upload(good, b"garbage" * 50)

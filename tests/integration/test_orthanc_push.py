@@ -36,4 +36,4 @@ def test_orthanc_pushes_a_study_over_dicomweb(deployed: Deployed, pacs: OrthancS
         ds = pydicom.dcmread(io.BytesIO(data))
         assert deployed.wait_final(ds.SOPInstanceUID).status_code == 200
         key = f"dicom/{SOURCE}/{study_uid}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
-        assert pydicom.dcmread(io.BytesIO(deployed.s3_get(key))).SOPInstanceUID == ds.SOPInstanceUID
+        assert pydicom.dcmread(io.BytesIO(deployed.store.get(key))).SOPInstanceUID == ds.SOPInstanceUID

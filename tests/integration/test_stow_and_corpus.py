@@ -108,4 +108,4 @@ def test_every_pydicom_test_file_is_stored_decodable_or_refused_with_a_reason(de
     assert httpx.get(f"{deployed.base_url}/ready", timeout=10).status_code == 200
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert all(read(deployed.s3_get(key)) for key in deployed.s3_keys("dicom/site-a/")[:5])
+        assert all(read(deployed.store.get(key)) for key in deployed.store.list_keys("dicom/site-a/")[:5])

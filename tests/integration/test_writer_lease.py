@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_the_catalog_actor_renews_its_lease_and_another_deployment_is_refused(
     deployed: Deployed,
 ) -> None:
-    store = deployed.store()
+    store = deployed.store
     first = json.loads(store.get(LEASE_KEY))
     assert first["holder"]["deployment"].endswith("#CatalogActor#")
     assert first["holder"]["replica"].startswith(first["holder"]["deployment"])

@@ -31,5 +31,5 @@ def test_full_queue_answers_503_with_retry_after_and_stores_nothing(deployed: De
     assert refused is not None, "the queue never passed QURE_MAX_QUEUE_DEPTH during the flood"
     assert int(refused.headers["Retry-After"]) > 0 and "queue" in refused.json()["message"]
     study = pydicom.dcmread(io.BytesIO(probe)).StudyInstanceUID
-    assert deployed.s3_keys(f"dicom/{SOURCE}/{study}/") == []
+    assert deployed.store.list_keys(f"dicom/{SOURCE}/{study}/") == []
     assert deployed.upload(probe).status_code == 200  # honouring Retry-After, it is accepted once drained

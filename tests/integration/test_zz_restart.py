@@ -31,7 +31,7 @@ def test_restart_mid_processing_finishes_every_accepted_instance(deployed: Deplo
     stopped = deployed.cluster.serve("shutdown")
     assert stopped.returncode == 0, stopped.stderr
     wait_for(deployed.cluster.serve_stopped, timeout_s=300, what="Serve's shutdown")
-    assert deployed.s3_keys(LEASE_KEY) == []  # the catalog actor released its writer lease as it stopped
+    assert deployed.store.list_keys(LEASE_KEY) == []  # the catalog actor released its writer lease as it stopped
     redeployed = deployed.cluster.serve("deploy", str(deployed.config_path))
     assert redeployed.returncode == 0, redeployed.stderr
     wait_healthy(deployed.base_url)
