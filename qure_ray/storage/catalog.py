@@ -1,9 +1,12 @@
-"""`Catalog`: DuckDB tables `instances`, `events`, `results`, persisted as Parquet segments on the store.
+"""`Catalog`: the tables `instances`, `events`, `results`, ... as Arrow in memory, persisted as Parquet segments
+on the store, queried with DuckDB.
 
 Writes arrive as `Batch`es; `commit(batch)` writes one Parquet segment per table touched (atomically, on
-the object store) and only then inserts the rows into DuckDB, so a row is visible only once durable. At
-start-up every segment is loaded back (deduplicated by `row_id`; `qure_ray.storage.segment_reading`) and,
-past a threshold, compacted into one; while running, `merge_segments` merges small segments into larger ones.
+the object store) and only then adds the rows to memory (`CurrentState`), so a row is visible only once durable.
+The frequent questions are answered from `CurrentState`'s indexes; DuckDB queries the same Arrow rows in place
+(`query`), so the rows are held once. At start-up every segment is loaded back (deduplicated by `row_id`;
+`qure_ray.storage.segment_reading`) and, past a threshold, compacted into one; while running, `merge_segments`
+merges small segments into larger ones.
 
 The class is single-threaded and synchronous; `GroupCommitter` gathers concurrent writers into batches.
 """
@@ -20,6 +23,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from qure_ray.records import (
@@ -37,8 +41,8 @@ from qure_ray.storage.current import INDEX_ORDER, CurrentState
 from qure_ray.storage.keys import CATALOG_PREFIX, segment_key, segment_named_ns
 from qure_ray.storage.merging import MERGE_FAN_IN, merge_groups
 from qure_ray.storage.object_store import ObjectStore
-from qure_ray.storage.schema import TABLES, duckdb_type
-from qure_ray.storage.segment_reading import read_live_segments, read_segment
+from qure_ray.storage.schema import TABLES
+from qure_ray.storage.segment_reading import read_live_segments, read_segment, unique_rows
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +163,9 @@ class Catalog:
         self._listed_after: dict[str, str] = {}
         """Per table, where `foreign_segments`' next listing starts (see FOREIGN_LISTING_OVERLAP_NS)."""
         self.current = CurrentState()
-        """The newest state of everything, for the frequent questions (see `qure_ray.storage.current`)."""
+        """Every row, and the newest state of everything for the frequent questions (`qure_ray.storage.current`)."""
         self.db = duckdb.connect(":memory:")
-        for table, schema in TABLES.items():
-            columns = ", ".join(f'"{f.name}" {duckdb_type(f.type)}' for f in schema)
-            self.db.execute(f"CREATE TABLE {table} ({columns})")
+        """SQL over `current.rows` (see `query`); it holds no rows of its own."""
         self._load()
 
     # -- persistence -------------------------------------------------------------------------------
@@ -176,8 +178,7 @@ class Catalog:
                 continue
             self.insert_segments(table, keys, loaded)
             if len(keys) > COMPACT_AFTER_SEGMENTS:  # the whole table as one segment
-                whole = self.db.execute(f"SELECT * FROM {table}").fetch_arrow_table().cast(TABLES[table])
-                self._replace_segments(table, whole, keys)
+                self._replace_segments(table, self.current.rows[table].table(), keys)
         logger.info(
             "catalog loaded from %s in %.2fs: %s",
             self.store.describe(),
@@ -191,11 +192,12 @@ class Catalog:
 
     def insert_segments(self, table: str, keys: list[str], loaded: pa.Table) -> None:
         """Make read segments visible; rows already present (same `row_id`) are skipped."""
-        self.db.execute(
-            f"INSERT INTO {table} SELECT DISTINCT ON (row_id) * FROM loaded "
-            f"WHERE row_id NOT IN (SELECT row_id FROM {table})"
-        )
-        self.current.add(table, loaded)
+        fresh = unique_rows(loaded)
+        present = self.current.rows[table]
+        if len(present):
+            known = present.table().column("row_id").combine_chunks()
+            fresh = fresh.filter(pc.invert(pc.is_in(fresh.column("row_id"), value_set=known)))
+        self.current.add(table, fresh)
         self.segments.update(keys)
 
     def foreign_segments(self) -> dict[str, list[str]]:
@@ -252,7 +254,6 @@ class Catalog:
     def apply(self, arrows: dict[str, pa.Table]) -> None:
         """Make persisted rows visible to queries."""
         for table, arrow in arrows.items():
-            self.db.execute(f"INSERT INTO {table} SELECT * FROM arrow")
             self.current.add(table, arrow)
 
     def commit(self, batch: Batch) -> None:
@@ -261,9 +262,19 @@ class Catalog:
 
     # -- queries -----------------------------------------------------------------------------------
 
+    def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """DuckDB `sql` over the catalog's tables (every row, as in the Parquet segments), answered as Arrow.
+        DuckDB reads the rows in place; nothing is copied into it."""
+        for table, rows in self.current.rows.items():
+            self.db.register(table, rows.table())
+        try:
+            return self.db.execute(sql, params or []).fetch_arrow_table()
+        finally:
+            for table in self.current.rows:
+                self.db.unregister(table)
+
     def count(self, table: str) -> int:
-        row = self.db.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(row[0]) if row else 0
+        return len(self.current.rows[table])
 
     def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         """The instance's latest metadata and state, or None when this source never stored it."""
@@ -315,7 +326,7 @@ class Catalog:
 
     def object_keys(self) -> set[str]:
         """Every original's key the catalog knows (any source, any state)."""
-        return {str(row[0]) for row in self.db.execute("SELECT DISTINCT object_key FROM instances").fetchall()}
+        return set(self.query("SELECT DISTINCT object_key FROM instances").column("object_key").to_pylist())
 
     def states(self) -> dict[str, int]:
         """How many instances are in each state (latest event per instance)."""

@@ -1,9 +1,10 @@
-"""`CurrentState`: what the catalog's frequent questions need, indexed in memory as rows become visible.
+"""`CurrentState`: the catalog's rows in memory, and what its frequent questions need, indexed as rows become visible.
 
 Uploads, `GET /results` and the job manager's once-a-second checks ask about the *current* state: an instance's
 newest state, a result, the slices held for a series, the series started without a result, the results a
 webhook still waits for. Each answer here costs about the size of the answer, not of the catalog, so it stays
-flat from a thousand to millions of served images. The DuckDB tables keep every row for everything else.
+flat from a thousand to millions of served images. Every row stays in `rows` (Arrow, one `TableRows` per table),
+which the indexes point into and DuckDB queries for everything else.
 
 Rows must be added in `INDEX_ORDER` when a whole catalog loads (a result counts for a webhook only once the
 webhook is known); afterwards, in whatever order they become visible.
@@ -29,6 +30,8 @@ from qure_ray.records import (
     Webhook,
 )
 from qure_ray.storage.latest import Key, LatestRows
+from qure_ray.storage.schema import TABLES
+from qure_ray.storage.table_rows import TableRows
 
 INDEX_ORDER = ("webhooks", "instances", "events", "series", "results", "webhook_deliveries", "ingest_log")
 """The order in which a loading catalog adds its tables (every table of `TABLES` appears once)."""
@@ -43,13 +46,13 @@ def _micros(at: datetime) -> int:
 
 class CurrentState:
     def __init__(self) -> None:
+        self.rows = {table: TableRows(schema) for table, schema in TABLES.items()}
+        """Every row of every table, numbered in the order they were added."""
         self._keys: dict[Key, Key] = {}  # one tuple per (source, uid), shared by the indexes below
-        self.instances = LatestRows(("source", "sop_uid"), "received_at")
-        self.events = LatestRows(
-            ("source", "sop_uid"), "event_at", keep_rows=False, payload_columns=("state", "reason")
-        )
-        self.results = LatestRows(("source", "sop_uid"), "finished_at")
-        self.webhooks = LatestRows(("source",), "registered_at")
+        self.instances = LatestRows(("source", "sop_uid"), "received_at", rows=self.rows["instances"])
+        self.events = LatestRows(("source", "sop_uid"), "event_at", payload_columns=("state", "reason"))
+        self.results = LatestRows(("source", "sop_uid"), "finished_at", rows=self.rows["results"])
+        self.webhooks = LatestRows(("source",), "registered_at", rows=self.rows["webhooks"])
         self.by_state: dict[str, set[Key]] = defaultdict(set)
         self.series_members: dict[Key, set[Key]] = defaultdict(set)
         """(source, SeriesInstanceUID) → its instances' keys."""
@@ -68,25 +71,27 @@ class CurrentState:
     # -- adding rows -------------------------------------------------------------------------------
 
     def add(self, table: str, arrow: pa.Table) -> None:
+        """Keep `arrow`'s rows (in the table's schema) and index them."""
+        first = self.rows[table].append(arrow)
         adder = getattr(self, f"_add_{table}", None)
         if adder is not None and len(arrow):
-            adder(arrow)
+            adder(arrow, first)
 
-    def _add_instances(self, arrow: pa.Table) -> None:
+    def _add_instances(self, arrow: pa.Table, first: int) -> None:
         series = arrow.column("series_uid").to_pylist()
-        positions = {key: row for key, _, (_, row) in self.instances.add(arrow, self._keys)}
+        positions = {key: number - first for key, _, number in self.instances.add(arrow, first, self._keys)}
         for key, row in positions.items():
             series_key = self._keys.setdefault((key[0], series[row]), (key[0], series[row]))
             self.series_members[series_key].add(key)
             self.series_of[key] = series_key
 
-    def _add_events(self, arrow: pa.Table) -> None:
-        for key, previous, (state, _) in self.events.add(arrow, self._keys):
+    def _add_events(self, arrow: pa.Table, first: int) -> None:
+        for key, previous, (state, _) in self.events.add(arrow, first, self._keys):
             if previous is not None:
                 self.by_state[previous[0]].discard(key)
             self.by_state[state].add(key)
 
-    def _add_series(self, arrow: pa.Table) -> None:
+    def _add_series(self, arrow: pa.Table, first: int) -> None:
         columns = zip(
             arrow.column("source").to_pylist(),
             arrow.column("series_uid").to_pylist(),
@@ -99,8 +104,8 @@ class CurrentState:
             if key not in self.results:
                 self.pending_series[key] = self.series_started[key]
 
-    def _add_results(self, arrow: pa.Table) -> None:
-        for key, _, _ in self.results.add(arrow, self._keys):
+    def _add_results(self, arrow: pa.Table, first: int) -> None:
+        for key, _, _ in self.results.add(arrow, first, self._keys):
             self.pending_series.pop(key, None)
         if len(self.webhooks):
             rows = zip(
@@ -114,13 +119,13 @@ class CurrentState:
                 if row_id not in self.final_deliveries and self._hook_wants(source, finished):
                     self.awaiting_delivery[row_id] = (self._keys.get((source, sop_uid), (source, sop_uid)), finished)
 
-    def _add_webhooks(self, arrow: pa.Table) -> None:
-        for (source,), _, _ in self.webhooks.add(arrow):
+    def _add_webhooks(self, arrow: pa.Table, first: int) -> None:
+        for (source,), _, _ in self.webhooks.add(arrow, first):
             for row_id, ((owner, _), finished) in list(self.awaiting_delivery.items()):
                 if owner == source and not self._hook_wants(source, finished):
                     del self.awaiting_delivery[row_id]
 
-    def _add_webhook_deliveries(self, arrow: pa.Table) -> None:
+    def _add_webhook_deliveries(self, arrow: pa.Table, first: int) -> None:
         columns = ("result_row_id", "outcome", "attempt")
         for row_id, outcome, attempt in zip(*(arrow.column(name).to_pylist() for name in columns), strict=True):
             if outcome in _FINAL_DELIVERY:

@@ -11,58 +11,55 @@ from typing import Any
 
 import pyarrow as pa
 
+from qure_ray.storage.table_rows import TableRows
+
 Key = tuple[str, ...]
 
 
 class LatestRows:
-    """Per key, the position of the newest row ("newest" by `time_column`; on a tie, the row added last).
-
-    Rows stay in the Arrow chunks they arrived in (`keep_rows=True`), or only `payload_columns` of the newest
-    row are kept (cheaper, for tables like `events` that have many rows per key and few columns worth reading).
-    """
+    """Per key, the newest row ("newest" by `time_column`; on a tie, the row added last): its number in `rows`,
+    or, without `rows`, only its `payload_columns` (cheaper, for tables like `events` that have many rows per key
+    and few columns worth reading)."""
 
     def __init__(
         self,
         key_columns: tuple[str, ...],
         time_column: str,
         *,
-        keep_rows: bool = True,
+        rows: TableRows | None = None,
         payload_columns: tuple[str, ...] = (),
     ) -> None:
         self.key_columns = key_columns
         self.time_column = time_column
-        self.keep_rows = keep_rows
+        self.rows = rows
         self.payload_columns = payload_columns
-        self._chunks: list[tuple[list[str], list[pa.Array]]] = []
-        """Per added table: its column names and its columns, each one contiguous array."""
         self._newest: dict[Key, tuple[int, Any]] = {}
-        """key → (time in µs, position `(chunk, row)` or the payload tuple)."""
+        """key → (time in µs, row number in `rows` or the payload tuple)."""
 
-    def add(self, arrow: pa.Table, keys: dict[Key, Key] | None = None) -> list[tuple[Key, Any | None, Any]]:
-        """Index `arrow`'s rows; returns `(key, previous, current)` payloads for each key whose newest row changed
-        (`previous` is None for a new key). `keys` interns key tuples shared with other indexes."""
+    def add(
+        self, arrow: pa.Table, first_row: int, keys: dict[Key, Key] | None = None
+    ) -> list[tuple[Key, Any | None, Any]]:
+        """Index `arrow`'s rows, numbered from `first_row` in `rows`; returns `(key, previous, current)` payloads
+        (row numbers with `rows`) for each key whose newest row changed (`previous` is None for a new key).
+        `keys` interns key tuples shared with other indexes."""
         if not len(arrow):
             return []
-        chunk = len(self._chunks)
-        if self.keep_rows:
-            self._chunks.append((arrow.column_names, [column.combine_chunks() for column in arrow.columns]))
         columns = [arrow.column(name).to_pylist() for name in self.key_columns]
         times = arrow.column(self.time_column).cast(pa.int64()).to_pylist()
         payloads = (
             zip(*(arrow.column(name).to_pylist() for name in self.payload_columns), strict=True)
-            if self.payload_columns
-            else iter(range(len(arrow)))
+            if self.rows is None
+            else iter(range(first_row, first_row + len(arrow)))
         )
         changed = []
-        for row, (key, at, payload) in enumerate(zip(zip(*columns, strict=True), times, payloads, strict=True)):
+        for key, at, payload in zip(zip(*columns, strict=True), times, payloads, strict=True):
             if keys is not None:
                 key = keys.setdefault(key, key)
             current = self._newest.get(key)
             if current is not None and current[0] > at:
                 continue
-            value = (chunk, row) if self.keep_rows else payload
-            self._newest[key] = (at, value)
-            changed.append((key, None if current is None else current[1], value))
+            self._newest[key] = (at, payload)
+            changed.append((key, None if current is None else current[1], payload))
         return changed
 
     def __contains__(self, key: Key) -> bool:
@@ -84,12 +81,10 @@ class LatestRows:
         return found[1] if found else None
 
     def row(self, key: Key) -> dict[str, Any] | None:
-        """The newest row as a dict of column → value (`keep_rows` indexes only)."""
+        """The newest row as a dict of column → value (indexes with `rows` only)."""
         found = self._newest.get(key)
-        return self.row_at(found[1]) if found else None
-
-    def row_at(self, position: tuple[int, int]) -> dict[str, Any]:
-        # one scalar per column: a third of the CPU of slicing the table and converting the slice
-        chunk, row = position
-        names, columns = self._chunks[chunk]
-        return {name: column[row].as_py() for name, column in zip(names, columns, strict=True)}
+        if found is None:
+            return None
+        if self.rows is None:
+            raise TypeError("this index keeps only payloads, not rows")
+        return self.rows.row(found[1])

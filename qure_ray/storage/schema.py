@@ -126,17 +126,3 @@ TABLES: dict[str, pa.Schema] = {
     "webhooks": WEBHOOKS,
     "webhook_deliveries": WEBHOOK_DELIVERIES,
 }
-
-
-def duckdb_type(arrow_type: pa.DataType) -> str:
-    if arrow_type == pa.string():
-        return "VARCHAR"
-    if arrow_type == pa.int32():
-        return "INTEGER"
-    if arrow_type == pa.int64():
-        return "BIGINT"
-    if arrow_type == pa.bool_():
-        return "BOOLEAN"
-    if arrow_type == TIMESTAMP:
-        return "TIMESTAMPTZ"
-    raise TypeError(f"no DuckDB type for {arrow_type}")

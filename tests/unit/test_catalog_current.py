@@ -37,39 +37,48 @@ LATEST_INSTANCES = """
 """
 
 
+def _rows(catalog: Catalog, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+    """The answer of DuckDB `sql` over the catalog's tables, as tuples."""
+    answer = catalog.query(sql, params)
+    return list(zip(*(answer.column(name).to_pylist() for name in answer.column_names), strict=True))
+
+
 def _sql_instances(catalog: Catalog) -> dict[tuple[str, str], tuple[str, str, str]]:
-    rows = catalog.db.execute(f"SELECT source, sop_uid, series_uid, state, reason FROM ({LATEST_INSTANCES})")
-    return {(source, sop): (series, state, reason or "") for source, sop, series, state, reason in rows.fetchall()}
+    rows = _rows(catalog, f"SELECT source, sop_uid, series_uid, state, reason FROM ({LATEST_INSTANCES})")
+    return {(source, sop): (series, state, reason or "") for source, sop, series, state, reason in rows}
 
 
 def _sql_states(catalog: Catalog) -> dict[str, int]:
-    rows = catalog.db.execute(f"SELECT state, count(*) FROM ({LATEST_INSTANCES}) GROUP BY state").fetchall()
+    rows = _rows(catalog, f"SELECT state, count(*) FROM ({LATEST_INSTANCES}) GROUP BY state")
     return {str(state): int(count) for state, count in rows}
 
 
 def _sql_pending_series(catalog: Catalog) -> list[SeriesRef]:
-    rows = catalog.db.execute(
+    rows = _rows(
+        catalog,
         """
         SELECT source, series_uid FROM series s
         WHERE NOT EXISTS (SELECT 1 FROM results r WHERE r.source = s.source AND r.sop_uid = s.series_uid)
         GROUP BY source, series_uid ORDER BY min(started_at)
-        """
-    ).fetchall()
+        """,
+    )
     return [SeriesRef(source=source, series_uid=uid) for source, uid in rows]
 
 
 def _sql_late_slices(catalog: Catalog) -> set[tuple[str, str]]:
-    rows = catalog.db.execute(
+    rows = _rows(
+        catalog,
         f"""
         SELECT source, sop_uid FROM ({LATEST_INSTANCES}) i WHERE state = 'held'
         AND EXISTS (SELECT 1 FROM results r WHERE r.source = i.source AND r.sop_uid = i.series_uid)
-        """
-    ).fetchall()
+        """,
+    )
     return set(rows)
 
 
 def _sql_series_due(catalog: Catalog, quiet_period_s: float) -> list[SeriesRef]:
-    rows = catalog.db.execute(
+    rows = _rows(
+        catalog,
         f"""
         SELECT i.source, i.series_uid FROM ({LATEST_INSTANCES}) i
         WHERE NOT EXISTS (SELECT 1 FROM series s WHERE s.source = i.source AND s.series_uid = i.series_uid)
@@ -78,12 +87,13 @@ def _sql_series_due(catalog: Catalog, quiet_period_s: float) -> list[SeriesRef]:
         ORDER BY max(i.received_at)
         """,
         [now() - timedelta(seconds=quiet_period_s)],
-    ).fetchall()
+    )
     return [SeriesRef(source=source, series_uid=uid) for source, uid in rows]
 
 
 def _sql_undelivered(catalog: Catalog) -> list[str]:
-    rows = catalog.db.execute(
+    rows = _rows(
+        catalog,
         """
         WITH hooks AS (
             SELECT * FROM webhooks QUALIFY row_number() OVER (PARTITION BY source ORDER BY registered_at DESC) = 1
@@ -93,8 +103,8 @@ def _sql_undelivered(catalog: Catalog) -> list[str]:
         WHERE NOT EXISTS (SELECT 1 FROM webhook_deliveries d
                           WHERE d.result_row_id = r.row_id AND d.outcome IN ('delivered', 'gave_up'))
         ORDER BY r.finished_at
-        """
-    ).fetchall()
+        """,
+    )
     return [row_id for (row_id,) in rows]
 
 
@@ -118,10 +128,12 @@ def _assert_agrees(catalog: Catalog) -> None:
         assert catalog.series_due(quiet_period_s=quiet, at=now()) == _sql_series_due(catalog, quiet)
     assert [n.result_row_id for n in catalog.undelivered(limit=1000)] == _sql_undelivered(catalog)
     for source, sop in expected:
-        newest = catalog.db.execute(
+        found = _rows(
+            catalog,
             "SELECT state FROM results WHERE source = ? AND sop_uid = ? ORDER BY finished_at DESC LIMIT 1",
             [source, sop],
-        ).fetchone()
+        )
+        newest = found[0] if found else None
         result = catalog.result(source, sop)
         assert (result.state.value if result else None) == (newest[0] if newest else None)
 

@@ -25,7 +25,7 @@ def three_segments(root: Path) -> set[str]:
         batch = Batch()
         batch.add("events", event_row("site-a", f"1.2.3.{n}", InstanceState.QUEUED))
         catalog.commit(batch)
-    return set(catalog.db.execute("SELECT row_id FROM events").fetch_arrow_table().column("row_id").to_pylist())
+    return set(catalog.query("SELECT row_id FROM events").column("row_id").to_pylist())
 
 
 class MergesDuringReads(LocalObjectStore):
