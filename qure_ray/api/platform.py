@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from ray.serve.handle import DeploymentHandle
 
+from qure_ray.api.coalesce import Coalescer
 from qure_ray.config import Settings
 from qure_ray.errors import OverloadedError
 from qure_ray.records import InstanceRecord, SeriesStart, SeriesTrigger, Webhook
@@ -50,6 +51,11 @@ class RayPlatform:
     """Further deployments (the DIMSE gateway) whose `check_health` must pass for `/ready`."""
     _queue_depth: int = 0
     _depth_checked_at: float = -1e9
+    _lookups: Coalescer[tuple[str, str], ResultLookup] = field(init=False, repr=False)
+    """`GET /results` lookups that arrive together go to the catalog in one call (see `Coalescer`)."""
+
+    def __post_init__(self) -> None:
+        self._lookups = Coalescer(self._lookup_many)
 
     @classmethod
     def from_args(
@@ -79,7 +85,10 @@ class RayPlatform:
         return record
 
     async def lookup_result(self, source: str, uid: str) -> ResultLookup:
-        found: ResultLookup = await self.catalog.lookup_result.remote(source, uid)
+        return await self._lookups((source, uid))
+
+    async def _lookup_many(self, requests: list[tuple[str, str]]) -> list[ResultLookup]:
+        found: list[ResultLookup] = await self.catalog.lookup_results.remote(requests)
         return found
 
     async def start_series(self, source: str, series_uid: str) -> SeriesStart:

@@ -177,8 +177,9 @@ class CatalogActor:
     async def result(self, source: str, sop_uid: str) -> ResultRecord | None:
         return self.catalog.result(source, sop_uid)
 
-    async def lookup_result(self, source: str, uid: str) -> ResultLookup:
-        return lookup_result(self.catalog, source, uid)
+    async def lookup_results(self, requests: list[tuple[str, str]]) -> list[ResultLookup]:
+        """`lookup_result` of each (source, uid): an ingress replica sends the lookups that arrive together."""
+        return [lookup_result(self.catalog, source, uid) for source, uid in requests]
 
     async def unfinished(self) -> list[InstanceRecord]:
         return self.catalog.unfinished()
