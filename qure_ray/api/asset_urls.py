@@ -54,13 +54,13 @@ def file_urls(
     *, signer: AssetSigner, store: ObjectStore, base_url: str, assets: dict[str, list[str]], original_keys: list[str]
 ) -> dict[str, list[str]]:
     """The `result.files` object: each asset kind → its URLs, plus the stored original(s)."""
-
-    def url(key: str) -> str:
-        return store.presigned_url(key, expires_s=signer.expiry_s) or signer.sign(base_url, key)
-
-    files = {kind: [url(key) for key in keys] for kind, keys in sorted(assets.items())}
-    files["original"] = [url(key) for key in original_keys]
-    return files
+    keys = {kind: keys for kind, keys in sorted(assets.items())} | {"original": original_keys}
+    every_key = [key for kind_keys in keys.values() for key in kind_keys]
+    urls = store.presigned_urls(every_key, expires_s=signer.expiry_s)
+    if urls is None:
+        urls = [signer.sign(base_url, key) for key in every_key]
+    in_order = iter(urls)
+    return {kind: [next(in_order) for _ in kind_keys] for kind, kind_keys in keys.items()}
 
 
 async def get_asset(request: Request) -> Response:

@@ -57,8 +57,8 @@ class ObjectStore(Protocol):
     def list_objects(self, prefix: str) -> list[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def describe(self) -> str: ...
-    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
-        """A URL anyone can GET until it expires, or None when the backend has none (local folder)."""
+    def presigned_urls(self, keys: list[str], *, expires_s: int) -> list[str] | None:
+        """Per key, a URL anyone can GET until it expires; None when the backend has none (local folder)."""
         ...
 
 
@@ -158,7 +158,7 @@ class LocalObjectStore:
     def describe(self) -> str:
         return str(self.root)
 
-    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
+    def presigned_urls(self, keys: list[str], *, expires_s: int) -> list[str] | None:
         return None
 
 
@@ -265,8 +265,8 @@ class S3ObjectStore:
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def presigned_url(self, key: str, *, expires_s: int) -> str | None:
-        return self._presigner.url(self.bucket, self.prefix + key, expires_s=expires_s)
+    def presigned_urls(self, keys: list[str], *, expires_s: int) -> list[str] | None:
+        return self._presigner.urls(self.bucket, [self.prefix + key for key in keys], expires_s=expires_s)
 
 
 def _current_credentials(session: Any) -> Credentials:

@@ -53,8 +53,10 @@ def test_conditional_writes_let_one_of_two_writers_win(store: S3ObjectStore) -> 
 def test_a_presigned_url_gets_the_object_and_nothing_else(store: S3ObjectStore) -> None:
     store.put("assets/dev/1.2.3/report one+ü.pdf", b"%PDF-1.7 report")
     store.put("assets/dev/1.2.3/other.pdf", b"%PDF-1.7 other")
-    url = store.presigned_url("assets/dev/1.2.3/report one+ü.pdf", expires_s=60)
-    assert url is not None and "X-Amz-Signature=" in url
+    urls = store.presigned_urls(["assets/dev/1.2.3/report one+ü.pdf", "assets/dev/1.2.3/other.pdf"], expires_s=60)
+    assert urls is not None and len(urls) == 2 and all("X-Amz-Signature=" in url for url in urls)
+    url = urls[0]
+    assert httpx.get(urls[1], timeout=10).content == b"%PDF-1.7 other"
     assert httpx.get(url, timeout=10).content == b"%PDF-1.7 report"
 
     tampered = url.replace("report%20one%2B%C3%BC.pdf", "other.pdf", 1)

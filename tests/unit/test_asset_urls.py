@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from qure_ray.api.asset_urls import AssetSigner
+from qure_ray.api.asset_urls import AssetSigner, file_urls
 from qure_ray.config import Settings
 from qure_ray.errors import ForbiddenError
+from qure_ray.storage import LocalObjectStore
 
 KEY = "assets/site-a/1.2.3/report.pdf"
 
@@ -49,3 +51,39 @@ def test_signing_key_follows_the_tokens_unless_set() -> None:
     assert a.url_signing_key != b.url_signing_key
     fixed = Settings.load({"QURE_TOKENS": "token-aaaa:site-a", "QURE_URL_SECRET": "s3cret-value"}, {})
     assert "s3cret-value" not in repr(fixed) and fixed.url_signing_key != a.url_signing_key
+
+
+class PresigningStore(LocalObjectStore):
+    """A store that hands out its own URLs, as S3 does, and records how often it was asked."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.asked: list[list[str]] = []
+
+    def presigned_urls(self, keys: list[str], *, expires_s: int) -> list[str] | None:
+        self.asked.append(keys)
+        return [f"https://s3.example/{key}?expires={expires_s}" for key in keys]
+
+
+ASSETS = {"sc": ["assets/s/1/sc.dcm", "assets/s/1/sc_2.dcm"], "report_pdf": ["assets/s/1/report.pdf"]}
+ORIGINALS = ["dicom/s/1/2/3.dcm"]
+
+
+def test_each_kind_gets_its_own_keys_urls_signed_in_one_request_to_the_store(tmp_path: Path) -> None:
+    store = PresigningStore(tmp_path)
+    signer = AssetSigner(b"k" * 32, expiry_s=60)
+    files = file_urls(signer=signer, store=store, base_url="http://h/", assets=ASSETS, original_keys=ORIGINALS)
+    assert files == {
+        "report_pdf": ["https://s3.example/assets/s/1/report.pdf?expires=60"],
+        "sc": ["https://s3.example/assets/s/1/sc.dcm?expires=60", "https://s3.example/assets/s/1/sc_2.dcm?expires=60"],
+        "original": ["https://s3.example/dicom/s/1/2/3.dcm?expires=60"],
+    }
+    assert len(store.asked) == 1
+
+
+def test_a_local_store_s_urls_are_signed_by_the_ingress(tmp_path: Path) -> None:
+    signer = AssetSigner(b"k" * 32, expiry_s=60)
+    files = file_urls(
+        signer=signer, store=LocalObjectStore(tmp_path), base_url="http://h/", assets=ASSETS, original_keys=ORIGINALS
+    )
+    assert {kind: [parts(url)[0] for url in urls] for kind, urls in files.items()} == {**ASSETS, "original": ORIGINALS}

@@ -41,6 +41,15 @@ def test_urls_are_what_botocore_signs(endpoint: str, region: str, creds: Credent
     assert same_url(ours, botocore_url(endpoint, region, creds, "bucket", key, 3600))
 
 
+def test_several_keys_signed_at_once_are_each_what_botocore_signs() -> None:
+    creds = Credentials("AKIDEXAMPLE", "secret/+=", "token")
+    keys = ["assets/dev/1.2.3/sc.dcm", "assets/dev/1.2.3/report one+ü.pdf", "dicom/dev/1/2/3.dcm"]
+    ours = UrlPresigner("http://127.0.0.1:8333", "us-east-1", lambda: creds).urls("b", keys, expires_s=600, now=AT)
+    assert len(ours) == len(keys)
+    for url, key in zip(ours, keys, strict=True):
+        assert same_url(url, botocore_url("http://127.0.0.1:8333", "us-east-1", creds, "b", key, 600))
+
+
 def test_the_signing_key_follows_the_day_and_the_credentials() -> None:
     current = [Credentials("AK", "first")]
     presigner = UrlPresigner("http://s3", "us-east-1", lambda: current[0])
