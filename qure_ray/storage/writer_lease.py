@@ -35,6 +35,8 @@ STALE_S = 60.0
 WAIT_S = STALE_S + 2 * RENEW_S
 """A holder that stopped just before this actor started has gone stale by then."""
 POLL_S = 5.0
+RETRY_S = 0.2
+"""After losing a write to another starter: a moment before reading who won."""
 
 
 class LeaseHeldError(StorageError):
@@ -92,7 +94,7 @@ class WriterLease:
 
     def acquire(self, *, wait_s: float = WAIT_S, poll_s: float = POLL_S) -> None:
         """Take the lease (see the module's docstring); raise `LeaseHeldError` when another holder keeps it."""
-        deadline = self.clock() + wait_s
+        deadline, lost_a_write = self.clock() + wait_s, False
         while True:
             lease, version = self.read()
             if lease is None or self.holder.succeeds(lease.holder) or self._age(lease) > STALE_S:
@@ -100,7 +102,13 @@ class WriterLease:
                     self._write(version)
                     return
                 except ObjectChangedError:  # another starter wrote it since we read it: see who holds it now
+                    if lost_a_write and self.clock() >= deadline:
+                        raise StorageError(
+                            f"the writer lease at {self.store.describe()} changed under every write for {wait_s:.0f}s"
+                        ) from None
                     logger.info("writer lease written by another starter meanwhile: reading it again")
+                    lost_a_write = True
+                    self.sleep(RETRY_S)
                     continue
             if self.clock() >= deadline:
                 holder = lease.holder

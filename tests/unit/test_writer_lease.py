@@ -104,6 +104,20 @@ def test_of_two_starters_that_both_read_a_free_lease_one_wins(tmp_path: Path) ->
     assert holder_of(store) == "a1"
 
 
+class AlwaysChanged(LocalObjectStore):
+    """A store whose every conditional write finds the object changed, and no lease ever appears in it."""
+
+    def put_unless_changed(self, key: str, data: bytes, *, version: str | None, media_type: str | None = None) -> str:
+        raise ObjectChangedError(f"{key} changed meanwhile")
+
+
+def test_a_lease_that_changes_under_every_write_gives_up_at_the_deadline(tmp_path: Path) -> None:
+    clock = Clock()
+    with pytest.raises(StorageError, match="changed under every write"):
+        lease(AlwaysChanged(tmp_path), STAGING, clock).acquire(wait_s=30)
+    assert 29.9 <= clock.slept < 31  # it paused between attempts, and stopped at the deadline
+
+
 def test_a_renewal_never_overwrites_a_lease_taken_since_it_was_read(tmp_path: Path) -> None:
     clock = Clock()
     old = lease(LocalObjectStore(tmp_path), PROD, clock)
