@@ -176,7 +176,8 @@ class Catalog:
             keys, loaded = read_live_segments(self.store, table)  # a replaced replica may still merge
             if loaded is None:
                 continue
-            self.insert_segments(table, keys, loaded)
+            self.current.add(table, loaded)  # each row_id once already
+            self.segments.update(keys)
             if len(keys) > COMPACT_AFTER_SEGMENTS:  # the whole table as one segment
                 self._replace_segments(table, self.current.rows[table].table(), keys)
         pa.default_memory_pool().release_unused()  # what reading and combining the segments took: a third more
@@ -192,7 +193,7 @@ class Catalog:
         return pa.concat_tables([read_segment(self.store, table, key) for key in keys])
 
     def insert_segments(self, table: str, keys: list[str], loaded: pa.Table) -> None:
-        """Make read segments visible; rows already present (same `row_id`) are skipped."""
+        """Make segments another writer added visible; rows already present (same `row_id`) are skipped."""
         fresh = unique_rows(loaded)
         present = self.current.rows[table]
         if len(present):
