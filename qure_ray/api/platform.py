@@ -87,8 +87,8 @@ class RayPlatform:
     async def lookup_result(self, source: str, uid: str) -> ResultLookup:
         return await self._lookups((source, uid))
 
-    async def _lookup_many(self, requests: list[tuple[str, str]]) -> list[ResultLookup]:
-        found: list[ResultLookup] = await self.catalog.lookup_results.remote(requests)
+    async def _lookup_many(self, requests: list[tuple[str, str]]) -> list[ResultLookup | Exception]:
+        found: list[ResultLookup | Exception] = await self.catalog.lookup_results.remote(requests)
         return found
 
     async def start_series(self, source: str, series_uid: str) -> SeriesStart:

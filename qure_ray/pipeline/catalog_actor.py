@@ -29,7 +29,7 @@ from qure_ray.records import (
 from qure_ray.replica_logging import log_to_replica_file
 from qure_ray.storage.catalog import Batch, Catalog, now, series_start_row, webhook_row
 from qure_ray.storage.group_commit import GroupCommitter
-from qure_ray.storage.lookup import ResultLookup, lookup_result
+from qure_ray.storage.lookup import ResultLookup, lookup_results
 from qure_ray.storage.object_store import StoreLocation
 from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orphans
 from qure_ray.storage.schema import TABLES
@@ -177,9 +177,10 @@ class CatalogActor:
     async def result(self, source: str, sop_uid: str) -> ResultRecord | None:
         return self.catalog.result(source, sop_uid)
 
-    async def lookup_results(self, requests: list[tuple[str, str]]) -> list[ResultLookup]:
-        """`lookup_result` of each (source, uid): an ingress replica sends the lookups that arrive together."""
-        return [lookup_result(self.catalog, source, uid) for source, uid in requests]
+    async def lookup_results(self, requests: list[tuple[str, str]]) -> list[ResultLookup | Exception]:
+        """What `GET /results` answers for each (source, uid): an ingress replica sends the lookups that arrive
+        together (`qure_ray.api.coalesce`)."""
+        return lookup_results(self.catalog, requests)
 
     async def unfinished(self) -> list[InstanceRecord]:
         return self.catalog.unfinished()

@@ -6,10 +6,14 @@ time); the rules for which result answers a uid live here, next to the data they
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from qure_ray.records import UNFINISHED_STATES, InstanceRecord, InstanceState, ResultRecord
+
+logger = logging.getLogger(__name__)
 
 
 class CatalogReader(Protocol):
@@ -47,6 +51,19 @@ def lookup_result(catalog: CatalogReader, source: str, uid: str) -> ResultLookup
         if result is not None:
             return ResultLookup(uid=uid, found=True, result=result, originals=(record.object_key,))
     return _series_lookup(catalog, source, uid, record.series_uid if record is not None else uid)
+
+
+def lookup_results(catalog: CatalogReader, requests: Iterable[tuple[str, str]]) -> list[ResultLookup | Exception]:
+    """`lookup_result` of each (source, uid), for lookups an ingress replica sends together: one that fails
+    (a row the code cannot read) answers with its exception and fails only its own request."""
+    answers: list[ResultLookup | Exception] = []
+    for source, uid in requests:
+        try:
+            answers.append(lookup_result(catalog, source, uid))
+        except Exception as exc:
+            logger.exception("GET /results lookup of %s for source %s failed", uid, source)
+            answers.append(exc)
+    return answers
 
 
 def _series_lookup(catalog: CatalogReader, source: str, uid: str, series_uid: str) -> ResultLookup:

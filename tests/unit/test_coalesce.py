@@ -1,12 +1,18 @@
-"""`Coalescer`: requests that arrive while a call is out go together in the next one, each gets its own answer."""
+"""`Coalescer`: requests that arrive while a call is out go together in the next one, each gets its own answer;
+and the catalog's side of it (`lookup_results`)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from qure_ray.api.coalesce import Coalescer
+from qure_ray.records import InstanceRecord, InstanceState
+from qure_ray.storage import Catalog, LocalObjectStore, received_rows
+from qure_ray.storage.lookup import ResultLookup, lookup_results
+from tests.unit.test_catalog import make_record
 
 
 class Remote:
@@ -95,3 +101,34 @@ def test_a_request_cancelled_while_waiting_leaves_the_others_their_answers() -> 
         assert gone.cancelled()
 
     asyncio.run(scenario())
+
+
+def test_a_request_the_remote_answers_with_an_exception_fails_alone() -> None:
+    async def call_many(items: list[str]) -> list[str | Exception]:
+        return [ValueError(f"row of {item} unreadable") if item == "bad" else f"answer to {item}" for item in items]
+
+    async def scenario() -> None:
+        coalescer = Coalescer(call_many, max_in_flight=1)
+        outcomes = await asyncio.gather(*(coalescer(item) for item in ["a", "bad", "c"]), return_exceptions=True)
+        assert outcomes[0] == "answer to a" and outcomes[2] == "answer to c"
+        assert isinstance(outcomes[1], ValueError) and "bad" in str(outcomes[1])
+
+    asyncio.run(scenario())
+
+
+class BrokenRow(Catalog):
+    """A catalog one of whose instances cannot be read back (a row this code version does not understand)."""
+
+    def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
+        if sop_uid == "1.2.3.66":
+            raise KeyError("received_at")
+        return super().instance(source, sop_uid)
+
+
+def test_lookups_sent_together_answer_each_and_a_failing_one_only_fails_itself(tmp_path: Path) -> None:
+    catalog = BrokenRow(LocalObjectStore(tmp_path))
+    catalog.commit(received_rows(make_record("1.2.3.5")))
+    answers = lookup_results(catalog, [("site-a", "1.2.3.5"), ("site-a", "1.2.3.66"), ("site-b", "1.2.3.5")])
+    assert isinstance(answers[0], ResultLookup) and answers[0].state is InstanceState.QUEUED
+    assert isinstance(answers[1], KeyError)
+    assert isinstance(answers[2], ResultLookup) and not answers[2].found  # another source's instance: unknown
