@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +303,7 @@ class Settings:
         if not self.http_host or " " in self.http_host:
             raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
 
-    @property
+    @cached_property  # asked on every `GET /results`; derived fields of a frozen settings object never change
     def url_signing_key(self) -> bytes:
         material = self.url_secret or "qure-asset-urls\n" + self.tokens.to_text()
         return hashlib.sha256(material.encode()).digest()
@@ -323,11 +324,11 @@ class Settings:
         """The `resources` that place work on CPU workers (empty when no resource is named)."""
         return {self.cpu_worker_resource: CPU_WORKER_SLIVER} if self.cpu_worker_resource else {}
 
-    @property
+    @cached_property
     def webhook_networks(self) -> tuple[IPNetwork, ...]:
         return parse_networks("QURE_WEBHOOK_ALLOWED_NETWORKS", self.webhook_allowed_networks)
 
-    @property
+    @cached_property
     def secret_sealer(self) -> SecretSealer:
         return SecretSealer(self.secrets_key)
 
