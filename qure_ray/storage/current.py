@@ -13,7 +13,7 @@ webhook is known); afterwards, in whatever order they become visible.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,8 +54,9 @@ class CurrentState:
         self.results = LatestRows(("source", "sop_uid"), "finished_at", rows=self.rows["results"])
         self.webhooks = LatestRows(("source",), "registered_at", rows=self.rows["webhooks"])
         self.by_state: dict[str, set[Key]] = defaultdict(set)
-        self.series_members: dict[Key, set[Key]] = defaultdict(set)
-        """(source, SeriesInstanceUID) → its instances' keys."""
+        self._series_members: dict[Key, Key | set[Key]] = {}
+        """(source, SeriesInstanceUID) → its instances' keys (`members_of`): the one key itself while the series has
+        one, as a chest X-ray's does (a one-key set would cost about 200 bytes per instance), a set from the second."""
         self.series_of: dict[Key, Key] = {}
         """An instance's key → its series' key, from the instance's newest row."""
         self.series_started: dict[Key, int] = {}
@@ -82,8 +83,24 @@ class CurrentState:
         positions = {key: number - first for key, _, number in self.instances.add(arrow, first, self._keys)}
         for key, row in positions.items():
             series_key = self._keys.setdefault((key[0], series[row]), (key[0], series[row]))
-            self.series_members[series_key].add(key)
+            self._add_member(series_key, key)
             self.series_of[key] = series_key
+
+    def _add_member(self, series_key: Key, key: Key) -> None:
+        members = self._series_members.get(series_key)
+        if members is None:
+            self._series_members[series_key] = key
+        elif isinstance(members, set):
+            members.add(key)
+        elif members != key:
+            self._series_members[series_key] = {members, key}
+
+    def members_of(self, series_key: Key) -> Collection[Key]:
+        """The keys of the instances stored for a series (none when it is unknown)."""
+        members = self._series_members.get(series_key)
+        if members is None:
+            return ()
+        return members if isinstance(members, set) else (members,)
 
     def _add_events(self, arrow: pa.Table, first: int) -> None:
         for key, previous, (state, _) in self.events.add(arrow, first, self._keys):
@@ -168,10 +185,10 @@ class CurrentState:
         return ResultRecord.from_row(row) if row else None
 
     def has_series(self, source: str, series_uid: str) -> bool:
-        return bool(self.series_members.get((source, series_uid)))
+        return bool(self.members_of((source, series_uid)))
 
     def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
-        return self._instances(self.series_members.get((source, series_uid), ()))
+        return self._instances(self.members_of((source, series_uid)))
 
     def is_series_started(self, source: str, series_uid: str) -> bool:
         return (source, series_uid) in self.series_started
@@ -184,7 +201,7 @@ class CurrentState:
             series = self.series_of.get(key)
             if series is None or series in self.series_started or series in newest:
                 continue
-            newest[series] = max(self.instances.time(member) or 0 for member in self.series_members[series])
+            newest[series] = max(self.instances.time(member) or 0 for member in self.members_of(series))
         due = sorted((received, series) for series, received in newest.items() if received < deadline)
         return [SeriesRef(source=source, series_uid=uid) for _, (source, uid) in due]
 
@@ -248,7 +265,7 @@ class CurrentState:
         row = self.instances.row(key)
         if row is not None:
             return row["study_uid"], row["series_uid"]
-        members = self.series_members.get(key)
+        members = self.members_of(key)
         if members:
             member = self.instances.row(next(iter(members)))
             return (member["study_uid"] if member else ""), key[1]

@@ -185,3 +185,21 @@ def test_current_state_agrees_with_sql_over_the_full_tables(tmp_path: Path) -> N
         _assert_agrees(catalog)
         assert catalog.states().get(InstanceState.HELD.value), "the mix should hold some slices"
         _assert_agrees(Catalog(store))  # loaded from its segments
+
+
+def test_series_members_one_key_alone_then_a_set(tmp_path: Path) -> None:
+    """A chest X-ray's series has one instance: kept as that key, not a set; a second instance makes it a set."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    current = catalog.current
+    first = replace(make_record("1.2.3.10"), series_uid="1.2.3.77", received_at=now())
+    catalog.commit(received_rows(first))
+    catalog.commit(received_rows(replace(first, received_at=now())))  # the same instance again
+    assert current.members_of(("site-a", "1.2.3.77")) == (("site-a", "1.2.3.10"),)
+    assert catalog.has_series("site-a", "1.2.3.77") and not catalog.has_series("site-a", "1.2.3.78")
+    assert current.members_of(("site-a", "1.2.3.78")) == ()
+    second = replace(make_record("1.2.3.11"), series_uid="1.2.3.77", received_at=now())
+    catalog.commit(received_rows(second))
+    assert set(current.members_of(("site-a", "1.2.3.77"))) == {("site-a", "1.2.3.10"), ("site-a", "1.2.3.11")}
+    assert {r.sop_uid for r in catalog.series_instances("site-a", "1.2.3.77")} == {"1.2.3.10", "1.2.3.11"}
+    _assert_agrees(catalog)
+    _assert_agrees(Catalog(LocalObjectStore(tmp_path)))  # and the same once loaded again
