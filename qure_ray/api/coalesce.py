@@ -36,7 +36,6 @@ class Coalescer(Generic[T, R]):
         self.max_in_flight = max_in_flight
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._calls: set[asyncio.Task[None]] = set()
-        self.calls_made = 0
 
     async def __call__(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -56,7 +55,6 @@ class Coalescer(Generic[T, R]):
         self._send_what_waits()
 
     async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        self.calls_made += 1
         try:
             answers = await self._call_many([item for item, _ in batch])
             if len(answers) != len(batch):

@@ -44,13 +44,10 @@ class UrlPresigner:
             parts.path.rstrip("/"),
         )
 
-    def url(self, bucket: str, key: str, *, expires_s: int, now: datetime | None = None) -> str:
-        """A URL that GETs `key` from `bucket` until `expires_s` seconds after `now`."""
-        return self.urls(bucket, [key], expires_s=expires_s, now=now)[0]
-
     def urls(self, bucket: str, keys: list[str], *, expires_s: int, now: datetime | None = None) -> list[str]:
-        """`url` of each key: the credentials, the time and the query string are the same for all, so they are
-        worked out once (a chest X-ray result hands out seven URLs)."""
+        """Per key, a URL that GETs it from `bucket` until `expires_s` seconds after `now`. The credentials, the
+        time and the query string are the same for all, so they are worked out once (a chest X-ray result hands
+        out seven URLs)."""
         if not 1 <= expires_s <= MAX_EXPIRES_S:
             raise ValueError(f"a pre-signed URL lives 1 s to 7 days, not {expires_s} s")
         credentials = self.credentials()

@@ -38,12 +38,18 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _one_call_out(remote: Remote) -> tuple[Coalescer[str, str], asyncio.Task[str]]:
+    """A coalescer of one call at a time, with the call for "a" sent and held by `remote`."""
+    coalescer = Coalescer(remote.call_many, max_in_flight=1)
+    first = asyncio.create_task(coalescer("a"))
+    await _settle()
+    return coalescer, first
+
+
 def test_a_lone_request_goes_at_once_and_later_ones_ride_together() -> None:
     async def scenario() -> None:
         remote = Remote()
-        coalescer = Coalescer(remote.call_many, max_in_flight=1)
-        first = asyncio.create_task(coalescer("a"))
-        await _settle()
+        coalescer, first = await _one_call_out(remote)
         assert remote.batches == [["a"]]  # sent without waiting for company
         others = [asyncio.create_task(coalescer(item)) for item in "bcdef"]
         await _settle()
@@ -51,7 +57,7 @@ def test_a_lone_request_goes_at_once_and_later_ones_ride_together() -> None:
         remote.release.set()
         assert await first == "answer to a"
         assert await asyncio.gather(*others) == [f"answer to {item}" for item in "bcdef"]
-        assert remote.batches == [["a"], ["b", "c", "d", "e", "f"]] and coalescer.calls_made == 2
+        assert remote.batches == [["a"], ["b", "c", "d", "e", "f"]]  # two calls
 
     asyncio.run(scenario())
 
@@ -73,9 +79,7 @@ def test_batches_are_split_at_max_batch_and_calls_overlap_up_to_max_in_flight() 
 @pytest.mark.parametrize("remote", [Remote(fail_on="b"), Remote(drop_one=True)], ids=["call fails", "answers missing"])
 def test_a_failed_call_fails_each_of_its_requests_and_the_next_call_still_goes(remote: Remote) -> None:
     async def scenario() -> None:
-        coalescer = Coalescer(remote.call_many, max_in_flight=1)
-        first = asyncio.create_task(coalescer("a"))
-        await _settle()
+        coalescer, first = await _one_call_out(remote)
         doomed = [asyncio.create_task(coalescer(item)) for item in "bc"]
         await _settle()
         remote.release.set()
@@ -90,9 +94,7 @@ def test_a_failed_call_fails_each_of_its_requests_and_the_next_call_still_goes(r
 def test_a_request_cancelled_while_waiting_leaves_the_others_their_answers() -> None:
     async def scenario() -> None:
         remote = Remote()
-        coalescer = Coalescer(remote.call_many, max_in_flight=1)
-        first = asyncio.create_task(coalescer("a"))
-        await _settle()
+        coalescer, first = await _one_call_out(remote)
         gone, kept = asyncio.create_task(coalescer("b")), asyncio.create_task(coalescer("c"))
         await _settle()
         gone.cancel()  # the client went away
