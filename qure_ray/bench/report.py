@@ -59,7 +59,7 @@ class BenchReport:
 
     def ratios(self) -> dict[str, float]:
         end_to_end, lookups = self._variants("end to end"), self._variants("results lookup")
-        model = self.value("model limit", self._variants("model limit")[0], "images/s") if self.rows else math.nan
+        model = self._model_limit()
         ratios = {
             "pipeline_efficiency": self.value("end to end", end_to_end[-1], "images/s") / model
             if end_to_end else math.nan,
@@ -70,6 +70,10 @@ class BenchReport:
             / self.value("results lookup", lookups[0], "p99 ms") if lookups else math.nan,
         }  # fmt: skip
         return {name: round(value, 3) for name, value in ratios.items()}
+
+    def _model_limit(self) -> float:
+        variants = self._variants("model limit")
+        return self.value("model limit", variants[0], "images/s") if variants else math.nan
 
     def context(self) -> dict[str, float]:
         store = self.value("store limit (S3 PUT)", "large 2 MB", "instances/s")
@@ -86,6 +90,15 @@ class BenchReport:
             for name, (sense, bound, _) in TARGETS.items()
         }
 
+    def model_sweep(self) -> dict[str, dict[int, float]]:
+        """Card name → batch size → images/s of the bare forward pass, in the order measured."""
+        sweep: dict[str, dict[int, float]] = {}
+        for row in self.rows:
+            if row["benchmark"] == "model sweep" and row["metric"] == "images/s":
+                card, _, size = row["variant"].rpartition(" batch ")
+                sweep.setdefault(card, {})[int(size)] = float(row["value"])
+        return sweep
+
     def table(self) -> pa.Table:
         return pa.Table.from_pylist(self.rows)
 
@@ -94,10 +107,10 @@ class BenchReport:
             "machine": self.machine,
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()},
             "results": self.rows,
-            "ratios": self.ratios(),
+            "ratios": _measured(self.ratios()),
             "targets": {name: f"{sense} {bound}" for name, (sense, bound, _) in TARGETS.items()},
-            "met": self.met(),
-            "context": self.context(),
+            "met": {name: met if not math.isnan(self.ratios()[name]) else None for name, met in self.met().items()},
+            "context": _measured(self.context()),
         }
         if path is not None:
             path.write_text(json.dumps(document, indent=2))
@@ -105,24 +118,28 @@ class BenchReport:
 
     def summary(self) -> str:
         """The table as text, then the ratios against their targets."""
-        width = max(len(f"{r['benchmark']} / {r['variant']}") for r in self.rows) if self.rows else 10
-        lines = [f"{'benchmark / variant':<{width}}  {'metric':<13} value"]
+        width = max((len(f"{r['benchmark']} / {r['variant']}") for r in self.rows), default=10)
+        metric_width = max((len(r["metric"]) for r in self.rows), default=6)
+        lines = [f"{'benchmark / variant':<{width}}  {'metric':<{metric_width}} value"]
         lines += [
-            f"{r['benchmark'] + ' / ' + r['variant']:<{width}}  {r['metric']:<13} {r['value']:g}" for r in self.rows
+            f"{r['benchmark'] + ' / ' + r['variant']:<{width}}  {r['metric']:<{metric_width}} {r['value']:g}"
+            for r in self.rows
         ]
         lines.append("")
         met = self.met()
         for name, value in self.ratios().items():
             sense, bound, meaning = TARGETS[name]
-            lines.append(
-                f"{name} = {value:g} (target {sense} {bound:g}: {'met' if met[name] else 'NOT met'}) — {meaning}"
-            )
+            if not math.isnan(value):  # a model-sweep-only run measures none of them
+                state = "met" if met[name] else "NOT met"
+                lines.append(f"{name} = {value:g} (target {sense} {bound:g}: {state}) — {meaning}")
         for name, value in self.context().items():
-            lines.append(f"{name} = {value:g} — {CONTEXT[name]}")
+            if not math.isnan(value):
+                lines.append(f"{name} = {value:g} — {CONTEXT[name]}")
         return "\n".join(lines)
 
     def plot(self, directory: Path) -> list[Path]:
-        """throughput_vs_concurrency.png and latency_distribution.png in `directory`."""
+        """In `directory`: model_sweep.png when the run swept batch sizes, and throughput_vs_concurrency.png and
+        latency_distribution.png when it measured the platform."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -130,11 +147,24 @@ class BenchReport:
 
         directory.mkdir(parents=True, exist_ok=True)
         paths = []
+        sweep = self.model_sweep()
+        if sweep:
+            figure, axis = plt.subplots(figsize=(6, 4))
+            for card, points in sweep.items():
+                axis.plot(list(points), list(points.values()), marker="o", label=card)
+            axis.set(xlabel="batch size", ylabel="images/s", title="Bare forward pass vs batch size")
+            axis.set_xscale("log", base=2)
+            axis.legend()
+            paths.append(directory / "model_sweep.png")
+            figure.savefig(paths[-1], dpi=100, bbox_inches="tight")
+            plt.close(figure)
         variants = self._variants("end to end")
+        if not variants:
+            return paths
         clients = [int(v.split()[0]) for v in variants]
         figure, axis = plt.subplots(figsize=(6, 4))
         axis.plot(clients, [self.value("end to end", v, "images/s") for v in variants], marker="o", label="end to end")
-        model = self.value("model limit", self._variants("model limit")[0], "images/s")
+        model = self._model_limit()
         axis.axhline(model, linestyle="--", color="grey", label="model limit")
         axis.set(xlabel="concurrent clients", ylabel="images/s", title="Throughput vs concurrency")
         axis.legend()
@@ -150,3 +180,8 @@ class BenchReport:
         figure.savefig(paths[-1], dpi=100, bbox_inches="tight")
         plt.close(figure)
         return paths
+
+
+def _measured(ratios: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: a ratio this run did not measure is null."""
+    return {name: None if math.isnan(value) else value for name, value in ratios.items()}

@@ -11,15 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import torch
+from numpy.typing import NDArray
 
 from qure_ray.bench import workloads
+from qure_ray.bench.model_sweep import model_limit, suggested_batch_size, sweep_batch_sizes
 from qure_ray.bench.platform import platform, seed_results
 from qure_ray.bench.report import BenchReport
 from qure_ray.bench.services import orthanc, seaweedfs
 from qure_ray.config import Settings
+from qure_ray.dicom.pixels import prepare_for_model
 from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.models.card import ModelCard
 from qure_ray.models.phantoms import CHEST_FINDINGS, chest_phantom, to_dicom
 from qure_ray.models.registry import load_registry
 from qure_ray.records import UseCase
@@ -38,6 +43,9 @@ class BenchConfig:
     large_instances: int = 200
     lookup_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     lookup_requests: int = 2000
+    sweep_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    sweep_seconds: float = 3.0
+    """Per batch size of the model sweep (the bare forward pass across batch sizes)."""
     settings: dict[str, Any] = field(default_factory=dict)
     """QURE_* settings of the platform under test (e.g. QURE_MODEL_MAX_BATCH_SIZE)."""
 
@@ -47,7 +55,7 @@ class BenchConfig:
         the full run. A thousand lookups per catalog size, so that p99 is not the third-slowest request."""
         return cls(
             model_seconds=5.0, concurrencies=(1, 8), images_per_client=3, small_instances=64, large_instances=48,
-            lookup_rows=(10_000, 100_000), lookup_requests=1000,
+            lookup_rows=(10_000, 100_000), lookup_requests=1000, sweep_batch_sizes=(1, 4, 16), sweep_seconds=1.0,
         )  # fmt: skip
 
 
@@ -68,15 +76,18 @@ def ingest_instances(count: int, *, size: int, seed: int) -> list[bytes]:
 
 
 def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = None) -> BenchReport:
-    """Run model limit, end to end, store limit, ingest (qure_ray and Orthanc) and lookups; return the report."""
+    """Run model limit and sweep, end to end, store limit, ingest (qure_ray and Orthanc) and lookups; return the
+    report."""
     config = config or BenchConfig()
     report = BenchReport(machine=_machine(), config=config.__dict__)
     settings = Settings.load(config.settings, os.environ)  # the platform under test reads the same
     card = load_registry(settings.models_path)[UseCase.QXR]
     batch_size = card.batching(max_batch_size=settings.model_max_batch_size).max_batch_size
     images = phantom_images(sum(config.concurrencies) * (config.images_per_client + 1), seed=10_000)
-    report.add("model limit", card.name, "images/s", workloads.model_limit(
-        card, images[0][1], batch_size=batch_size, seconds=config.model_seconds))  # fmt: skip
+    image = prepare_for_model(images[0][1], size=card.input.size, window_mode=card.preprocessing.window)
+    report.add("model limit", card.name, "images/s",
+               model_limit(card, image, batch_size=batch_size, seconds=config.model_seconds))  # fmt: skip
+    add_model_sweep(report, card, image, config)
     with tempfile.TemporaryDirectory(dir=workdir) as scratch, seaweedfs(Path(scratch) / "s3", bucket="bench") as s3:
         with platform(s3, "end-to-end", **config.settings) as running:
             offset = 0
@@ -119,6 +130,37 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                                           concurrency=LOOKUP_CLIENTS, headers=running.headers)  # fmt: skip
                 report.add_timed("results lookup", f"{rows} rows", timed, throughput_unit="requests/s", latencies=True)
     return report
+
+
+def run_model_sweep(config: BenchConfig | None = None) -> BenchReport:
+    """The model sweep alone, for every card in the registry: no services, so it runs on any machine with
+    torch, a GPU one included (`qure-ray bench --model-sweep`)."""
+    config = config or BenchConfig()
+    report = BenchReport(machine=_machine(), config=config.__dict__)
+    settings = Settings.load(config.settings, os.environ)
+    for card in load_registry(settings.models_path).values():
+        add_model_sweep(report, card, sweep_input(card), config)
+    return report
+
+
+def sweep_input(card: ModelCard, *, seed: int = 0) -> NDArray[np.float32]:
+    """A model input of the card's size: noise in [0, 1]. A dense network's forward pass costs the same
+    whatever the pixels, and noise needs no phantom recipe, so any card can be swept."""
+    return np.random.default_rng(seed).random((card.input.size, card.input.size), dtype=np.float32)
+
+
+def add_model_sweep(report: BenchReport, card: ModelCard, image: NDArray[np.float32], config: BenchConfig) -> None:
+    """Rows `model sweep / <card> batch <n>` (images/s, batch p50/p99 ms, peak MB on CUDA) and the card's
+    suggested batch size."""
+    timings = sweep_batch_sizes(card, image, batch_sizes=config.sweep_batch_sizes, seconds_each=config.sweep_seconds)
+    for timing in timings:
+        variant = f"{card.name} batch {timing.batch_size}"
+        report.add("model sweep", variant, "images/s", timing.images_per_s)
+        report.add("model sweep", variant, "batch p50 ms", timing.batch_ms(50))
+        report.add("model sweep", variant, "batch p99 ms", timing.batch_ms(99))
+        if timing.peak_memory_mb is not None:
+            report.add("model sweep", variant, "peak MB", timing.peak_memory_mb)
+    report.add("model sweep", card.name, "suggested batch size", suggested_batch_size(timings))
 
 
 def _machine() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The measured workloads: the bare model, uploads through results, uploads only, and result lookups.
+"""The measured HTTP and S3 workloads: uploads through results, uploads only, bare S3 PUTs, result lookups
+(the bare model is `model_sweep`).
 
 Every HTTP workload runs C concurrent clients (asyncio + one aiohttp session) over a shared list of work and
 records one latency per item; throughput is items over wall time. aiohttp, not httpx: on a small machine the
@@ -17,13 +18,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
-import torch
 
 from qure_ray.dicom.multipart import dicom_multipart
-from qure_ray.dicom.pixels import prepare_for_model
-from qure_ray.models.card import ModelCard
-from qure_ray.models.inference import predict_batch
-from qure_ray.models.network import load_network
 from qure_ray.storage.object_store import ObjectStore
 
 RESULT_POLL_S = 0.5
@@ -54,20 +50,6 @@ class Timed:
 
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
-
-
-def model_limit(card: ModelCard, sample: bytes, *, batch_size: int, seconds: float) -> float:
-    """Images/s of the bare forward pass (scores + CAMs, as served) on the serving device, in a loop."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    network = load_network(card, device)
-    image = prepare_for_model(sample, size=card.input.size, window_mode=card.preprocessing.window)
-    batch = [image] * batch_size
-    predict_batch(network, card, batch, device)  # warm-up
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        predict_batch(network, card, batch, device)
-        done += batch_size
-    return done / (time.perf_counter() - started)
 
 
 async def _clients(

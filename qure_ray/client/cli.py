@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="small sizes (a few minutes); same code paths")
     bench.add_argument("--json", type=Path, default=None, help="write the report (results, ratios, machine) here")
     bench.add_argument("--plots", type=Path, default=None, help="write throughput and latency plots into this folder")
+    bench.add_argument(
+        "--model-sweep", action="store_true",
+        help="only the bare forward pass of every model card across batch sizes, on this machine's GPU or CPU "
+        "(no services): the data for serving.max_batch_size",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in client_commands.COMMANDS:
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "models":
             model_commands.run(args)
         elif args.command == "bench":
-            _bench(quick=args.quick, json_path=args.json, plots=args.plots)
+            _bench(quick=args.quick, json_path=args.json, plots=args.plots, model_sweep=args.model_sweep)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -65,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _bench(*, quick: bool, json_path: Path | None, plots: Path | None) -> None:
-    from qure_ray.bench import BenchConfig, run_benchmarks
+def _bench(*, quick: bool, json_path: Path | None, plots: Path | None, model_sweep: bool) -> None:
+    from qure_ray.bench import BenchConfig, run_benchmarks, run_model_sweep
 
     logging.getLogger().setLevel(logging.WARNING)
-    report = run_benchmarks(BenchConfig.quick() if quick else BenchConfig())
+    config = BenchConfig.quick() if quick else BenchConfig()
+    report = run_model_sweep(config) if model_sweep else run_benchmarks(config)
     print(report.summary())
     if json_path is not None:
         report.to_json(json_path)

@@ -1,0 +1,82 @@
+"""The model sweep: the bare forward pass timed across batch sizes, its suggested batch size, and its report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qure_ray.bench import BenchConfig, BenchReport, run_model_sweep
+from qure_ray.bench.model_sweep import ForwardTiming, suggested_batch_size, sweep_batch_sizes
+from qure_ray.bench.runner import add_model_sweep, sweep_input
+from qure_ray.client.cli import main
+from qure_ray.config import SHIPPED_MODELS_DIR
+from qure_ray.models import load_card
+
+CARD = load_card(SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml")
+TINY = BenchConfig(sweep_batch_sizes=(1, 3), sweep_seconds=0.05)
+
+
+def _timing(batch_size: int, images_per_s: float) -> ForwardTiming:
+    """One batch whose wall time gives `images_per_s`."""
+    return ForwardTiming(batch_size, [batch_size / images_per_s], wall_s=batch_size / images_per_s)
+
+
+def test_a_timing_counts_images_not_batches() -> None:
+    timing = ForwardTiming(4, [0.010, 0.020, 0.030, 0.040], wall_s=0.1)
+    assert timing.images_per_s == pytest.approx(160.0)
+    assert timing.batch_ms(50) == pytest.approx(25.0)
+    assert timing.batch_ms(100) == pytest.approx(40.0)
+
+
+def test_the_suggestion_is_the_smallest_batch_near_the_best_throughput() -> None:
+    timings = [_timing(1, 100), _timing(2, 180), _timing(4, 290), _timing(8, 300), _timing(16, 305)]
+    assert suggested_batch_size(timings) == 4  # 290 ≥ 0.95 of 305, 180 is not
+    assert suggested_batch_size(timings, near_best=1.0) == 16
+    assert suggested_batch_size(list(reversed(timings))) == 4  # the order measured does not matter
+    with pytest.raises(ValueError, match="no timings"):
+        suggested_batch_size([])
+
+
+def test_the_sweep_runs_the_served_forward_pass_at_each_batch_size() -> None:
+    image = sweep_input(CARD)
+    assert image.shape == (CARD.input.size, CARD.input.size) and image.min() >= 0 and image.max() <= 1
+    timings = sweep_batch_sizes(CARD, image, batch_sizes=(1, 3), seconds_each=0.05)
+    assert [timing.batch_size for timing in timings] == [1, 3]
+    for timing in timings:
+        assert timing.batch_seconds and timing.wall_s >= sum(timing.batch_seconds)
+        assert timing.images_per_s > 0
+        assert timing.peak_memory_mb is None  # measured on CUDA only
+
+
+def test_the_report_holds_each_batch_size_and_the_suggestion(tmp_path: Path) -> None:
+    report = BenchReport(machine={}, config={})
+    add_model_sweep(report, CARD, sweep_input(CARD), TINY)
+    sweep = report.model_sweep()
+    assert list(sweep) == [CARD.name] and list(sweep[CARD.name]) == [1, 3]
+    metrics = {(row["variant"], row["metric"]) for row in report.rows}
+    assert {(f"{CARD.name} batch 3", "batch p50 ms"), (f"{CARD.name} batch 3", "batch p99 ms")} <= metrics
+    suggestion = report.value("model sweep", CARD.name, "suggested batch size")
+    assert suggestion in (1, 3)
+    summary = report.summary()
+    assert "suggested batch size" in summary
+    assert "pipeline_efficiency" not in summary  # a sweep alone measures no target: no NaN ratios printed
+    assert [path.name for path in report.plot(tmp_path)] == ["model_sweep.png"]
+    assert (tmp_path / "model_sweep.png").stat().st_size > 0
+
+
+def test_the_sweep_alone_covers_every_card_and_the_cli_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = run_model_sweep(TINY)
+    assert set(report.model_sweep()) == {"qxr-densenet", "qer-densenet"}
+    import qure_ray.bench
+
+    monkeypatch.setattr(qure_ray.bench, "run_model_sweep", lambda config: report)
+    assert main(["bench", "--model-sweep", "--json", str(tmp_path / "sweep.json")]) == 0
+    document = json.loads((tmp_path / "sweep.json").read_text())
+    suggestions = [row for row in document["results"] if row["metric"] == "suggested batch size"]
+    assert {row["variant"] for row in suggestions} == {"qxr-densenet", "qer-densenet"}
+    assert document["ratios"]["pipeline_efficiency"] is None and document["met"]["pipeline_efficiency"] is None
+    assert "NaN" not in (tmp_path / "sweep.json").read_text()  # strict JSON for jq and friends
