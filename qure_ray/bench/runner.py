@@ -17,7 +17,6 @@ import torch
 from numpy.typing import NDArray
 
 from qure_ray.bench import workloads
-from qure_ray.bench.model_sweep import model_limit, suggested_batch_size, sweep_batch_sizes
 from qure_ray.bench.platform import platform, seed_results
 from qure_ray.bench.report import BenchReport
 from qure_ray.bench.services import orthanc, seaweedfs
@@ -27,6 +26,7 @@ from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.models.card import ModelCard
 from qure_ray.models.phantoms import CHEST_FINDINGS, chest_phantom, to_dicom
 from qure_ray.models.registry import load_registry
+from qure_ray.models.timing import model_limit, suggested_batch_size, sweep_batch_sizes, sweep_input
 from qure_ray.records import UseCase
 
 logger = logging.getLogger(__name__)
@@ -141,12 +141,6 @@ def run_model_sweep(config: BenchConfig | None = None) -> BenchReport:
     for card in load_registry(settings.models_path).values():
         add_model_sweep(report, card, sweep_input(card), config)
     return report
-
-
-def sweep_input(card: ModelCard, *, seed: int = 0) -> NDArray[np.float32]:
-    """A model input of the card's size: noise in [0, 1]. A dense network's forward pass costs the same
-    whatever the pixels, and noise needs no phantom recipe, so any card can be swept."""
-    return np.random.default_rng(seed).random((card.input.size, card.input.size), dtype=np.float32)
 
 
 def add_model_sweep(report: BenchReport, card: ModelCard, image: NDArray[np.float32], config: BenchConfig) -> None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from qure_ray.bench import BenchConfig, BenchReport, run_model_sweep
-from qure_ray.bench.model_sweep import ForwardTiming, suggested_batch_size, sweep_batch_sizes
-from qure_ray.bench.runner import add_model_sweep, sweep_input
+from qure_ray.bench.runner import add_model_sweep
 from qure_ray.client.cli import main
 from qure_ray.config import SHIPPED_MODELS_DIR
 from qure_ray.models import load_card
+from qure_ray.models.timing import ForwardTiming, suggested_batch_size, sweep_batch_sizes, sweep_input
+from qure_ray.models.timing import main as sweep_main
 
 CARD = load_card(SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml")
 TINY = BenchConfig(sweep_batch_sizes=(1, 3), sweep_seconds=0.05)
@@ -80,3 +83,21 @@ def test_the_sweep_alone_covers_every_card_and_the_cli_writes_it(
     assert {row["variant"] for row in suggestions} == {"qxr-densenet", "qer-densenet"}
     assert document["ratios"]["pipeline_efficiency"] is None and document["met"]["pipeline_efficiency"] is None
     assert "NaN" not in (tmp_path / "sweep.json").read_text()  # strict JSON for jq and friends
+
+
+def test_the_bare_machine_entry_point_sweeps_every_card(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep_main(["--batch-sizes", "1,2", "--seconds", "0.05", "--json", str(tmp_path / "gpu.json")]) == 0
+    document = json.loads((tmp_path / "gpu.json").read_text())
+    assert set(document["cards"]) == {"qxr-densenet", "qer-densenet"}
+    for card in document["cards"].values():
+        assert [row["batch_size"] for row in card["timings"]] == [1, 2]
+        assert card["suggested_batch_size"] in (1, 2)
+    assert "qxr-densenet on " in capsys.readouterr().out
+
+
+def test_the_timing_module_imports_no_platform_dependencies() -> None:
+    """`benchmarks/gpu_sweep.sh` runs it on a CUDA machine that has torch but not Ray, boto3 or the rest."""
+    heavy = ("ray", "boto3", "aiohttp", "highdicom", "duckdb", "pyarrow", "starlette", "httpx")
+    probe = f"import sys, qure_ray.models.timing; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

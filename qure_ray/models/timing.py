@@ -4,13 +4,22 @@ The sweep is the data behind a card's `serving.max_batch_size`: images/s rise wi
 is busy, while each batch (and each request waiting for one to fill) takes longer. `suggested_batch_size`
 picks the smallest batch within a few percent of the best throughput. Runs on the serving device (CUDA when
 torch sees one), through `predict_batch`, the replica's own code path (fp16 autocast, channels_last on CUDA).
+
+`python -m qure_ray.models.timing --json FILE` sweeps every shipped card with nothing but torch, torchvision,
+numpy, PyYAML, pydantic and pydicom imported: the GPU check a bare CUDA machine can run
+(`benchmarks/gpu_sweep.sh`). `qure-ray bench --model-sweep` runs the same sweep into a benchmark report.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +29,10 @@ from torch import nn
 from qure_ray.models.card import ModelCard
 from qure_ray.models.inference import predict_batch
 from qure_ray.models.network import load_network
+from qure_ray.models.registry import load_registry
+
+SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 NEAR_BEST = 0.95
 """A batch size is as good as the best one when its images/s reach this share of the best."""
@@ -100,3 +113,43 @@ def suggested_batch_size(timings: Sequence[ForwardTiming], *, near_best: float =
         raise ValueError("no timings to choose a batch size from")
     best = max(timing.images_per_s for timing in timings)
     return min(timing.batch_size for timing in timings if timing.images_per_s >= near_best * best)
+
+
+def sweep_input(card: ModelCard, *, seed: int = 0) -> NDArray[np.float32]:
+    """A model input of the card's size: noise in [0, 1]. A dense network's forward pass costs the same
+    whatever the pixels, and noise needs no phantom recipe, so any card can be swept."""
+    return np.random.default_rng(seed).random((card.input.size, card.input.size), dtype=np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="the bare forward pass of every model card across batch sizes")
+    parser.add_argument("--models-dir", type=Path, default=SHIPPED_MODELS, help="folder of model cards")
+    parser.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)), help="comma-separated")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per batch size")
+    parser.add_argument("--json", type=Path, default=None, help="write the timings here")
+    args = parser.parse_args(argv)
+    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    device = serving_device()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    cards: dict[str, object] = {}
+    for card in load_registry(args.models_dir).values():
+        timings = sweep_batch_sizes(card, sweep_input(card), batch_sizes=batch_sizes, seconds_each=args.seconds)
+        rows = [
+            {"batch_size": t.batch_size, "images_per_s": round(t.images_per_s, 1),
+             "batch_p50_ms": round(t.batch_ms(50), 2), "batch_p99_ms": round(t.batch_ms(99), 2),
+             "peak_memory_mb": t.peak_memory_mb}
+            for t in timings
+        ]  # fmt: skip
+        cards[card.name] = {"suggested_batch_size": suggested_batch_size(timings), "timings": rows}
+        print(f"{card.name} on {device_name}: suggested batch size {suggested_batch_size(timings)}")
+        for row in rows:
+            print("  " + "  ".join(f"{key} {value}" for key, value in row.items()))
+    document = {"device": device_name, "torch": torch.__version__, "cards": cards}
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
