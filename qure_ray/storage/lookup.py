@@ -7,6 +7,7 @@ time); the rules for which result answers a uid live here, next to the data they
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -62,8 +63,20 @@ def lookup_results(catalog: CatalogReader, requests: Iterable[tuple[str, str]]) 
             answers.append(lookup_result(catalog, source, uid))
         except Exception as exc:
             logger.exception("GET /results lookup of %s for source %s failed", uid, source)
-            answers.append(exc)
+            answers.append(_portable(exc))
     return answers
+
+
+def _portable(exc: Exception) -> Exception:
+    """`exc`, if it can be rebuilt where the answers are unpickled (the ingress), else a RuntimeError naming it.
+
+    Pickle rebuilds an exception by calling its class with its `args`; a class whose constructor wants other
+    arguments (keyword-only ones, as `OverloadedError`'s) fails there, and with it every lookup of the batch."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def _series_lookup(catalog: CatalogReader, source: str, uid: str, series_uid: str) -> ResultLookup:

@@ -4,6 +4,7 @@ and the catalog's side of it (`lookup_results`)."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,23 @@ def test_lookups_sent_together_answer_each_and_a_failing_one_only_fails_itself(t
     assert isinstance(answers[0], ResultLookup) and answers[0].state is InstanceState.QUEUED
     assert isinstance(answers[1], KeyError)
     assert isinstance(answers[2], ResultLookup) and not answers[2].found  # another source's instance: unknown
+
+
+class StrictError(Exception):
+    """Like `OverloadedError`: a constructor pickle cannot call with the exception's `args`."""
+
+    def __init__(self, *, depth: int) -> None:
+        super().__init__(f"depth {depth}")
+
+
+class UnpicklableFailure(Catalog):
+    def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
+        raise StrictError(depth=3)
+
+
+def test_a_failure_that_cannot_be_rebuilt_by_the_ingress_travels_as_a_runtime_error(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):  # what the ingress would meet unpickling it: the whole batch would fail
+        pickle.loads(pickle.dumps(StrictError(depth=3)))
+    answers = lookup_results(UnpicklableFailure(LocalObjectStore(tmp_path)), [("site-a", "1.2.3.5")])
+    (answer,) = pickle.loads(pickle.dumps(answers))
+    assert isinstance(answer, RuntimeError) and str(answer) == "StrictError: depth 3"
