@@ -9,6 +9,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from pydicom.sr.codedict import codes
 
 from qure_ray.config import SHIPPED_MODELS_DIR
 from qure_ray.dicom.synthetic import chest_dx, to_bytes
@@ -79,6 +80,12 @@ def test_structured_report_has_one_evaluation_and_score_per_label(
     text = str(pydicom.dcmread(io.BytesIO(data)))
     assert text.count("Probability score") == len(CARD.labels) and "Present" in text and "Absent" in text
     assert CARD.name in text and sr.StudyInstanceUID == source.StudyInstanceUID
+    groups = sr.content.get_image_measurement_groups()
+    assert [group.finding_type.value for group in groups] == CARD.label_names
+    for group in groups:  # each finding names the algorithm that made it (TID 4019, in the group itself)
+        for concept, value in ((codes.DCM.AlgorithmName, CARD.name), (codes.DCM.AlgorithmVersion, CARD.version)):
+            items = hd.sr.utils.find_content_items(group[0], name=concept)
+            assert [item.TextValue for item in items] == [value]
 
 
 def test_pdf_report_and_its_encapsulation(source: pydicom.Dataset, content: ReportContent, tmp_path: Path) -> None:
