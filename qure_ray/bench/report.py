@@ -103,13 +103,14 @@ class BenchReport:
         return pa.Table.from_pylist(self.rows)
 
     def to_json(self, path: Path | None = None) -> dict[str, Any]:
+        ratios = self.ratios()
         document = {
             "machine": self.machine,
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()},
             "results": self.rows,
-            "ratios": _measured(self.ratios()),
+            "ratios": _measured(ratios),
             "targets": {name: f"{sense} {bound}" for name, (sense, bound, _) in TARGETS.items()},
-            "met": {name: met if not math.isnan(self.ratios()[name]) else None for name, met in self.met().items()},
+            "met": {name: None if math.isnan(ratios[name]) else met for name, met in self.met().items()},
             "context": _measured(self.context()),
         }
         if path is not None:
