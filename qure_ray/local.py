@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -49,10 +50,23 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
         logging_level=logging.WARNING,
         num_cpus=max(MIN_LOCAL_CPUS, os.cpu_count() or 1),
     )
-    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
-    serve.run(build_app(settings.to_args()), name=APP_NAME, route_prefix="/", blocking=False)
-    base = f"http://{settings.http_host}:{settings.http_port}"
-    _wait_ready(f"{base}/ready")
+    stop_on_sigterm()
+    try:
+        serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+        serve.run(build_app(settings.to_args()), name=APP_NAME, route_prefix="/", blocking=False)
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        _wait_ready(f"{base}/ready")
+        _announce(settings, base, state_dir, created)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`stop_on_sigterm`), also while starting
+        sys.stdout.write("stopping...\n")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _announce(settings: Settings, base: str, state_dir: Path, created: str | None) -> None:
     out = sys.stdout
     out.write(f"\nqure_ray is ready on {base} (data: {settings.store_location.data_uri})\n")
     if created:
@@ -63,16 +77,20 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
             f'try: curl -H "Authorization: Token $(cat {token_file})" -H "Source: dev" '
             f"-F file=@image.dcm {base}/studies\n"
         )
-    out.write("Ctrl-C stops it; accepted instances resume at the next start.\n")
+    out.write("Ctrl-C (or SIGTERM) stops it; accepted instances resume at the next start.\n")
     out.flush()
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        out.write("stopping...\n")
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (what `docker stop`, systemd and process supervisors send) raise KeyboardInterrupt, as
+    Ctrl-C does, so that both end in the graceful stop: Serve draining the job manager, the catalog releasing
+    its writer lease. Ray's driver installs a SIGTERM handler that prints a stack trace and aborts; this one
+    replaces it, so call it after `ray.init`."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _wait_ready(url: str) -> None:
