@@ -99,7 +99,7 @@ def structured_report(sources: Sequence[Dataset], content: ReportContent) -> byt
     """Comprehensive 3D SR, TID 1500: per label a present/absent evaluation and its score.
 
     Each label's measurement group names the algorithm once (TID 4019); the score inside it does not repeat
-    it, which would add a fifth of the SR's items and of the time it takes to build.
+    it, which took about a tenth more time to build and write (fastest of six rounds: 115 against 102 ms).
 
     `sources`: the image read, or a series' key slices; every finding cites them as its source images.
     """

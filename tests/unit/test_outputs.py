@@ -82,9 +82,9 @@ def test_structured_report_has_one_evaluation_and_score_per_label(
     assert CARD.name in text and sr.StudyInstanceUID == source.StudyInstanceUID
     groups = sr.content.get_image_measurement_groups()
     assert [group.finding_type.value for group in groups] == CARD.label_names
-    for group in groups:  # each finding names the algorithm that made it (TID 4019, in the group itself)
+    for group in groups:  # each finding names the algorithm that made it, once (TID 4019 in the group, not repeated)
         for concept, value in ((codes.DCM.AlgorithmName, CARD.name), (codes.DCM.AlgorithmVersion, CARD.version)):
-            items = hd.sr.utils.find_content_items(group[0], name=concept)
+            items = hd.sr.utils.find_content_items(group[0], name=concept, recursive=True)
             assert [item.TextValue for item in items] == [value]
 
 
