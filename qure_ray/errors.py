@@ -18,6 +18,8 @@ foreign library; the HTTP layer maps them to responses in one place (`qure_ray.a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 
 class QureError(Exception):
@@ -55,6 +57,10 @@ class InvalidInstanceError(QureError):
         super().__init__(violation.message)
         self.violation = violation
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuilt from its violation: pickle's default, `cls(message)`, would fail behind a Ray call."""
+        return (type(self), (self.violation,))
+
     @property
     def code(self) -> str:
         return self.violation.code
@@ -83,6 +89,15 @@ class OverloadedError(QureError):
         self.queue_depth = queue_depth
         self.max_queue_depth = max_queue_depth
         self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle rebuilds an exception as `cls(*args)`, which keyword-only arguments refuse: an overload met
+        behind a Ray call would reach the ingress as an unpickling failure (a 500), not a 503."""
+        rebuild = partial(
+            OverloadedError,
+            queue_depth=self.queue_depth, max_queue_depth=self.max_queue_depth, retry_after_s=self.retry_after_s,
+        )  # fmt: skip
+        return (rebuild, ())
 
 
 class NotFoundError(QureError):

@@ -71,7 +71,8 @@ def _portable(exc: Exception) -> Exception:
     """`exc`, if it can be rebuilt where the answers are unpickled (the ingress), else a RuntimeError naming it.
 
     Pickle rebuilds an exception by calling its class with its `args`; a class whose constructor wants other
-    arguments (keyword-only ones, as `OverloadedError`'s) fails there, and with it every lookup of the batch."""
+    arguments (keyword-only ones, say) fails there, and with it every lookup of the batch. qure_ray's own errors
+    rebuild (`tests/unit/test_errors.py`); this covers any other library's."""
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:

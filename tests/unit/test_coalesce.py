@@ -138,7 +138,7 @@ def test_lookups_sent_together_answer_each_and_a_failing_one_only_fails_itself(t
 
 
 class StrictError(Exception):
-    """Like `OverloadedError`: a constructor pickle cannot call with the exception's `args`."""
+    """A constructor pickle cannot call with the exception's `args` (keyword-only arguments)."""
 
     def __init__(self, *, depth: int) -> None:
         super().__init__(f"depth {depth}")
