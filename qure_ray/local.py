@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -50,20 +50,35 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
         logging_level=logging.WARNING,
         num_cpus=max(MIN_LOCAL_CPUS, os.cpu_count() or 1),
     )
-    stop_on_sigterm()
-    try:
+
+    def start() -> None:
         serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
         serve.run(build_app(settings.to_args()), name=APP_NAME, route_prefix="/", blocking=False)
         base = f"http://{settings.http_host}:{settings.http_port}"
         _wait_ready(f"{base}/ready")
         _announce(settings, base, state_dir, created)
+
+    run_until_stopped(start, drain=serve.shutdown, stop=ray.shutdown)
+
+
+def run_until_stopped(start: Callable[[], None], *, drain: Callable[[], None], stop: Callable[[], None]) -> None:
+    """`start`, then block until Ctrl-C or SIGTERM (see `stop_on_sigterm`), also while starting; then `drain`
+    and `stop`, whatever happened. A second signal cuts the drain short (Serve waits for in-flight work), but
+    `stop` still runs. Call it after `ray.init` (see `stop_on_sigterm`)."""
+    stop_on_sigterm()
+    try:
+        start()
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`stop_on_sigterm`), also while starting
+    except KeyboardInterrupt:
         sys.stdout.write("stopping...\n")
+        sys.stdout.flush()
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        try:
+            drain()
+        except KeyboardInterrupt:
+            sys.stdout.write("stopping at once (second signal)\n")
+        stop()
 
 
 def _announce(settings: Settings, base: str, state_dir: Path, created: str | None) -> None:
