@@ -19,6 +19,7 @@ from typing import Any
 
 from qure_ray.egress import IPNetwork, parse_networks
 from qure_ray.errors import ConfigError
+from qure_ray.paths import SHIPPED_MODELS_DIR, SHIPPED_ROUTING_FILE
 from qure_ray.sealing import MIN_KEY_CHARS, SecretSealer
 from qure_ray.storage.object_store import StoreLocation
 
@@ -59,12 +60,6 @@ CPU_WORKER_SLIVER = 0.001
 """How much of QURE_CPU_WORKER_RESOURCE one replica or task takes: only placement, never a limit."""
 DEV_TOKEN_FILE = "dev-token"
 SECRETS_KEY_FILE = "secrets-key"
-_PACKAGE_DIR = Path(__file__).resolve().parent
-SHIPPED_MODELS_DIR = (
-    _PACKAGE_DIR / "shipped_models" if (_PACKAGE_DIR / "shipped_models").is_dir() else _PACKAGE_DIR.parent / "models"
-)
-"""The models that come with qure_ray: the repository's `models/`, or its copy in an installed wheel."""
-SHIPPED_ROUTING_FILE = _PACKAGE_DIR / "routing" / "rules.yaml"
 
 
 @dataclass(frozen=True)

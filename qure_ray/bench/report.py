@@ -12,6 +12,7 @@ import pyarrow as pa
 
 if TYPE_CHECKING:
     from qure_ray.bench.workloads import Timed
+    from qure_ray.models.timing import ForwardTiming
 
 TARGETS = {
     "pipeline_efficiency": ("≥", 0.90, "end-to-end images/s at the highest concurrency ÷ model-limit images/s"),
@@ -33,6 +34,8 @@ class BenchReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     """Per (benchmark, variant): every latency, for the distribution plot."""
+    sweeps: dict[str, dict[int, float]] = field(default_factory=dict)
+    """Card name → batch size → images/s of the bare forward pass, in the order measured (the sweep plot)."""
 
     def add(self, benchmark: str, variant: str, unit: str, value: float) -> None:
         self.rows.append({"benchmark": benchmark, "variant": variant, "metric": unit, "value": round(value, 4)})
@@ -90,14 +93,21 @@ class BenchReport:
             for name, (sense, bound, _) in TARGETS.items()
         }
 
-    def model_sweep(self) -> dict[str, dict[int, float]]:
-        """Card name → batch size → images/s of the bare forward pass, in the order measured."""
-        sweep: dict[str, dict[int, float]] = {}
-        for row in self.rows:
-            if row["benchmark"] == "model sweep" and row["metric"] == "images/s":
-                card, _, size = row["variant"].rpartition(" batch ")
-                sweep.setdefault(card, {})[int(size)] = float(row["value"])
-        return sweep
+    def add_sweep_timing(self, card: str, timing: ForwardTiming) -> None:
+        """Rows `model sweep / <card> batch <n>`: images/s, batch p50/p99 ms and how many batches they rest
+        on, and on CUDA the peak memory allocated and reserved."""
+        variant = f"{card} batch {timing.batch_size}"
+        self.add("model sweep", variant, "images/s", timing.images_per_s)
+        self.add("model sweep", variant, "batch p50 ms", timing.batch_ms(50))
+        self.add("model sweep", variant, "batch p99 ms", timing.batch_ms(99))
+        self.add("model sweep", variant, "batches", timing.batches)
+        for metric, value in (
+            ("peak allocated MB", timing.peak_allocated_mb),
+            ("peak reserved MB", timing.peak_reserved_mb),
+        ):
+            if value is not None:
+                self.add("model sweep", variant, metric, value)
+        self.sweeps.setdefault(card, {})[timing.batch_size] = timing.images_per_s
 
     def table(self) -> pa.Table:
         return pa.Table.from_pylist(self.rows)
@@ -107,14 +117,14 @@ class BenchReport:
         document = {
             "machine": self.machine,
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()},
-            "results": self.rows,
+            "results": [{**row, "value": _finite(row["value"])} for row in self.rows],
             "ratios": _measured(ratios),
             "targets": {name: f"{sense} {bound}" for name, (sense, bound, _) in TARGETS.items()},
             "met": {name: None if math.isnan(ratios[name]) else met for name, met in self.met().items()},
             "context": _measured(self.context()),
         }
         if path is not None:
-            path.write_text(json.dumps(document, indent=2))
+            path.write_text(json.dumps(document, indent=2, allow_nan=False))
         return document
 
     def summary(self) -> str:
@@ -130,9 +140,8 @@ class BenchReport:
         met = self.met()
         for name, value in self.ratios().items():
             sense, bound, meaning = TARGETS[name]
-            if not math.isnan(value):  # a model-sweep-only run measures none of them
-                state = "met" if met[name] else "NOT met"
-                lines.append(f"{name} = {value:g} (target {sense} {bound:g}: {state}) — {meaning}")
+            state = "not measured in this run" if math.isnan(value) else "met" if met[name] else "NOT met"
+            lines.append(f"{name} = {value:g} (target {sense} {bound:g}: {state}) — {meaning}")
         for name, value in self.context().items():
             if not math.isnan(value):
                 lines.append(f"{name} = {value:g} — {CONTEXT[name]}")
@@ -148,10 +157,9 @@ class BenchReport:
 
         directory.mkdir(parents=True, exist_ok=True)
         paths = []
-        sweep = self.model_sweep()
-        if sweep:
+        if self.sweeps:
             figure, axis = plt.subplots(figsize=(6, 4))
-            for card, points in sweep.items():
+            for card, points in self.sweeps.items():
                 axis.plot(list(points), list(points.values()), marker="o", label=card)
             axis.set(xlabel="batch size", ylabel="images/s", title="Bare forward pass vs batch size")
             axis.set_xscale("log", base=2)
@@ -183,6 +191,10 @@ class BenchReport:
         return paths
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: what this run did not measure (a ratio, a percentile of nothing) is null."""
+    return None if math.isnan(value) else value
+
+
 def _measured(ratios: dict[str, float]) -> dict[str, float | None]:
-    """JSON has no NaN: a ratio this run did not measure is null."""
-    return {name: None if math.isnan(value) else value for name, value in ratios.items()}
+    return {name: _finite(value) for name, value in ratios.items()}

@@ -49,6 +49,10 @@ class BenchConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     """QURE_* settings of the platform under test (e.g. QURE_MODEL_MAX_BATCH_SIZE)."""
 
+    def __post_init__(self) -> None:
+        if not self.sweep_batch_sizes or min(self.sweep_batch_sizes) < 1:
+            raise ValueError(f"sweep_batch_sizes must be positive batch sizes, got {self.sweep_batch_sizes}")
+
     @classmethod
     def quick(cls) -> BenchConfig:
         """Small enough for CI (about 4 minutes on 2 cores, most of it starting platforms); same code paths as
@@ -144,17 +148,13 @@ def run_model_sweep(config: BenchConfig | None = None) -> BenchReport:
 
 
 def add_model_sweep(report: BenchReport, card: ModelCard, image: NDArray[np.float32], config: BenchConfig) -> None:
-    """Rows `model sweep / <card> batch <n>` (images/s, batch p50/p99 ms, peak MB on CUDA) and the card's
-    suggested batch size."""
+    """Rows `model sweep / <card> batch <n>` (see `BenchReport.add_sweep_timing`) and the card's suggested
+    batch size."""
     timings = sweep_batch_sizes(card, image, batch_sizes=config.sweep_batch_sizes, seconds_each=config.sweep_seconds)
     for timing in timings:
-        variant = f"{card.name} batch {timing.batch_size}"
-        report.add("model sweep", variant, "images/s", timing.images_per_s)
-        report.add("model sweep", variant, "batch p50 ms", timing.batch_ms(50))
-        report.add("model sweep", variant, "batch p99 ms", timing.batch_ms(99))
-        if timing.peak_memory_mb is not None:
-            report.add("model sweep", variant, "peak MB", timing.peak_memory_mb)
-    report.add("model sweep", card.name, "suggested batch size", suggested_batch_size(timings))
+        report.add_sweep_timing(card.name, timing)
+    if timings:  # none when even the smallest batch did not fit in GPU memory (logged)
+        report.add("model sweep", card.name, "suggested batch size", suggested_batch_size(timings))
 
 
 def _machine() -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The measured HTTP and S3 workloads: uploads through results, uploads only, bare S3 PUTs, result lookups
-(the bare model is `model_sweep`).
+(the bare model is timed in `qure_ray.models.timing`).
 
 Every HTTP workload runs C concurrent clients (asyncio + one aiohttp session) over a shared list of work and
 records one latency per item; throughput is items over wall time. aiohttp, not httpx: on a small machine the

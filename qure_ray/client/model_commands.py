@@ -37,13 +37,13 @@ def run(args: argparse.Namespace) -> None:
     """Run `models train` or `models eval`; prints what it did on stdout."""
     import torch
 
-    from qure_ray.config import SHIPPED_MODELS_DIR
     from qure_ray.models.card import load_card
     from qure_ray.models.datasets import recipe
     from qure_ray.models.evaluation import evaluate
     from qure_ray.models.network import load_network
     from qure_ray.models.registry import card_path
     from qure_ray.models.training import train
+    from qure_ray.paths import SHIPPED_MODELS_DIR
 
     path = card_path(args.models_dir or SHIPPED_MODELS_DIR, args.name)
     if args.action == "train":

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from qure_ray.config import SHIPPED_MODELS_DIR, Settings
+from qure_ray.config import Settings
 from qure_ray.dicom.pixels import prepare_for_model
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.errors import ConfigError, ModelError
@@ -17,6 +17,7 @@ from qure_ray.models import load_card, load_registry, verdict
 from qure_ray.models.card import ModelCard, Weights
 from qure_ray.models.inference import predict_batch, select_device
 from qure_ray.models.network import build_network, load_network, weights_bytes
+from qure_ray.paths import SHIPPED_MODELS_DIR
 from qure_ray.records import TriageStatus, UseCase
 
 CARD = SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml"

@@ -11,13 +11,13 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
-from qure_ray.config import SHIPPED_MODELS_DIR
 from qure_ray.dicom.synthetic import chest_dx, to_bytes
 from qure_ray.models import load_card
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.dicom_objects import encapsulated_pdf, secondary_capture, structured_report
 from qure_ray.outputs.documents import THUMBNAIL_PX, pdf_report, png
 from qure_ray.outputs.overlay import overlay
+from qure_ray.paths import SHIPPED_MODELS_DIR
 from qure_ray.records import InstanceState, ModelInfo, ResultRecord, TriageStatus, UseCase
 
 CARD = load_card(SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml")

@@ -12,12 +12,12 @@ import torch
 import yaml
 
 from qure_ray.client.cli import main
-from qure_ray.config import SHIPPED_MODELS_DIR
 from qure_ray.errors import ConfigError
 from qure_ray.models import load_card, load_registry
 from qure_ray.models.evaluation import evaluate, roc_auc, youden_threshold
 from qure_ray.models.network import load_network
 from qure_ray.models.training import TRAINED_ON, train
+from qure_ray.paths import SHIPPED_MODELS_DIR
 from qure_ray.records import UseCase
 
 CHEST = SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml"
