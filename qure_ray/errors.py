@@ -18,12 +18,27 @@ foreign library; the HTTP layer maps them to responses in one place (`qure_ray.a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 
 class QureError(Exception):
-    """Base class of every error qure_ray raises on purpose."""
+    """Base class of every error qure_ray raises on purpose.
+
+    Errors cross processes pickled (a Ray task's error reaches its caller so; so does a client error in a
+    process pool). Pickle's default rebuilds an exception as `cls(*args)`, which fails for every subclass whose
+    constructor takes other arguments than the message it passes on (Ray then hands over an
+    `UnserializableException` instead). So every subclass is rebuilt from its `args` and attributes, without
+    calling its constructor."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(cls: type[QureError], args: tuple[Any, ...], state: dict[str, Any]) -> QureError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigError(QureError):
@@ -57,10 +72,6 @@ class InvalidInstanceError(QureError):
         super().__init__(violation.message)
         self.violation = violation
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Rebuilt from its violation: pickle's default, `cls(message)`, would fail behind a Ray call."""
-        return (type(self), (self.violation,))
-
     @property
     def code(self) -> str:
         return self.violation.code
@@ -89,15 +100,6 @@ class OverloadedError(QureError):
         self.queue_depth = queue_depth
         self.max_queue_depth = max_queue_depth
         self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle rebuilds an exception as `cls(*args)`, which keyword-only arguments refuse: an overload met
-        behind a Ray call would reach the ingress as an unpickling failure (a 500), not a 503."""
-        rebuild = partial(
-            OverloadedError,
-            queue_depth=self.queue_depth, max_queue_depth=self.max_queue_depth, retry_after_s=self.retry_after_s,
-        )  # fmt: skip
-        return (rebuild, ())
 
 
 class NotFoundError(QureError):
