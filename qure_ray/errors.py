@@ -35,8 +35,7 @@ class QureError(Exception):
 
 
 def _rebuild_error(cls: type[QureError], args: tuple[Any, ...], state: dict[str, Any]) -> QureError:
-    error = cls.__new__(cls, *args)
-    error.args = args
+    error = cls.__new__(cls, *args)  # BaseException.__new__ sets `args`; the constructor is not called
     error.__dict__.update(state)
     return error
 

@@ -24,9 +24,16 @@ from qure_ray.config import Settings
 from qure_ray.dicom.pixels import prepare_for_model
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.models.card import ModelCard
+from qure_ray.models.network import load_network
 from qure_ray.models.phantoms import CHEST_FINDINGS, chest_phantom, to_dicom
 from qure_ray.models.registry import load_registry
-from qure_ray.models.timing import model_limit, suggested_batch_size, sweep_batch_sizes, sweep_input
+from qure_ray.models.timing import (
+    serving_device,
+    suggested_batch_size,
+    sweep_batch_sizes,
+    sweep_input,
+    time_forward,
+)
 from qure_ray.records import UseCase
 
 logger = logging.getLogger(__name__)
@@ -89,9 +96,11 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
     batch_size = card.batching(max_batch_size=settings.model_max_batch_size).max_batch_size
     images = phantom_images(sum(config.concurrencies) * (config.images_per_client + 1), seed=10_000)
     image = prepare_for_model(images[0][1], size=card.input.size, window_mode=card.preprocessing.window)
-    report.add("model limit", card.name, "images/s",
-               model_limit(card, image, batch_size=batch_size, seconds=config.model_seconds))  # fmt: skip
-    add_model_sweep(report, card, image, config)
+    device = serving_device()
+    network = load_network(card, device)  # one load (weights hashed, moved to the device) for limit and sweep
+    limit = time_forward(network, card, image, device, batch_size=batch_size, seconds=config.model_seconds)
+    report.add("model limit", card.name, "images/s", limit.images_per_s)
+    add_model_sweep(report, card, image, config, network=network)
     with tempfile.TemporaryDirectory(dir=workdir) as scratch, seaweedfs(Path(scratch) / "s3", bucket="bench") as s3:
         with platform(s3, "end-to-end", **config.settings) as running:
             offset = 0
@@ -147,10 +156,19 @@ def run_model_sweep(config: BenchConfig | None = None) -> BenchReport:
     return report
 
 
-def add_model_sweep(report: BenchReport, card: ModelCard, image: NDArray[np.float32], config: BenchConfig) -> None:
+def add_model_sweep(
+    report: BenchReport,
+    card: ModelCard,
+    image: NDArray[np.float32],
+    config: BenchConfig,
+    *,
+    network: torch.nn.Module | None = None,
+) -> None:
     """Rows `model sweep / <card> batch <n>` (see `BenchReport.add_sweep_timing`) and the card's suggested
-    batch size."""
-    timings = sweep_batch_sizes(card, image, batch_sizes=config.sweep_batch_sizes, seconds_each=config.sweep_seconds)
+    batch size. `network`: the card's, already on the serving device (else it is loaded)."""
+    timings = sweep_batch_sizes(
+        card, image, batch_sizes=config.sweep_batch_sizes, seconds_each=config.sweep_seconds, network=network
+    )
     for timing in timings:
         report.add_sweep_timing(card.name, timing)
     if timings:  # none when even the smallest batch did not fit in GPU memory (logged)

@@ -1,4 +1,4 @@
-"""The bare forward pass, timed: the model limit, and its throughput across batch sizes.
+"""The bare forward pass, timed (`time_forward`: the bench's model limit), and its throughput across batch sizes.
 
 The sweep is the data behind a card's `serving.max_batch_size`: images/s rise with the batch until the device
 is busy, while each batch (and each request waiting for one to fill) takes longer. `suggested_batch_size`
@@ -110,23 +110,21 @@ def time_forward(
     return ForwardTiming(batch_size=batch_size, batch_seconds=tuple(timings), wall_s=wall, **peaks)
 
 
-def model_limit(card: ModelCard, image: NDArray[np.float32], *, batch_size: int, seconds: float) -> float:
-    """Images/s of the bare forward pass (scores + CAMs, as served) at the serving batch size, in a loop."""
-    device = serving_device()
-    return time_forward(
-        load_network(card, device), card, image, device, batch_size=batch_size, seconds=seconds
-    ).images_per_s
-
-
 def sweep_batch_sizes(
-    card: ModelCard, image: NDArray[np.float32], *, batch_sizes: Sequence[int], seconds_each: float
+    card: ModelCard,
+    image: NDArray[np.float32],
+    *,
+    batch_sizes: Sequence[int],
+    seconds_each: float,
+    network: nn.Module | None = None,
 ) -> list[ForwardTiming]:
-    """One timing per batch size, in the order given, with one network on the serving device. Stops at the
-    first batch size the GPU has no memory for: the timings before it are returned, and it is logged."""
+    """One timing per batch size, in the order given, with one network on the serving device (`network`, the
+    card's there, or loaded). Stops at the first batch size the GPU has no memory for: the timings before it
+    are returned, and it is logged."""
     if not batch_sizes:
         raise ValueError("a sweep needs at least one batch size")
     device = serving_device()
-    network = load_network(card, device)
+    network = network or load_network(card, device)
     timings = []
     for size in batch_sizes:
         try:
