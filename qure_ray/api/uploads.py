@@ -69,7 +69,7 @@ async def _ingest_part(
             outcome = refused(field, Rules.TOO_LARGE.value.violation(f"the part exceeds the limit of {limit} bytes"))
             count_outcome(source, outcome, part.size)
             return outcome
-        data = await asyncio.to_thread(part.read)
+        data = await asyncio.to_thread(part.read) if part.body.on_disk else part.read()
         return await ingest(platform, source=source, field=field, data=data, expected_study=expected_study)
     finally:
         part.close()

@@ -56,13 +56,57 @@ class MediaType:
         )
 
 
+class PartBody:
+    """A part's bytes as they arrive: views of the received chunks up to `spill_at` bytes, then a temporary file.
+
+    In memory the bytes are copied once, when `read` joins the views. A `SpooledTemporaryFile` copied each slice
+    into a growing buffer and the whole again on reading: about 5% of the ingress's CPU per 2 MB upload.
+    """
+
+    def __init__(self, spill_at: int = SPOOL_BYTES) -> None:
+        self._spill_at = spill_at
+        self._views: list[memoryview] = []
+        self._held = 0
+        self._file: IO[bytes] | None = None
+
+    @property
+    def on_disk(self) -> bool:
+        return self._file is not None
+
+    def write(self, view: memoryview) -> None:
+        """Keep `view` (of an immutable chunk: it is not copied while it stays in memory)."""
+        if self._file is None and self._held + len(view) > self._spill_at:
+            self._file = tempfile.TemporaryFile()
+            self._file.writelines(self._views)
+            self._views = []
+        if self._file is not None:
+            self._file.write(view)
+            return
+        self._views.append(view)
+        self._held += len(view)
+
+    def read(self) -> bytes:
+        """All bytes written so far; reads the file when the part has spilled (call it off the event loop then)."""
+        if self._file is None:
+            return b"".join(self._views)
+        self._file.seek(0)
+        return self._file.read()
+
+    def close(self) -> None:
+        self._views = []
+        self._held = 0
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 @dataclass
 class Part:
-    """One received part: its headers (lower-case names) and its body in a spooled file."""
+    """One received part: its headers (lower-case names) and its body."""
 
     index: int
     headers: dict[str, str] = field(default_factory=dict)
-    body: IO[bytes] = field(default_factory=lambda: tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES))
+    body: PartBody = field(default_factory=PartBody)
     size: int = 0
     oversize: bool = False
 
@@ -84,7 +128,6 @@ class Part:
         return "filename" in self.disposition
 
     def read(self) -> bytes:
-        self.body.seek(0)
         return self.body.read()
 
     def close(self) -> None:
@@ -118,8 +161,10 @@ class MultipartStream:
             max_header_count=32,
         )
 
-    def feed(self, chunk: bytes) -> list[Part]:
+    def feed(self, chunk: bytes | bytearray) -> list[Part]:
         """Parse `chunk`; returns the parts it completed (the caller owns and closes them)."""
+        if not isinstance(chunk, bytes):  # parts keep views of chunks: they must not change afterwards
+            chunk = bytes(chunk)
         self.received_bytes += len(chunk)
         if self.received_bytes > self.limits.max_request_bytes:
             self._discard()
@@ -180,10 +225,9 @@ class MultipartStream:
         if part.size > self.limits.max_part_bytes:
             if not part.oversize:
                 part.oversize = True
-                part.body.close()
-                part.body = tempfile.SpooledTemporaryFile(max_size=0)
+                part.body.close()  # drained from here on: only its size counts
             return
-        part.body.write(data[start:end])
+        part.body.write(memoryview(data)[start:end])
 
     def _on_part_end(self) -> None:
         assert self._current is not None

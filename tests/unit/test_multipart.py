@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, dicom_multipart
+from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, PartBody, dicom_multipart
 from qure_ray.errors import BadRequestError
 
 DICOM = "application/dicom"
@@ -106,3 +106,25 @@ def test_memory_stays_at_a_few_part_sizes_for_a_large_request() -> None:
         tracemalloc.stop()
     assert sizes == [part_bytes] * parts
     assert peak < 3 * 8 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB for a {parts * part_bytes / 1e6:.0f} MB body"
+
+
+def test_a_part_spills_to_a_file_past_its_memory_limit_and_reads_back_whole() -> None:
+    body = PartBody(spill_at=10)
+    chunk = b"0123456789abcdef"
+    body.write(memoryview(chunk)[:6])
+    assert not body.on_disk and body.read() == b"012345"
+    body.write(memoryview(chunk)[6:12])
+    assert body.on_disk and body.read() == b"0123456789ab"
+    body.write(memoryview(chunk)[12:])
+    assert body.read() == chunk
+    body.close()
+    assert body.read() == b""
+
+
+def test_parts_do_not_change_when_the_fed_buffer_does() -> None:
+    stream = MultipartStream(MediaType.parse("multipart/related; boundary=XyZ"), LIMITS)
+    buffer = bytearray(related(b"payload"))
+    parts = stream.feed(buffer)
+    buffer[:] = b"x" * len(buffer)
+    parts += stream.close()
+    assert [p.read() for p in parts] == [b"payload"]
