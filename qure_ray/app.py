@@ -69,7 +69,12 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         secret_sealer=settings.secret_sealer,
         task_resources=settings.cpu_worker_resources,
     )
-    ingress_args = {**settings.to_args(), "QURE_MODELS_DIR": str(models_dir)}
+    # resolved here: the ingress routes too (it settles what no use case reads), in its replica's own folder
+    ingress_args = {
+        **settings.to_args(),
+        "QURE_MODELS_DIR": str(models_dir),
+        "QURE_ROUTING_FILE": str(settings.routing_path),
+    }
     dimse = DimseGateway.bind(ingress_args, catalog=catalog, queue=queue, jobs=jobs) if settings.dimse_port else None
     ingress_options: dict[str, Any] = {
         "max_queued_requests": settings.ingress_max_queued_requests or -1,

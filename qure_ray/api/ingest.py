@@ -1,7 +1,10 @@
 """Ingest of one uploaded object: validate → store the original → record it in the catalog → enqueue.
 
 Nothing of a refused object is stored. An object is visible (catalog row, queued) only after it is on
-the object store; the same content under the same UID is accepted again without new work.
+the object store; the same content under the same UID is accepted again without new work. An instance that
+no use case reads (a knee radiograph, a CT of the abdomen: most of what a PACS forwards) is settled here, as
+`unsupported` with the routing's reason, in the same catalog write that records it: the queue, the job
+manager and two more catalog writes never see it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from qure_ray.dicom.instance import identify
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import InvalidInstanceError, Violation
 from qure_ray.media_types import DICOM_MEDIA_TYPE
-from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState
+from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState, ResultRecord, UseCase
+from qure_ray.routing import InstanceFacts
 from qure_ray.storage.catalog import ingest_log_row, now
 from qure_ray.storage.keys import dicom_key
 
@@ -124,6 +128,19 @@ async def _ingest(
         await platform.log_ingest(
             ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.OVERWRITTEN, metadata.sha256, existing.sha256)  # type: ignore[union-attr]
         )
+    decision = platform.router.route(InstanceFacts.of(metadata, source=source))
+    if decision.usecase is UseCase.UNSUPPORTED:
+        unsupported = ResultRecord(
+            source=source,
+            sop_uid=metadata.sop_uid,
+            usecase=UseCase.UNSUPPORTED,
+            state=InstanceState.UNSUPPORTED,
+            reason=decision.reason,
+        )
+        await platform.record_settled(record, unsupported)
+        metrics.count_failure("processing", InstanceState.UNSUPPORTED.value)  # as when the job manager settled it
+        logger.info("stored %s of source %s (%d bytes), unsupported", metadata.sop_uid, source, metadata.size_bytes)
+        return IngestOutcome(field, True, f"stored; not processed: {decision.reason}", metadata)
     await platform.record_and_enqueue(record)
     logger.info("stored %s of source %s (%d bytes), queued", metadata.sop_uid, source, metadata.size_bytes)
     message = "overwrote the earlier content and queued it again" if overwrite else "stored and queued for processing"

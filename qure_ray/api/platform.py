@@ -12,7 +12,8 @@ from ray.serve.handle import DeploymentHandle
 from qure_ray.api.coalesce import Coalescer
 from qure_ray.config import Settings
 from qure_ray.errors import OverloadedError
-from qure_ray.records import InstanceRecord, SeriesStart, SeriesTrigger, Webhook
+from qure_ray.records import InstanceRecord, ResultRecord, SeriesStart, SeriesTrigger, Webhook
+from qure_ray.routing import Router
 from qure_ray.storage.catalog import Batch, received_rows, webhook_row
 from qure_ray.storage.lookup import ResultLookup
 from qure_ray.storage.object_store import ObjectStore
@@ -25,11 +26,13 @@ READY_PROBE_KEY = "catalog/ready-probe"
 class Platform(Protocol):
     settings: Settings
     store: ObjectStore
+    router: Router
 
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None: ...
     async def lookup_result(self, source: str, uid: str) -> ResultLookup: ...
     async def start_series(self, source: str, series_uid: str) -> SeriesStart: ...
     async def record_and_enqueue(self, record: InstanceRecord) -> None: ...
+    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> None: ...
     async def webhook(self, source: str) -> Webhook | None: ...
     async def set_webhook(self, source: str, url: str, secret: str, *, active: bool) -> None: ...
     async def log_ingest(self, batch: Batch) -> None: ...
@@ -43,6 +46,7 @@ class RayPlatform:
 
     settings: Settings
     store: ObjectStore
+    router: Router
     catalog: DeploymentHandle
     queue: DeploymentHandle
     jobs: DeploymentHandle
@@ -73,6 +77,7 @@ class RayPlatform:
         return cls(
             settings=settings,
             store=settings.store_location.open(),
+            router=Router.load(settings.routing_path, settings.models_path),
             catalog=catalog,
             queue=queue,
             jobs=jobs,
@@ -99,6 +104,10 @@ class RayPlatform:
         """Durable first (catalog row + `queued` event), then the queue; a lost enqueue is resynced."""
         await self.catalog.write.remote(received_rows(record))
         await self.queue.put.remote(record.ref)
+
+    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> None:
+        """A stored instance and its final result in one durable write: the queue never sees it."""
+        await self.catalog.write.remote(received_rows(record, settled=result))
 
     async def webhook(self, source: str) -> Webhook | None:
         webhook: Webhook | None = await self.catalog.webhook.remote(source)

@@ -46,10 +46,10 @@ from qure_ray.records import (
     UseCase,
 )
 from qure_ray.replica_logging import log_to_replica_file
-from qure_ray.routing import InstanceFacts, load_routing
+from qure_ray.routing import InstanceFacts, Router, load_routing
 from qure_ray.routing.quality import blank_reason, unusable_reason
 from qure_ray.sealing import SecretSealer
-from qure_ray.storage.catalog import Batch, event_row, now
+from qure_ray.storage.catalog import Batch, event_row, now, result_row, settled_rows
 from qure_ray.storage.object_store import StoreLocation
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class JobManager:
         self.queue = queue
         self.models = {UseCase(name): handle for name, handle in models.items()}
         self.cards: dict[UseCase, ModelCard] = load_registry(Path(models_dir), verify_weights=False)
-        self.routing = load_routing(Path(routing_file))
+        self.router = Router(load_routing(Path(routing_file)), frozenset(self.cards))
         self.location = location
         self.max_attempts = max_attempts
         self.slots = asyncio.Semaphore(max_concurrent_jobs)
@@ -186,12 +186,8 @@ class JobManager:
         except Exception as exc:  # the catalog itself failed: the instance stays unfinished, resync retries
             logger.error("instance %s of %s could not be started: %s", ref.sop_uid, ref.source, exc)
             return
-        batch = Batch()
-        if result.state is not InstanceState.HELD:  # a held slice's result is its series'
-            batch.add("results", {**result.to_row(), "finished_at": now()})
-        batch.add("events", event_row(ref.source, ref.sop_uid, result.state, result.reason))
         try:
-            await self._write(batch)
+            await self._write(settled_rows(result))
         except Exception as exc:
             logger.error("result of %s (%s) could not be recorded, resync retries: %s", ref.sop_uid, ref.source, exc)
             return
@@ -199,7 +195,7 @@ class JobManager:
         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
 
     async def _workflow(self, record: InstanceRecord) -> ResultRecord:
-        decision = self.routing.route(InstanceFacts.of(record, source=record.source))
+        decision = self.router.route(InstanceFacts.of(record, source=record.source))
         usecase = decision.usecase
         base: dict[str, Any] = {"source": record.source, "sop_uid": record.sop_uid, "usecase": usecase}
         if usecase not in self.cards:
@@ -288,8 +284,7 @@ class JobManager:
                             state=InstanceState.UNUSABLE,
                             reason=_late_reason(record.series_uid),
                         )
-                        batch.add("results", {**result.to_row(), "finished_at": now()})
-                        batch.add("events", event_row(record.source, record.sop_uid, result.state, result.reason))
+                        batch.extend(settled_rows(result))
                     await self._write(batch)
                 for series in await self.catalog.pending_series.remote():
                     if series not in self.series_in_flight:
@@ -313,7 +308,7 @@ class JobManager:
                 logger.error("series %s of %s could not be read: %s", series.series_uid, series.source, exc)
                 return
             batch = Batch()
-            batch.add("results", {**result.to_row(), "finished_at": now()})
+            batch.add("results", result_row(result))
             for record in held:
                 reason = f"read with series {series.series_uid}" + (f": {result.reason}" if result.reason else "")
                 batch.add("events", event_row(series.source, record.sop_uid, result.state, reason))
@@ -337,7 +332,7 @@ class JobManager:
                 state=InstanceState.UNSUPPORTED,
                 reason=reason,
             )
-        usecase = self.routing.route(InstanceFacts.of(held[0], source=series.source)).usecase
+        usecase = self.router.route(InstanceFacts.of(held[0], source=series.source)).usecase
         card = self.cards[usecase]
         base: dict[str, Any] = {"source": series.source, "sop_uid": series.series_uid, "usecase": usecase}
         timings: dict[str, float] = {"queue": max(0.0, (now() - min(r.received_at for r in held)).total_seconds())}

@@ -1,7 +1,9 @@
 """Routing as data: use-case rules and per-source enabled use cases, read from a YAML file.
 
 `RoutingTable.route(facts)` returns the use case of the first matching rule, or `unsupported` with a
-reason that names the tags (or that the source has not enabled the matched use case).
+reason that names the tags (or that the source has not enabled the matched use case). `Router` is the table
+as a deployment applies it: a use case without a model card is unsupported too. Ingest and the job manager
+route with the same `Router`: ingest settles what no use case reads, the job manager runs the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qure_ray.dicom.instance import InstanceMetadata
+from qure_ray.models.registry import load_registry
 from qure_ray.records import InstanceRecord, UseCase
 from qure_ray.yaml_config import load_yaml_model
 
@@ -121,3 +124,25 @@ class RoutingTable(_Frozen):
 def load_routing(path: Path = SHIPPED_RULES) -> RoutingTable:
     """Read and validate a routing file; a bad file raises `ConfigError` naming the file and the field."""
     return load_yaml_model(path, RoutingTable, what="routing rules")
+
+
+@dataclass(frozen=True)
+class Router:
+    table: RoutingTable
+    served: frozenset[UseCase]
+    """The use cases that have a model card (and so a model deployment)."""
+
+    @classmethod
+    def load(cls, routing_file: Path, models_dir: Path) -> Router:
+        return cls(load_routing(routing_file), frozenset(load_registry(models_dir, verify_weights=False)))
+
+    def route(self, facts: InstanceFacts) -> RoutingDecision:
+        decision = self.table.route(facts)
+        if decision.usecase is UseCase.UNSUPPORTED or decision.usecase in self.served:
+            return decision
+        return RoutingDecision(
+            UseCase.UNSUPPORTED,
+            f"the image matches use case {decision.usecase.value!r} ({decision.reason}), which has no model "
+            "deployed here",
+            decision.rule,
+        )

@@ -84,15 +84,33 @@ def now() -> datetime:
     return current
 
 
-def received_rows(record: InstanceRecord) -> Batch:
-    """The batch that makes a stored instance visible: its metadata row and its `queued` event."""
+def received_rows(record: InstanceRecord, *, settled: ResultRecord | None = None) -> Batch:
+    """The batch that makes a stored instance visible: its metadata row, its `received` event, then its `queued`
+    event, or, for an instance settled at ingest (no use case reads it), its result and final event."""
     batch = Batch()
     batch.add(
         "instances",
         {name: getattr(record, name) for name in TABLES["instances"].names if name != "row_id"},
     )
     batch.add("events", event_row(record.source, record.sop_uid, InstanceState.RECEIVED))
-    batch.add("events", event_row(record.source, record.sop_uid, InstanceState.QUEUED))
+    if settled is None:
+        batch.add("events", event_row(record.source, record.sop_uid, InstanceState.QUEUED))
+    else:
+        batch.extend(settled_rows(settled))
+    return batch
+
+
+def result_row(result: ResultRecord) -> dict[str, Any]:
+    return {**result.to_row(), "finished_at": now()}
+
+
+def settled_rows(result: ResultRecord) -> Batch:
+    """An instance's result and its event of the same state. A held slice gets only the event: its result will
+    be its series'."""
+    batch = Batch()
+    if result.state is not InstanceState.HELD:
+        batch.add("results", result_row(result))
+    batch.add("events", event_row(result.source, result.sop_uid, result.state, result.reason))
     return batch
 
 

@@ -166,6 +166,12 @@ def test_image_without_a_use_case_gets_400_with_the_reason(deployed: Deployed) -
     result = deployed.wait_final(sop)
     assert result.status_code == 400
     assert "no use case" in result.json()["message"] and "ABDOMEN" in result.json()["message"]
+    events = sorted(
+        (row["event_at"], row["state"])
+        for row in catalog_table(deployed, "events").to_pylist()
+        if row["sop_uid"] == sop
+    )
+    assert [state for _, state in events] == ["received", "unsupported"]  # settled at ingest, never queued
 
 
 def test_same_uid_new_content_is_refused_or_overwritten_by_source_policy(deployed: Deployed) -> None:

@@ -37,6 +37,7 @@ from qure_ray.records import (
     UseCase,
     Webhook,
 )
+from qure_ray.routing import Router
 from qure_ray.storage import LocalObjectStore
 from qure_ray.storage.catalog import Batch
 from qure_ray.storage.lookup import ResultLookup, lookup_result
@@ -68,6 +69,7 @@ def output_instance(sop_class: str, study_uid: str, *, pdf: bool = False) -> byt
 class MemoryPlatform:
     settings: Settings
     store: LocalObjectStore
+    router: Router
     pending_polls: int = 0
     instances: dict[str, InstanceRecord] = field(default_factory=dict)
     results: dict[str, ResultRecord] = field(default_factory=dict)
@@ -121,6 +123,10 @@ class MemoryPlatform:
         self.enqueued[record.sop_uid] += 1
         held = record.modality == "CT"
         self.instances[record.sop_uid] = _with_state(record, InstanceState.HELD if held else InstanceState.QUEUED)
+
+    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> None:
+        self.instances[record.sop_uid] = _with_state(record, result.state)
+        self.results[record.sop_uid] = result
 
     async def log_ingest(self, batch: Batch) -> None:
         pass
@@ -189,7 +195,8 @@ def _with_state(record: InstanceRecord, state: InstanceState) -> InstanceRecord:
 
 def memory_platform(tmp_path: Path, **options: object) -> MemoryPlatform:
     settings = Settings.load({"QURE_TOKENS": f"{TOKEN}:{SOURCE}", "QURE_DATA_URI": str(tmp_path)}, {})
-    return MemoryPlatform(settings, LocalObjectStore(tmp_path), **options)  # type: ignore[arg-type]
+    router = Router.load(settings.routing_path, settings.models_path)
+    return MemoryPlatform(settings, LocalObjectStore(tmp_path), router, **options)  # type: ignore[arg-type]
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from qure_ray.client.cli import main
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.errors import ConfigError
 from qure_ray.records import UseCase
-from qure_ray.routing import InstanceFacts, load_routing
+from qure_ray.routing import InstanceFacts, Router, load_routing
 from qure_ray.routing.quality import blank_reason, unusable_reason
 
 TABLE = load_routing()
@@ -81,3 +81,20 @@ def test_usability_of_supported_images() -> None:
     assert tiny is not None and "32x512" in tiny
     assert blank_reason(np.full((8, 8), 0.5, np.float32)) is not None
     assert blank_reason(np.random.default_rng(0).random((8, 8)).astype(np.float32)) is None
+
+
+def test_a_use_case_without_a_model_is_unsupported_with_the_matched_rule() -> None:
+    chest = facts("DX", "CHEST", "PA")
+    served = Router(TABLE, frozenset({UseCase.QXR}))
+    assert served.route(chest).usecase is UseCase.QXR
+    decision = Router(TABLE, frozenset({UseCase.QER})).route(chest)
+    assert decision.usecase is UseCase.UNSUPPORTED and decision.rule == "chest-radiograph"
+    assert "'qxr'" in decision.reason and "no model deployed" in decision.reason
+    assert served.route(facts("CT", "ABDOMEN", "")).reason == TABLE.route(facts("CT", "ABDOMEN", "")).reason
+
+
+def test_the_shipped_router_serves_both_cards() -> None:
+    from qure_ray.paths import SHIPPED_MODELS_DIR
+    from qure_ray.routing.rules import SHIPPED_RULES
+
+    assert Router.load(SHIPPED_RULES, SHIPPED_MODELS_DIR).served == {UseCase.QXR, UseCase.QER}

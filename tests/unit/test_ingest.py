@@ -1,0 +1,32 @@
+"""`ingest` over the in-memory platform: what is stored, queued or settled."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pydicom
+
+from qure_ray.api.ingest import ingest
+from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.records import InstanceState, UseCase
+from tests.unit.client_platform import SOURCE, memory_platform
+
+
+def sop_of(data: bytes) -> str:
+    return str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+
+
+def test_an_image_no_use_case_reads_is_stored_and_settled_without_the_queue(tmp_path: Path) -> None:
+    platform = memory_platform(tmp_path)
+    abdomen, chest = chest_dx(seed=1, modality="CT", body_part="ABDOMEN", view_position=""), chest_dx(seed=2)
+    outcomes = [asyncio.run(ingest(platform, source=SOURCE, field="f", data=data)) for data in (abdomen, chest)]
+
+    assert [o.created for o in outcomes] == [True, True]
+    assert outcomes[0].message.startswith("stored; not processed: no use case for Modality CT")
+    assert platform.enqueued == {sop_of(chest): 1}
+    assert platform.instances[sop_of(abdomen)].state is InstanceState.UNSUPPORTED
+    result = platform.results[sop_of(abdomen)]
+    assert result.usecase is UseCase.UNSUPPORTED and "ABDOMEN" in result.reason
+    assert len(list(tmp_path.rglob("*.dcm"))) == 2  # both originals are stored
