@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from qure_ray.errors import (
@@ -55,6 +55,13 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, exc.detail or "request failed")
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away mid-body: nothing to answer, and not the server's failure (no traceback). What
+    was ingested before that point is stored and processed."""
+    logger.info("client disconnected during %s %s", request.method, request.url.path)
+    return error_response(400, "the client disconnected before the request body was complete")
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error on %s", request.url.path, exc_info=exc)
     return error_response(500, "internal error; the request was not completed")
@@ -63,5 +70,6 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     QureError: handle_qure_error,
     HTTPException: handle_http_exception,
+    ClientDisconnect: handle_client_disconnect,
     Exception: handle_unexpected,
 }

@@ -95,7 +95,8 @@ async def _ingest(
     try:
         parsed = await asyncio.to_thread(read_instance, data, max_bytes=platform.settings.max_instance_bytes)
     except InvalidInstanceError as exc:
-        logger.info("refused part %r from source %s: %s", field, source, exc.code)
+        # not the field's name: it is the client's, and a PACS export's file names can hold a patient's name
+        logger.info("refused an upload from source %s: %s", source, exc.code)
         return refused(field, exc.violation, data)
     metadata = parsed.metadata
     if expected_study is not None and metadata.study_uid != expected_study:

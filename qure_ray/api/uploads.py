@@ -200,8 +200,8 @@ async def _zip(request: Request, platform: Platform, source: str) -> JSONRespons
         members = zip_members(spool, limits)
         while (member := await asyncio.to_thread(next, members, None)) is not None:
             if member.data is None:
-                violation = Rules.TOO_LARGE.value.violation(f"{member.name} exceeds {limits.max_part_bytes} bytes")
-                outcomes.append(refused(member.name, violation))
+                assert member.refusal is not None
+                outcomes.append(refused(member.name, member.refusal))
                 count_outcome(source, outcomes[-1], 0)
             else:
                 outcomes.append(await ingest(platform, source=source, field=member.name, data=member.data))

@@ -1,27 +1,38 @@
 """Zip uploads: the members of an `application/zip` body, checked against the limits before reading.
 
 Sizes are taken from the zip's central directory and enforced again while reading (a lying header or a
-zip bomb stops at the limit). Directories and macOS resource forks are skipped.
+zip bomb stops at the limit). Directories and macOS resource forks are skipped. A member that cannot be read
+(encrypted, an unsupported compression, corrupt) is refused on its own; the archive's other members still count.
 """
 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
 from qure_ray.dicom.multipart import MultipartLimits
-from qure_ray.errors import BadRequestError
+from qure_ray.dicom.validation import Rules
+from qure_ray.errors import BadRequestError, Violation
 
 READ_CHUNK = 1024 * 1024
+
+
+ENCRYPTED_FLAG = 0x1
+STRONG_ENCRYPTION_FLAG = 0x40
+_UNREADABLE_MEMBER = (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError, ValueError)
+"""What zipfile raises for a corrupt or unsupported member: CRC and stream errors, a password it lacks,
+compression methods it does not implement."""
 
 
 @dataclass(frozen=True)
 class Member:
     name: str
     data: bytes | None
-    """None when the member is over the per-instance limit."""
+    refusal: Violation | None = None
+    """Why the member is not ingested (over the per-instance limit, unreadable); then `data` is None."""
 
 
 def zip_members(file: IO[bytes], limits: MultipartLimits) -> Iterator[Member]:
@@ -36,12 +47,15 @@ def zip_members(file: IO[bytes], limits: MultipartLimits) -> Iterator[Member]:
         if sum(info.file_size for info in infos) > limits.max_request_bytes:
             raise BadRequestError(f"the zip unpacks to more than {limits.max_request_bytes} bytes", http_status=413)
         for info in infos:
-            yield Member(info.filename, _read_bounded(archive, info, limits.max_part_bytes))
+            yield _read_bounded(archive, info, limits.max_part_bytes)
 
 
-def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes | None:
+def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> Member:
+    too_large = Rules.TOO_LARGE.value.violation(f"the zip member exceeds {limit} bytes")
     if info.file_size > limit:
-        return None
+        return Member(info.filename, None, too_large)
+    if info.flag_bits & (ENCRYPTED_FLAG | STRONG_ENCRYPTION_FLAG):
+        return Member(info.filename, None, _unreadable("it is encrypted; zip the files without a password"))
     chunks: list[bytes] = []
     size = 0
     try:
@@ -49,8 +63,12 @@ def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -
             while chunk := member.read(READ_CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    return None
+                    return Member(info.filename, None, too_large)
                 chunks.append(chunk)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise BadRequestError(f"zip member {info.filename!r} cannot be read: {exc}") from exc
-    return b"".join(chunks)
+    except _UNREADABLE_MEMBER as exc:
+        return Member(info.filename, None, _unreadable(f"{type(exc).__name__}: {exc}"))
+    return Member(info.filename, b"".join(chunks))
+
+
+def _unreadable(why: str) -> Violation:
+    return Rules.UNREADABLE.value.violation(f"the zip member cannot be unpacked ({why})")

@@ -1,13 +1,16 @@
 """Reading one uploaded DICOM object: parse, validate against the rule table, extract metadata.
 
 `read_instance(data)` is the single entry point; it either returns a `ParsedInstance` whose metadata is
-complete and whose pixel data is present and long enough, or raises `InvalidInstanceError`.
+complete, every value of which converts, and whose pixel data is present and long enough (compressed: frame
+1 decodes), or raises `InvalidInstanceError`. What an upload may expand to is bounded before it expands: a
+Deflated data set by the per-instance limit, a compressed frame by `MAX_FRAME_BYTES`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import warnings
+import zlib
 from dataclasses import asdict, dataclass
 from io import BytesIO
 from typing import Any
@@ -15,8 +18,9 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info
 from pydicom.pixels import pixel_array
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from qure_ray.dicom.standards import (
     COMPRESSED_TRANSFER_SYNTAXES,
@@ -29,6 +33,10 @@ from qure_ray.dicom.validation import Rules
 from qure_ray.errors import InvalidInstanceError
 
 _PREAMBLE_LENGTH = 128
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+"""The most one decoded frame may take: a 16-bit 8192 x 8192 radiograph is 128 MiB. A compressed frame is
+checked against it before decoding, since a kilobyte of JPEG 2000 can declare 65535 x 65535."""
+_INFLATE_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +95,13 @@ def read_instance(data: bytes, *, max_bytes: int | None = None) -> ParsedInstanc
         if len(data) < _PREAMBLE_LENGTH + 4 or data[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] != b"DICM":
             raise _not_part10(data)
         try:
+            _check_inflated_size(data, max_bytes)
             dataset = pydicom.dcmread(BytesIO(data))
-            dataset.get("PixelData")  # force the parse to the end, where truncation shows
+            # pydicom converts a value when it is first read: convert all now, so that a broken one is refused
+            # here and not met later by a task (this also parses to the end, where truncation shows)
+            dataset.walk(lambda _, element: None)
+        except InvalidInstanceError:
+            raise
         except InvalidDicomError as exc:
             raise Rules.NOT_DICOM.value.fail(str(exc)) from exc
         except Exception as exc:  # pydicom raises many kinds for truncated or corrupt data sets
@@ -97,6 +110,22 @@ def read_instance(data: bytes, *, max_bytes: int | None = None) -> ParsedInstanc
         _check_supported(metadata)
         _check_pixel_data(dataset)
     return ParsedInstance(dataset, metadata)
+
+
+def _check_inflated_size(data: bytes, max_bytes: int | None) -> None:
+    """A Deflated data set may unpack to at most `max_bytes`: counted in chunks, before pydicom inflates it whole."""
+    stream = BytesIO(data)
+    stream.seek(_PREAMBLE_LENGTH + 4)
+    meta = _read_file_meta_info(stream)  # pydicom's own reader of group 0002, without the data set after it
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian or max_bytes is None:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, size = data[stream.tell() :], 0
+    while pending and not inflater.eof:
+        size += len(inflater.decompress(pending, _INFLATE_CHUNK))
+        if size > max_bytes:
+            raise Rules.TOO_LARGE.value.fail(f"the Deflated data set unpacks to over {max_bytes} bytes")
+        pending = inflater.unconsumed_tail
 
 
 def _not_part10(data: bytes) -> InvalidInstanceError:
@@ -172,6 +201,12 @@ def _check_pixel_data(dataset: Dataset) -> None:
     if photometric not in SUPPORTED_PHOTOMETRIC:
         raise Rules.PHOTOMETRIC_NOT_SUPPORTED.value.fail(f"{photometric or '(missing)'!r} is not supported")
     if dataset.file_meta.TransferSyntaxUID in COMPRESSED_TRANSFER_SYNTAXES:
+        frame_bytes = rows * columns * samples * max(1, (bits + 7) // 8)
+        if frame_bytes > MAX_FRAME_BYTES:
+            raise Rules.TOO_LARGE.value.fail(
+                f"a frame of Rows={rows} x Columns={columns} x SamplesPerPixel={samples} x BitsAllocated={bits} "
+                f"decodes to {frame_bytes} bytes, over the limit of {MAX_FRAME_BYTES}"
+            )
         try:
             pixel_array(dataset, index=0)
         except Exception as exc:  # every codec raises its own kinds

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from qure_ray.errors import BadRequestError
@@ -147,7 +147,13 @@ class MultipartStream:
         self._header_value = b""
         self._count = 0
         self._ended = False
-        self._parser = MultipartParser(
+        try:
+            self._parser = self._new_parser(boundary)
+        except FormParserError as exc:  # e.g. a boundary over python-multipart's 256 characters (RFC 2046: 70)
+            raise BadRequestError(f"the {media_type.value} boundary cannot be used: {exc}") from exc
+
+    def _new_parser(self, boundary: str) -> MultipartParser:
+        return MultipartParser(
             boundary,
             callbacks={
                 "on_part_begin": self._on_part_begin,

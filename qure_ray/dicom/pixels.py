@@ -15,19 +15,19 @@ from numpy.typing import NDArray
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.pixels import pixel_array
 
 from qure_ray.dicom.validation import Rules
 
 
 def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
-    """The first frame as float32 in modality units (Rescale Slope/Intercept applied), MONOCHROME2 sense."""
+    """The first frame as float32 in modality units (Rescale Slope/Intercept applied), MONOCHROME2 sense.
+
+    Only that frame is decoded: a multi-frame object's other frames would cost memory and time for nothing."""
     try:
-        pixels = dataset.pixel_array
+        pixels = pixel_array(dataset, index=0)
     except Exception as exc:  # pydicom raises many kinds when a codec is missing or the data is corrupt
         raise Rules.UNREADABLE.value.fail(f"pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        pixels = pixels[0]
     image = pixels.astype(np.float32)
     if image.ndim == 3:  # colour: luminance
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

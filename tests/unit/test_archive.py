@@ -37,3 +37,37 @@ def test_bombs_too_many_members_and_garbage_are_refused() -> None:
         list(zip_members(make_zip({"z.dcm": b"\0" * 20_000}), big))
     with pytest.raises(BadRequestError, match="not a readable zip"):
         list(zip_members(io.BytesIO(b"PK not really"), LIMITS))
+
+
+def _corrupt_member_data(archive: io.BytesIO, name: str) -> io.BytesIO:
+    """Flip a byte inside `name`'s compressed data (its local header and sizes stay intact)."""
+    raw = bytearray(archive.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as reader:
+        info = reader.getinfo(name)
+    name_and_extra = int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little") + int.from_bytes(
+        raw[info.header_offset + 28 : info.header_offset + 30], "little"
+    )
+    raw[info.header_offset + 30 + name_and_extra + 2] ^= 0xFF
+    return io.BytesIO(bytes(raw))
+
+
+def test_unreadable_members_are_refused_one_by_one() -> None:
+    noise = bytes(range(256)) * 3
+    corrupt = _corrupt_member_data(make_zip({"a.dcm": b"A" * 500, "b.dcm": noise, "c.dcm": b"C"}), "a.dcm")
+    encrypted = bytearray(make_zip({"d.dcm": b"D"}).getvalue())
+    encrypted[6] |= 0x1  # the local header's general purpose flag: encrypted
+    central = encrypted.rindex(b"PK\x01\x02")
+    encrypted[central + 8] |= 0x1  # and the central directory's
+    members = list(zip_members(corrupt, LIMITS)) + list(zip_members(io.BytesIO(bytes(encrypted)), LIMITS))
+
+    assert [(m.name, m.data is None) for m in members] == [
+        ("a.dcm", True),
+        ("b.dcm", False),
+        ("c.dcm", False),
+        ("d.dcm", True),
+    ]
+    assert members[1].data == noise and members[2].data == b"C"
+    refusals = [m.refusal for m in members if m.refusal]
+    assert [r.code for r in refusals] == ["unreadable", "unreadable"]
+    assert "cannot be unpacked" in refusals[0].message and "encrypted" in refusals[1].message
+    assert zip_members(make_zip({"2.dcm": b"x" * 1001}), LIMITS).__next__().refusal.code == "too-large"  # type: ignore[union-attr]

@@ -132,3 +132,17 @@ def test_batching_comes_from_the_card_unless_the_settings_override_it() -> None:
     assert card.batching() == card.serving
     overridden = card.batching(max_batch_size=4, batch_wait_timeout_s=0.5)
     assert (overridden.max_batch_size, overridden.batch_wait_timeout_s) == (4, 0.5)
+
+
+def test_only_the_first_frame_is_decoded() -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from qure_ray.dicom.pixels import decode_grayscale
+
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle_2frame.dcm"))
+    first, _ = generate_frames(ds.PixelData, number_of_frames=2)
+    ds.PixelData = encapsulate([first, b"\x01not RLE"])  # frame 2 is broken: decoding it would raise
+    image = decode_grayscale(ds)
+    assert image.shape == (100, 100) and image.dtype == np.float32

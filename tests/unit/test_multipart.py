@@ -128,3 +128,9 @@ def test_parts_do_not_change_when_the_fed_buffer_does() -> None:
     buffer[:] = b"x" * len(buffer)
     parts += stream.close()
     assert [p.read() for p in parts] == [b"payload"]
+
+
+def test_a_boundary_the_parser_cannot_use_is_a_400() -> None:
+    with pytest.raises(BadRequestError) as info:
+        MultipartStream(MediaType.parse(f"multipart/related; boundary={'b' * 300}"), LIMITS)
+    assert info.value.http_status == 400 and "boundary" in str(info.value)

@@ -82,3 +82,48 @@ def test_truncated_file_is_refused_not_crashing() -> None:
 def test_every_rule_code_is_unique() -> None:
     codes = [rule.value.code for rule in Rules]
     assert len(codes) == len(set(codes))
+
+
+def _with_vr(data: bytes, tag: bytes, vr: bytes, new_vr: bytes) -> bytes:
+    """The file with one element's explicit VR replaced (found by its tag and VR bytes)."""
+    at = data.index(tag + vr)
+    return data[: at + 4] + new_vr + data[at + 6 :]
+
+
+def test_an_element_pydicom_cannot_convert_is_refused_as_unreadable() -> None:
+    data = chest_dx(seed=0, size=64)
+    for broken in (
+        _with_vr(data, b"\x08\x00\x60\x00", b"CS", b"XX"),  # Modality: read by the metadata
+        _with_vr(data, b"\x28\x00\x10\x00", b"US", b"XX"),  # Rows: read by the pixel checks
+        _with_vr(data, b"\x08\x00\x20\x00", b"DA", b"XX"),  # StudyDate: read by no check, only by the outputs
+    ):
+        error = refusal(broken)
+        assert error.code == "unreadable" and "parsing failed" in str(error)
+
+
+def test_a_deflated_data_set_that_unpacks_past_the_limit_is_413_before_it_unpacks() -> None:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(seed=0, size=1024)))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.PixelData = bytes(len(ds.PixelData))  # zeros: 2 MB that deflate to a few KB
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    assert len(data) < 100_000
+    assert read_instance(data, max_bytes=3_000_000).metadata.rows == 1024
+    error = refusal(data, max_bytes=1_000_000)
+    assert error.code == "too-large" and error.http_status == 413 and "Deflated" in str(error)
+
+
+def test_a_compressed_frame_too_large_to_decode_is_413_before_decoding() -> None:
+    import numpy as np
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(seed=0, size=32)))
+    ds.compress(RLELossless, np.zeros((32, 32), dtype=np.uint16), encoding_plugin="pydicom")
+    ds.Rows = ds.Columns = 20_000  # 800 MB once decoded, as a few bytes of RLE can claim
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    error = refusal(buffer.getvalue())
+    assert error.code == "too-large" and "20000" in str(error)
