@@ -216,6 +216,11 @@ class ResultRecord:
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per-series results: each slice's SOPInstanceUID → its scores; the series scores are their maximum."""
 
+    @classmethod
+    def without_model(cls, source: str, uid: str, state: InstanceState, reason: str) -> ResultRecord:
+        """A result no model produced: unsupported, or settled before a model could read it."""
+        return cls(source=source, sop_uid=uid, usecase=UseCase.UNSUPPORTED, state=state, reason=reason)
+
     @property
     def key_slices(self) -> list[str]:
         """A series result's key slices: for each label in turn, the slice that scored highest (distinct)."""

@@ -131,13 +131,7 @@ async def _ingest(
         )
     decision = platform.router.route(InstanceFacts.of(metadata, source=source))
     if decision.usecase is UseCase.UNSUPPORTED:
-        unsupported = ResultRecord(
-            source=source,
-            sop_uid=metadata.sop_uid,
-            usecase=UseCase.UNSUPPORTED,
-            state=InstanceState.UNSUPPORTED,
-            reason=decision.reason,
-        )
+        unsupported = ResultRecord.without_model(source, metadata.sop_uid, InstanceState.UNSUPPORTED, decision.reason)
         await platform.record_settled(record, unsupported)
         metrics.count_failure("processing", InstanceState.UNSUPPORTED.value)  # as when the job manager settled it
         logger.info("stored %s of source %s (%d bytes), unsupported", metadata.sop_uid, source, metadata.size_bytes)

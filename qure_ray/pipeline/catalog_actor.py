@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
 
 import ray
 from ray import serve
 
 from qure_ray import metrics
 from qure_ray.config import BACKGROUND_LOGGING
+from qure_ray.pipeline.replicas import deployment_of, live_other_replicas, this_replica
 from qure_ray.records import (
     InstanceRecord,
     InstanceState,
@@ -39,8 +39,6 @@ RECONCILE_INTERVAL_S = 3600.0
 STATES_INTERVAL_S = 5.0
 REFRESH_INTERVAL_S = 2.0
 MERGE_INTERVAL_S = 60.0
-SERVE_NAMESPACE = "serve"
-"""Serve names each replica's actor `SERVE_REPLICA::<app>#<deployment>#<replica id>` in this namespace."""
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +110,7 @@ class CatalogActor:
         have finished after this one loaded). Only then may merging start: two writers would merge the same
         segments."""
         announced = False
-        while others := self._other_catalog_replicas():
+        while others := live_other_replicas(self.lease.holder.replica):
             if not announced:
                 logger.info("catalog replica(s) %s still running: loading their segments", ", ".join(others))
                 announced = True
@@ -133,16 +131,6 @@ class CatalogActor:
             logger.warning("catalog refresh failed: %s", exc)
             return False
         return True
-
-    def _other_catalog_replicas(self) -> list[str]:
-        """The other live replicas of this deployment; when Ray cannot say, assume one is (and ask again)."""
-        own = self.lease.holder.replica
-        try:
-            named = ray.util.list_named_actors(all_namespaces=True)
-        except Exception as exc:
-            logger.warning("could not list Serve's replicas, assuming another catalog replica: %s", exc)
-            return ["(unknown)"]
-        return other_catalog_replicas((actor["name"] for actor in named if actor["namespace"] == SERVE_NAMESPACE), own)
 
     async def _merge_segments_forever(self) -> None:
         """Keep each table at a few segments while running (see `qure_ray.storage.merging`), once this is the
@@ -237,19 +225,7 @@ class CatalogActor:
 
 
 def _this_replica() -> LeaseHolder:
-    replica = serve.get_replica_context().replica_id.to_full_id_str()
+    replica = this_replica()
     return LeaseHolder(
-        cluster=ray.get_runtime_context().gcs_address, deployment=_deployment_of(replica), replica=replica
+        cluster=ray.get_runtime_context().gcs_address, deployment=deployment_of(replica), replica=replica
     )
-
-
-def _deployment_of(replica: str) -> str:
-    """`SERVE_REPLICA::<app>#<deployment>#` of a replica's actor name: the prefix all its replicas share."""
-    return replica[: replica.rindex("#") + 1]
-
-
-def other_catalog_replicas(actor_names: Iterable[str], own: str) -> list[str]:
-    """Replicas of this catalog deployment (same application, same deployment) other than `own`. Another
-    application's catalog is not one this replaces: it must have its own `QURE_DATA_URI`."""
-    deployment = _deployment_of(own)
-    return sorted(name for name in actor_names if name.startswith(deployment) and name != own)

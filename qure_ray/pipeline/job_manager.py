@@ -33,6 +33,7 @@ from qure_ray.models.card import CARD_FILE, ModelCard
 from qure_ray.models.registry import load_registry
 from qure_ray.models.verdict import verdict
 from qure_ray.pipeline.notifier import WebhookNotifier
+from qure_ray.pipeline.replicas import live_other_replicas, this_replica
 from qure_ray.pipeline.tasks import build_outputs, preprocess
 from qure_ray.records import (
     UNFINISHED_STATES,
@@ -57,12 +58,16 @@ T = TypeVar("T")
 
 RESYNC_INTERVAL_S = 30.0
 RETRY_BASE_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 30.0
 SERIES_POLL_S = 1.0
 MAX_SERIES_AT_ONCE = 2
 MAX_SLICES_IN_FLIGHT = 32
 DRAIN_TIMEOUT_S = 60.0
 """On shutdown (a redeploy, `serve shutdown`), in-flight work gets this long to finish before it is left to
 the next job manager (it is still `processing`/`held` in the catalog, so it is re-queued)."""
+PREDECESSOR_WAIT_S = DRAIN_TIMEOUT_S + 30
+"""How long a new job manager waits for the one it replaces to finish draining (see `_after_predecessor`)."""
+PREDECESSOR_POLL_S = 1.0
 
 
 @serve.deployment(
@@ -115,10 +120,11 @@ class JobManager:
             secret_sealer=secret_sealer,
         )
         loop = asyncio.get_running_loop()
+        self._predecessor_gone = loop.create_task(self._wait_for_predecessor())
         self._loops = [
-            loop.create_task(self._run()),
-            loop.create_task(self._series_loop()),
-            loop.create_task(notifier.run()),
+            loop.create_task(self._after_predecessor(self._run())),
+            loop.create_task(self._after_predecessor(self._series_loop())),
+            loop.create_task(self._after_predecessor(notifier.run())),
         ]
 
     def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -136,6 +142,27 @@ class JobManager:
             _, unfinished = await asyncio.wait(set(self._work), timeout=DRAIN_TIMEOUT_S)
             if unfinished:
                 logger.warning("%d job(s) left to the next job manager (re-queued from the catalog)", len(unfinished))
+
+    async def _wait_for_predecessor(self) -> None:
+        """A rolling update starts this replica while the one it replaces drains its in-flight work. Until that
+        one is gone, re-queueing the catalog's unfinished instances (its in-flight ones among them), running
+        pending series or delivering webhooks here would do its work a second time: two results, two webhooks."""
+        own = this_replica()
+        deadline = time.monotonic() + PREDECESSOR_WAIT_S
+        announced = False
+        while (others := live_other_replicas(own)) and time.monotonic() < deadline:
+            if not announced:
+                logger.info("job manager %s still draining: starting work once it is gone", ", ".join(others))
+                announced = True
+            await asyncio.sleep(PREDECESSOR_POLL_S)
+        if others:
+            logger.warning(
+                "job manager %s still alive after %.0f s: starting anyway", ", ".join(others), PREDECESSOR_WAIT_S
+            )
+
+    async def _after_predecessor(self, work: Coroutine[Any, Any, None]) -> None:
+        await asyncio.shield(self._predecessor_gone)
+        await work
 
     async def check_health(self) -> None:
         """Serve's health check: the work loops must be alive."""
@@ -177,12 +204,19 @@ class JobManager:
         self.slots.release()
 
     async def _process(self, ref: InstanceRef) -> None:
+        """Read, run and settle one instance. New content uploaded over it while it runs (a source that may
+        overwrite) is read again here: its queue entry was dropped, since this instance was in flight."""
         try:
-            record = await self.catalog.instance.remote(ref.source, ref.sop_uid)
+            record: InstanceRecord | None = await self.catalog.instance.remote(ref.source, ref.sop_uid)
             if record is None or record.state.is_final:
                 return
-            await self._write(event_row(ref.source, ref.sop_uid, InstanceState.PROCESSING))
-            result = await self._workflow(record)
+            while True:
+                await self._write(event_row(ref.source, ref.sop_uid, InstanceState.PROCESSING))
+                result = await self._settled_workflow(record)
+                current: InstanceRecord | None = await self.catalog.instance.remote(ref.source, ref.sop_uid)
+                if current is None or current.sha256 == record.sha256:
+                    break
+                record = current
         except Exception as exc:  # the catalog itself failed: the instance stays unfinished, resync retries
             logger.error("instance %s of %s could not be started: %s", ref.sop_uid, ref.source, exc)
             return
@@ -193,6 +227,16 @@ class JobManager:
             return
         _observe(result)
         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
+
+    async def _settled_workflow(self, record: InstanceRecord) -> ResultRecord:
+        """`_workflow`, whose unforeseen errors settle the instance as failed, saying what went wrong: left
+        unfinished, the resync would run it again every half minute, for ever."""
+        try:
+            return await self._workflow(record)
+        except Exception as exc:
+            logger.exception("instance %s of %s failed unexpectedly", record.sop_uid, record.source)
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            return ResultRecord.without_model(record.source, record.sop_uid, InstanceState.FAILED, reason)
 
     async def _workflow(self, record: InstanceRecord) -> ResultRecord:
         decision = self.router.route(InstanceFacts.of(record, source=record.source))
@@ -277,12 +321,9 @@ class JobManager:
                 if late:
                     batch = Batch()
                     for record in late:
-                        result = ResultRecord(
-                            source=record.source,
-                            sop_uid=record.sop_uid,
-                            usecase=UseCase.UNSUPPORTED,
-                            state=InstanceState.UNUSABLE,
-                            reason=_late_reason(record.series_uid),
+                        reason = _late_reason(record.series_uid)
+                        result = ResultRecord.without_model(
+                            record.source, record.sop_uid, InstanceState.UNUSABLE, reason
                         )
                         batch.extend(settled_rows(result))
                     await self._write(batch)
@@ -325,14 +366,12 @@ class JobManager:
     ) -> ResultRecord:
         if not held:  # e.g. the source has not enabled the series' use case: its slices say why
             reason = next((r.reason for r in instances if r.reason), "no slice of this series can be read")
-            return ResultRecord(
-                source=series.source,
-                sop_uid=series.series_uid,
-                usecase=UseCase.UNSUPPORTED,
-                state=InstanceState.UNSUPPORTED,
-                reason=reason,
-            )
-        usecase = self.router.route(InstanceFacts.of(held[0], source=series.source)).usecase
+            return ResultRecord.without_model(series.source, series.series_uid, InstanceState.UNSUPPORTED, reason)
+        decision = self.router.route(InstanceFacts.of(held[0], source=series.source))
+        if decision.usecase not in self.cards:  # the rules or the cards changed since its slices were held
+            unsupported = InstanceState.UNSUPPORTED
+            return ResultRecord.without_model(series.source, series.series_uid, unsupported, decision.reason)
+        usecase = decision.usecase
         card = self.cards[usecase]
         base: dict[str, Any] = {"source": series.source, "sop_uid": series.series_uid, "usecase": usecase}
         timings: dict[str, float] = {"queue": max(0.0, (now() - min(r.received_at for r in held)).total_seconds())}
@@ -351,9 +390,12 @@ class JobManager:
 
         started = time.perf_counter()
         try:
-            predictions = dict(zip([r.sop_uid for r in held], await asyncio.gather(*map(read, held)), strict=True))
+            async with asyncio.TaskGroup() as group:  # a slice that fails for good cancels the others' reads
+                reads = {r.sop_uid: group.create_task(read(r)) for r in held}
         except Exception as exc:
-            return ResultRecord(**base, state=InstanceState.FAILED, reason=f"{type(exc).__name__}: {exc}")
+            cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+            return ResultRecord(**base, state=InstanceState.FAILED, reason=f"{type(cause).__name__}: {cause}")
+        predictions = {sop: task.result() for sop, task in reads.items()}
         timings["slices"] = time.perf_counter() - started
         read_slices = {sop: p for sop, p in predictions.items() if p is not None}
         if not read_slices:
@@ -424,7 +466,7 @@ class JobManager:
                 cause = _unwrap(exc)
                 if isinstance(cause, InvalidInstanceError) or attempt == self.max_attempts:
                     raise cause from exc
-                delay = RETRY_BASE_DELAY_S * 2 ** (attempt - 1)
+                delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** (attempt - 1))
                 logger.warning("%s attempt %d failed (%s); retrying in %.1fs", stage, attempt, cause, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")

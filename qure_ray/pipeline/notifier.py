@@ -50,6 +50,8 @@ class WebhookNotifier:
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
         self.in_flight: set[str] = set()
+        self._deliveries: set[asyncio.Task[None]] = set()
+        """The running deliveries: the event loop holds its tasks only weakly."""
 
     async def run(self) -> None:
         await self.reseal_secrets()
@@ -65,6 +67,8 @@ class WebhookNotifier:
                     if notification.result_row_id not in self.in_flight:
                         self.in_flight.add(notification.result_row_id)
                         task = asyncio.get_running_loop().create_task(self._deliver(client, notification))
+                        self._deliveries.add(task)
+                        task.add_done_callback(self._deliveries.discard)
                         task.add_done_callback(lambda _, key=notification.result_row_id: self.in_flight.discard(key))  # type: ignore[misc]
 
     async def reseal_secrets(self) -> int:
@@ -139,9 +143,11 @@ class WebhookNotifier:
             await check_url(notification.webhook.url, self.allowed_networks)
         except EgressRefused as exc:
             return None, f"refused: {exc}"[:500]
+        except Exception as exc:  # any other failure is this attempt's, recorded: never a task that dies unsaid
+            return None, f"{type(exc).__name__}: {exc}"[:500]
         try:
             response = await client.post(notification.webhook.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # httpx's errors, and those it does not wrap (an invalid URL, say)
             return None, f"{type(exc).__name__}: {exc}"[:500]
         if 200 <= response.status_code < 300:
             return response.status_code, ""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from qure_ray.pipeline.catalog_actor import other_catalog_replicas
+from qure_ray.pipeline.replicas import other_replicas
 from qure_ray.records import (
     DeliveryOutcome,
     InstanceRecord,
@@ -295,10 +295,10 @@ def test_a_catalog_replica_waits_only_for_its_own_deployment_s_other_replicas() 
         "SERVE_REPLICA::staging#CatalogActor#xyz",
         "SERVE_CONTROLLER_ACTOR",
     ]
-    assert other_catalog_replicas(named, own) == ["SERVE_REPLICA::qure_ray#CatalogActor#old1"]
-    assert other_catalog_replicas([own, "SERVE_REPLICA::qure_ray#JobManager#abc"], own) == []
-    assert other_catalog_replicas(["SERVE_REPLICA::CatalogActor#a", "SERVE_REPLICA::CatalogActor#b"],
-                                  "SERVE_REPLICA::CatalogActor#b") == ["SERVE_REPLICA::CatalogActor#a"]  # fmt: skip
+    assert other_replicas(named, own) == ["SERVE_REPLICA::qure_ray#CatalogActor#old1"]
+    assert other_replicas([own, "SERVE_REPLICA::qure_ray#JobManager#abc"], own) == []
+    assert other_replicas(["SERVE_REPLICA::CatalogActor#a", "SERVE_REPLICA::CatalogActor#b"],
+                          "SERVE_REPLICA::CatalogActor#b") == ["SERVE_REPLICA::CatalogActor#a"]  # fmt: skip
 
 
 def test_foreign_listing_starts_shortly_before_the_newest_key_it_saw(tmp_path: Path) -> None:

@@ -128,3 +128,26 @@ def test_start_up_reseals_stored_secrets_under_the_first_key_unless_replaced_mea
     only_new = SecretSealer(f"{key}-new")
     assert only_new.open(replaced["site-a"], source="site-a") == "secret-a-1234567890"
     assert only_new.open(replaced["site-c"], source="site-c") == "secret-c-in-clear-12345"
+
+
+def test_an_error_httpx_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
+    catalog, recorded = _recording_catalog()
+    notifier = WebhookNotifier(
+        catalog,
+        results_base_url="http://x",
+        max_attempts=2,
+        base_delay_s=0.0,
+        allowed_networks=parse_networks("X", "127.0.0.0/8"),
+    )
+
+    class Broken(httpx.AsyncClient):
+        async def post(self, *args: object, **kwargs: object) -> httpx.Response:  # type: ignore[override]
+            raise UnicodeError("a URL httpx cannot encode")
+
+    async def deliver() -> None:
+        async with Broken() as client:
+            await notifier._deliver(client, _notification())
+
+    asyncio.run(deliver())
+    assert [(row["attempt"], row["outcome"]) for row in recorded] == [(1, "retrying"), (2, "gave_up")]
+    assert recorded[-1]["error"] == "UnicodeError: a URL httpx cannot encode"

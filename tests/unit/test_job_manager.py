@@ -1,0 +1,143 @@
+"""The job manager's own decisions, over a real catalog and group commit, with the Ray handles replaced by
+in-process calls (the integration tests run it under Serve)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qure_ray.pipeline import job_manager
+from qure_ray.pipeline.job_manager import JobManager
+from qure_ray.records import InstanceRecord, InstanceState, ResultRecord, SeriesRef, SeriesTrigger, UseCase
+from qure_ray.routing import Router, load_routing
+from qure_ray.storage import Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
+from qure_ray.storage.catalog import series_start_row
+from tests.unit.test_catalog import make_record
+
+
+class Call:
+    """A handle method's `.remote(...)`, run in this process."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+
+    async def remote(self, *args: Any) -> Any:
+        answer = self.function(*args)
+        return await answer if asyncio.iscoroutine(answer) else answer
+
+
+class CatalogCalls:
+    def __init__(self, catalog: Catalog) -> None:
+        committer = GroupCommitter(catalog, interval_s=0.0)
+        self.instance = Call(catalog.instance)
+        self.series_instances = Call(catalog.series_instances)
+        self.write = Call(committer.write)
+
+
+def manager(catalog: Catalog, *, served: frozenset[UseCase] = frozenset({UseCase.QXR, UseCase.QER})) -> Any:
+    """A `JobManager` without its `__init__` (which starts its loops under Serve): the parts these tests use."""
+    jobs = object.__new__(JobManager.func_or_class)
+    jobs.catalog = CatalogCalls(catalog)
+    jobs.cards = dict.fromkeys(served)
+    jobs.router = Router(load_routing(), served)
+    jobs.max_attempts = 2
+    jobs.series_slots = asyncio.Semaphore(2)
+    jobs.task_resources = {}
+    return jobs
+
+
+def done(record: InstanceRecord) -> ResultRecord:
+    return ResultRecord(
+        source=record.source,
+        sop_uid=record.sop_uid,
+        usecase=UseCase.QXR,
+        state=InstanceState.DONE,
+        reason=f"read content {record.sha256[:4]}",
+    )
+
+
+def test_new_content_uploaded_while_an_instance_runs_is_read_again(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    first = make_record("5.5", sha="aa" * 32)
+    catalog.commit(received_rows(first))
+    jobs = manager(catalog)
+    reads: list[str] = []
+
+    async def run() -> None:
+        overwritten = asyncio.Event()
+
+        async def workflow(record: InstanceRecord) -> ResultRecord:
+            reads.append(record.sha256[:4])
+            if len(reads) == 1:  # an overwrite lands while the first content is read
+                await jobs.catalog.write.remote(received_rows(make_record("5.5", sha="bb" * 32)))
+                overwritten.set()
+            return done(record)
+
+        jobs._workflow = workflow
+        await jobs._process(first.ref)
+        assert overwritten.is_set()
+
+    asyncio.run(run())
+    assert reads == ["aaaa", "bbbb"]
+    assert catalog.result("site-a", "5.5").reason == "read content bbbb"  # type: ignore[union-attr]
+    assert catalog.instance("site-a", "5.5").state is InstanceState.DONE  # type: ignore[union-attr]
+
+
+def test_an_unforeseen_error_settles_the_instance_as_failed_with_its_reason(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    record = make_record("6.6")
+    catalog.commit(received_rows(record))
+    jobs = manager(catalog)
+
+    async def broken(record: InstanceRecord) -> ResultRecord:
+        raise KeyError("a defect")
+
+    jobs._workflow = broken
+    asyncio.run(jobs._process(record.ref))
+    assert catalog.instance("site-a", "6.6").state is InstanceState.FAILED  # type: ignore[union-attr]
+    assert catalog.result("site-a", "6.6").reason == "unexpected KeyError: 'a defect'"  # type: ignore[union-attr]
+    assert catalog.unfinished() == []
+
+
+def test_a_held_series_whose_use_case_has_no_model_any_more_is_settled_as_unsupported(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    for sop in ("9.1", "9.2"):
+        record = dataclasses.replace(make_record(sop), modality="CT", body_part="HEAD", series_uid="7.7")
+        rows = received_rows(record)
+        rows.add("events", event_row(record.source, sop, InstanceState.HELD, "waits for its series"))
+        catalog.commit(rows)
+    catalog.commit(series_start_row("site-a", "7.7", SeriesTrigger.COMPUTE))
+    jobs = manager(catalog, served=frozenset({UseCase.QXR}))  # the head-CT card was removed on a redeploy
+
+    asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.7")))
+    result = catalog.result("site-a", "7.7")
+    assert result is not None and result.state is InstanceState.UNSUPPORTED
+    assert "'qer'" in result.reason and "no model deployed" in result.reason
+    assert catalog.pending_series() == []
+
+
+def test_a_new_job_manager_starts_its_work_once_the_one_it_replaces_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alive = [["SERVE_REPLICA::app#JobManager#old"]] * 3 + [[]]
+    monkeypatch.setattr(job_manager, "this_replica", lambda: "SERVE_REPLICA::app#JobManager#new")
+    monkeypatch.setattr(job_manager, "live_other_replicas", lambda own: alive.pop(0))
+    monkeypatch.setattr(job_manager, "PREDECESSOR_POLL_S", 0.01)
+    started: list[int] = []
+
+    async def run() -> None:
+        jobs = object.__new__(JobManager.func_or_class)
+        jobs._predecessor_gone = asyncio.create_task(jobs._wait_for_predecessor())
+
+        async def work() -> None:
+            started.append(len(alive))
+
+        await asyncio.wait_for(jobs._after_predecessor(work()), timeout=5)
+
+    asyncio.run(run())
+    assert started == [0]  # after the fourth look found no other replica
