@@ -253,23 +253,41 @@ class Catalog:
             self.store.delete(key)
         self.segments.difference_update(old_keys)
 
-    def _write_segment(self, table: str, arrow: pa.Table) -> None:
+    def _write_segment(self, table: str, arrow: pa.Table) -> str:
         buffer = io.BytesIO()
         pq.write_table(arrow, buffer, compression="zstd")
         key = segment_key(table, time.time_ns(), uuid.uuid4().hex[:12])
         self.segments.add(key)  # before it exists: `refresh` must never load our own rows before `apply` does
         self.store.put(key, buffer.getvalue())
+        return key
 
     def persist(self, batch: Batch) -> dict[str, pa.Table]:
-        """Write the batch as one segment per table. Touches only the store: safe off the owner's thread."""
+        """Write the batch as one segment per table. Touches only the store: safe off the owner's thread.
+
+        A batch spans tables but the store writes one object at a time. When a write fails, the segments
+        already written are deleted again, so a failed flush leaves nothing a restart would load. Should the
+        process die between two writes, `events` come last: an instance then has at worst a result without
+        its final state (it is run again), never a final state without its result (answered 202 for ever)."""
         arrows = {}
         for table, rows in batch.rows.items():
             if rows:
                 full = [{"row_id": uuid.uuid4().hex, **row} for row in rows]
                 arrows[table] = pa.Table.from_pylist(full, schema=TABLES[table])
-        for table, arrow in arrows.items():
-            self._write_segment(table, arrow)
+        written: list[str] = []
+        try:
+            for table in sorted(arrows, key=lambda name: name == "events"):
+                written.append(self._write_segment(table, arrows[table]))
+        except Exception:
+            self._delete_segments(written)
+            raise
         return arrows
+
+    def _delete_segments(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except Exception as exc:  # left behind: a restart loads it (see `persist` for why that is benign)
+                logger.error("could not remove segment %s of a failed flush: %s", key, exc)
 
     def apply(self, arrows: dict[str, pa.Table]) -> None:
         """Make persisted rows visible to queries."""

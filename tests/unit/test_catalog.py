@@ -3,8 +3,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 from qure_ray.pipeline.replicas import other_replicas
 from qure_ray.records import (
@@ -19,7 +21,14 @@ from qure_ray.records import (
     UseCase,
 )
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
-from qure_ray.storage.catalog import COMPACT_AFTER_SEGMENTS, delivery_row, now, series_start_row, webhook_row
+from qure_ray.storage.catalog import (
+    COMPACT_AFTER_SEGMENTS,
+    delivery_row,
+    now,
+    series_start_row,
+    settled_rows,
+    webhook_row,
+)
 from qure_ray.storage.keys import segment_key, segment_named_ns
 from qure_ray.storage.merging import merge_groups, size_tier
 from qure_ray.storage.object_store import ObjectInfo
@@ -368,3 +377,47 @@ def test_a_segment_merged_away_while_loading_means_listing_again(tmp_path: Path)
     store = _ListsAMergedSegmentOnce(tmp_path)
     catalog = Catalog(store)
     assert store.gone == "" and catalog.instance("site-a", "1.2.3.4") is not None
+
+
+class FailingPuts(LocalObjectStore):
+    """A store whose puts under `fail_under` fail (S3 answering 503 after botocore's retries); it notes every put."""
+
+    fail_under = "never/"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts: list[str] = []
+
+    def put(self, key: str, data: bytes, **options: Any) -> None:
+        self.puts.append(key)
+        if key.startswith(self.fail_under):
+            raise OSError("503 Slow Down")
+        super().put(key, data, **options)
+
+
+def _settling_batch() -> Batch:
+    """An upload and a job manager's result in one flush: instances, events, results."""
+    batch = received_rows(make_record("6.7"))
+    result = ResultRecord(source="site-a", sop_uid="6.6", usecase=UseCase.QXR, state=InstanceState.DONE)
+    batch.extend(settled_rows(result))
+    return batch
+
+
+def test_a_flush_that_fails_midway_leaves_no_segment_behind(tmp_path: Path) -> None:
+    store = FailingPuts(tmp_path)
+    catalog = Catalog(store)
+    catalog.commit(received_rows(make_record("6.6")))
+    store.fail_under = "catalog/results/"
+    with pytest.raises(OSError):
+        catalog.commit(_settling_batch())
+    restarted = Catalog(LocalObjectStore(tmp_path))
+    assert restarted.instance("site-a", "6.7") is None  # the upload's rows, written before the failure, are gone
+    assert restarted.instance("site-a", "6.6").state is InstanceState.QUEUED  # type: ignore[union-attr]
+    assert restarted.result("site-a", "6.6") is None
+
+
+def test_events_are_the_last_segment_of_a_flush(tmp_path: Path) -> None:
+    store = FailingPuts(tmp_path)
+    Catalog(store).commit(_settling_batch())
+    tables = [key.split("/")[1] for key in store.puts if key.startswith("catalog/")]
+    assert tables[-1] == "events" and set(tables) == {"instances", "events", "results"}
