@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -141,3 +142,37 @@ def test_a_new_job_manager_starts_its_work_once_the_one_it_replaces_is_gone(
 
     asyncio.run(run())
     assert started == [0]  # after the fourth look found no other replica
+
+
+def test_the_queue_is_refilled_from_the_catalog_only_when_it_runs_dry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refill during a backlog finds nothing new and holds the catalog actor for seconds."""
+    monkeypatch.setattr(job_manager, "RESYNC_INTERVAL_S", 0.0)
+    calls: list[str] = []
+    handed_out = [make_record(f"4.{i}").ref for i in range(3)] + [None] + [make_record("4.9").ref] + [None]
+
+    async def get(timeout_s: float) -> Any:
+        ref = handed_out.pop(0) if handed_out else None
+        calls.append(ref.sop_uid if ref else "(empty)")
+        if not handed_out:
+            raise asyncio.CancelledError  # enough: stop the loop
+        return ref
+
+    async def rebuild(in_flight: list[tuple[str, str]]) -> int:
+        calls.append("refill")
+        return 0
+
+    async def run() -> None:
+        jobs = object.__new__(JobManager.func_or_class)
+        jobs.queue = SimpleNamespace(get=Call(get), rebuild=Call(rebuild))
+        jobs.slots = asyncio.Semaphore(8)
+        jobs.in_flight, jobs._work, jobs.processed = set(), set(), 0
+
+        async def process(ref: Any) -> None:
+            pass
+
+        jobs._process = process
+        with pytest.raises(asyncio.CancelledError):
+            await jobs._run()
+
+    asyncio.run(run())
+    assert calls == ["refill", "4.0", "4.1", "4.2", "(empty)", "refill", "4.9", "(empty)"]
