@@ -10,6 +10,7 @@ manager and two more catalog writes never see it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from qure_ray.api.platform import Platform
 from qure_ray.dicom import InstanceMetadata, read_instance
 from qure_ray.dicom.instance import identify
 from qure_ray.dicom.validation import Rules
-from qure_ray.errors import InvalidInstanceError, Violation
+from qure_ray.errors import InvalidInstanceError, ObjectChangedError, Violation
 from qure_ray.media_types import DICOM_MEDIA_TYPE
 from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState, ResultRecord, UseCase
 from qure_ray.routing import InstanceFacts
@@ -103,31 +104,28 @@ async def _ingest(
         violation = Rules.STUDY_MISMATCH.value.violation(f"{metadata.study_uid} differs from {expected_study}")
         return IngestOutcome(field, False, violation.message, metadata, violation)
     existing = await platform.find_instance(source, metadata.sop_uid)
-    overwrite = False
-    if existing is not None:
-        if existing.sha256 == metadata.sha256:
-            await platform.log_ingest(
-                ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.DUPLICATE, metadata.sha256)
-            )
-            return IngestOutcome(field, False, "already stored with the same content; not processed again", metadata)
-        if not platform.settings.may_overwrite(source):
-            violation = Rules.DUPLICATE_CONFLICT.value.violation(
-                f"{metadata.sop_uid} was stored with sha256 {existing.sha256[:12]}..., this upload has "
-                f"{metadata.sha256[:12]}..."
-            )
-            await platform.log_ingest(
-                ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.CONFLICT, metadata.sha256, existing.sha256)
-            )
-            return IngestOutcome(field, False, violation.message, metadata, violation)
-        overwrite = True
+    if existing is not None and existing.sha256 == metadata.sha256:
+        await platform.log_ingest(
+            ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.DUPLICATE, metadata.sha256)
+        )
+        return IngestOutcome(field, False, "already stored with the same content; not processed again", metadata)
+    may_overwrite = platform.settings.may_overwrite(source)
+    if existing is not None and not may_overwrite:
+        return await _conflict(platform, source, field, metadata, existing.sha256)
     key = dicom_key(source, metadata.study_uid, metadata.series_uid, metadata.sop_uid)
-    await asyncio.to_thread(platform.store.put, key, data, media_type=DICOM_MEDIA_TYPE, sha256=metadata.sha256)
+    replaced = existing.sha256 if existing is not None else await _store_once(platform, key, data, metadata.sha256)
+    overwrite = False
+    if replaced is not None and replaced != metadata.sha256:
+        if not may_overwrite:  # another upload of this UID stored other content a moment ago
+            return await _conflict(platform, source, field, metadata, replaced)
+        overwrite = True
+        await asyncio.to_thread(platform.store.put, key, data, media_type=DICOM_MEDIA_TYPE, sha256=metadata.sha256)
     record = InstanceRecord(
         **metadata.to_row(), source=source, object_key=key, received_at=now(), state=InstanceState.QUEUED
     )
     if overwrite:
         await platform.log_ingest(
-            ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.OVERWRITTEN, metadata.sha256, existing.sha256)  # type: ignore[union-attr]
+            ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.OVERWRITTEN, metadata.sha256, replaced or "")
         )
     decision = platform.router.route(InstanceFacts.of(metadata, source=source))
     if decision.usecase is UseCase.UNSUPPORTED:
@@ -140,6 +138,31 @@ async def _ingest(
     logger.info("stored %s of source %s (%d bytes), queued", metadata.sop_uid, source, metadata.size_bytes)
     message = "overwrote the earlier content and queued it again" if overwrite else "stored and queued for processing"
     return IngestOutcome(field, True, message, metadata)
+
+
+async def _store_once(platform: Platform, key: str, data: bytes, sha256: str) -> str | None:
+    """Store a new original unless its key already holds one: None when stored, else the SHA-256 of the one
+    there. That one is another upload's of the same UID, which got there first (two concurrent uploads: without
+    the condition both were told "created" and the last write won), or one that never reached the catalog."""
+    try:
+        await asyncio.to_thread(
+            platform.store.put_unless_changed, key, data, version=None, media_type=DICOM_MEDIA_TYPE, sha256=sha256
+        )
+    except ObjectChangedError:
+        return hashlib.sha256(await asyncio.to_thread(platform.store.get, key)).hexdigest()
+    return None
+
+
+async def _conflict(
+    platform: Platform, source: str, field: str, metadata: InstanceMetadata, stored_sha256: str
+) -> IngestOutcome:
+    violation = Rules.DUPLICATE_CONFLICT.value.violation(
+        f"{metadata.sop_uid} was stored with sha256 {stored_sha256[:12]}..., this upload has {metadata.sha256[:12]}..."
+    )
+    await platform.log_ingest(
+        ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.CONFLICT, metadata.sha256, stored_sha256)
+    )
+    return IngestOutcome(field, False, violation.message, metadata, violation)
 
 
 def qure_reply(outcomes: list[IngestOutcome]) -> tuple[int, dict[str, Any]]:

@@ -43,10 +43,12 @@ class ObjectStore(Protocol):
         """The object and a tag of this version of it, for `put_unless_changed`."""
         ...
 
-    def put_unless_changed(self, key: str, data: bytes, *, version: str | None, media_type: str | None = None) -> str:
+    def put_unless_changed(
+        self, key: str, data: bytes, *, version: str | None, media_type: str | None = None, sha256: str | None = None
+    ) -> str:
         """Compare-and-set: store `data` only if the object still has `version` (None: only if there is none);
-        returns the new version's tag, or raises `ObjectChangedError`. For small control objects (the writer
-        lease), where two writers must not both win."""
+        returns the new version's tag, or raises `ObjectChangedError`. For control objects (the writer lease)
+        and originals (written once), where two writers must not both win."""
         ...
 
     def exists(self, key: str) -> bool: ...
@@ -114,7 +116,9 @@ class LocalObjectStore:
         data = self.get(key)
         return data, hashlib.sha256(data).hexdigest()
 
-    def put_unless_changed(self, key: str, data: bytes, *, version: str | None, media_type: str | None = None) -> str:
+    def put_unless_changed(
+        self, key: str, data: bytes, *, version: str | None, media_type: str | None = None, sha256: str | None = None
+    ) -> str:
         """Compared and written under an exclusive lock on the key's folder (processes of one machine)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,14 +226,18 @@ class S3ObjectStore:
         response = self._call("get", key, self._client.get_object, Key=self.prefix + key)
         return bytes(response["Body"].read()), str(response["ETag"])
 
-    def put_unless_changed(self, key: str, data: bytes, *, version: str | None, media_type: str | None = None) -> str:
+    def put_unless_changed(
+        self, key: str, data: bytes, *, version: str | None, media_type: str | None = None, sha256: str | None = None
+    ) -> str:
         """S3's conditional writes (`If-None-Match: *`, `If-Match: <ETag>`; AWS, MinIO, Ceph, SeaweedFS).
         A store that ignores them writes unconditionally."""
         condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
         extra = {"ContentType": media_type} if media_type else {}
+        digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(data).digest()  # as in `put`
         response = self._call(
-            "conditional put", key, self._client.put_object, Key=self.prefix + key, Body=data, **condition, **extra
-        )
+            "conditional put", key, self._client.put_object, Key=self.prefix + key, Body=data,
+            ChecksumSHA256=base64.b64encode(digest).decode(), **condition, **extra,
+        )  # fmt: skip
         return str(response["ETag"])
 
     def exists(self, key: str) -> bool:

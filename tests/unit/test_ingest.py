@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 
 from qure_ray.api.ingest import ingest
-from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.dicom.synthetic import chest_dx, to_bytes
 from qure_ray.records import InstanceState, UseCase
 from tests.unit.client_platform import SOURCE, memory_platform
 
@@ -30,3 +30,23 @@ def test_an_image_no_use_case_reads_is_stored_and_settled_without_the_queue(tmp_
     result = platform.results[sop_of(abdomen)]
     assert result.usecase is UseCase.UNSUPPORTED and "ABDOMEN" in result.reason
     assert len(list(tmp_path.rglob("*.dcm"))) == 2  # both originals are stored
+
+
+def test_an_original_another_upload_stored_first_is_never_overwritten(tmp_path: Path) -> None:
+    """Two uploads of one UID in flight together: the first to store wins, as if the other came after it."""
+    platform = memory_platform(tmp_path)
+    winner = chest_dx(seed=3)
+    ds, other = pydicom.dcmread(io.BytesIO(winner)), pydicom.dcmread(io.BytesIO(chest_dx(seed=4)))
+    other.StudyInstanceUID, other.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
+    other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    loser = to_bytes(other)  # the same UIDs, other pixels
+    key = f"dicom/{SOURCE}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    platform.store.put(key, winner)  # stored by the winner, whose catalog row has not landed yet
+
+    outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=loser))
+    assert outcome.violation is not None and outcome.violation.code == "duplicate-conflict"
+    assert platform.store.get(key) == winner and platform.enqueued == {}
+
+    again = asyncio.run(ingest(platform, source=SOURCE, field="f", data=winner))  # the same content: recorded
+    assert again.created and platform.enqueued == {sop_of(winner): 1}
+    assert platform.store.get(key) == winner
