@@ -5,3 +5,32 @@ from __future__ import annotations
 DICOM_MEDIA_TYPE = "application/dicom"
 MEDIA_TYPES = {".dcm": DICOM_MEDIA_TYPE, ".png": "image/png", ".pdf": "application/pdf"}
 """Originals and assets by file extension."""
+DICOM_JSON_MEDIA_TYPE = "application/dicom+json"
+
+
+def accepts(accept_header: str, *offered: str) -> bool:
+    """Whether an `Accept` header admits one of the `offered` media types (no header admits all).
+
+    Media ranges match by type and subtype (`*/*`, `application/*`); a `multipart/related` range with a `type`
+    parameter matches only an offered `multipart/related; type=...` with the same one. Quality values are
+    ignored but for `q=0`, which refuses."""
+    if not accept_header.strip():
+        return True
+    for media_range in accept_header.split(","):
+        name, _, parameters = media_range.partition(";")
+        name = name.strip().lower()
+        params = {
+            k.strip().lower(): v.strip().strip('"').lower()
+            for k, _, v in (p.partition("=") for p in parameters.split(";"))
+            if k.strip()
+        }
+        if params.get("q", "1").strip() in ("0", "0.0", "0.00", "0.000"):
+            continue
+        for media_type in offered:
+            offered_name, _, offered_type = media_type.lower().partition('; type="')
+            if name not in ("*/*", f"{offered_name.split('/')[0]}/*", offered_name):
+                continue
+            if "type" in params and params["type"] != offered_type.rstrip('"'):
+                continue
+            return True
+    return False

@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 ASSETS_ROUTE = "/assets/"
 
 
+def public_base_url(request: Request, public_url: str) -> str:
+    """Where clients reach this platform, for the URLs it hands out (asset links, STOW-RS RetrieveURLs):
+    `QURE_PUBLIC_URL` when set, else the request's own. Behind a TLS load balancer the request says http, and
+    some clients (dicomweb-client) send a Host header without the port."""
+    return public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+
 @dataclass(frozen=True)
 class AssetSigner:
     secret: bytes = field(repr=False)

@@ -33,11 +33,19 @@ _UPLOAD_RESPONSES = {
     "503": _error("the queue is full: retry after Retry-After seconds"),
     **_AUTH_ERRORS,
 }
+_RETRIEVE_RESPONSES = {
+    "200": {"description": 'multipart/related; type="application/dicom": one part per stored original'},
+    "400": _error("not a DICOM UID"),
+    "404": _error("nothing stored there by this source"),
+    "406": _error('Accept admits no multipart/related; type="application/dicom"'),
+    **_AUTH_ERRORS,
+}
 _STOW_RESPONSES = {
     "200": {"description": "all stored", "content": {"application/dicom+json": {"schema": {"type": "object"}}}},
     "202": {"description": "some failed (FailedSOPSequence with FailureReason)"},
     "409": {"description": "none stored"},
     "400": _error("malformed multipart body"),
+    "406": _error("Accept admits neither application/dicom+json nor application/json"),
     "415": _error("multipart/related of a type other than application/dicom"),
     "503": _error("the queue is full"),
     **_AUTH_ERRORS,
@@ -120,11 +128,15 @@ def spec() -> dict[str, Any]:
                                   "requestBody": {"content": {**form, **related}}, "responses": {**_UPLOAD_RESPONSES, **_STOW_RESPONSES, "200": _UPLOAD_RESPONSES["200"]}}},
             "/studies/{study}": {"post": {"summary": "DICOMweb STOW-RS into one study",
                                           "parameters": [{**_UID, "name": "study"}],
-                                          "requestBody": {"content": related}, "responses": _STOW_RESPONSES}},
+                                          "requestBody": {"content": related}, "responses": _STOW_RESPONSES},
+                                 "get": {"summary": "WADO-RS: the study's stored originals, streamed",
+                                         "parameters": [{**_UID, "name": "study"}], "responses": _RETRIEVE_RESPONSES}},
+            "/studies/{study}/series/{series}": {"get": {
+                "summary": "WADO-RS: the series' stored originals, streamed",
+                "parameters": [{**_UID, "name": name} for name in ("study", "series")], "responses": _RETRIEVE_RESPONSES}},
             "/studies/{study}/series/{series}/instances/{sop}": {"get": {
                 "summary": "WADO-RS: the stored original",
-                "parameters": [{**_UID, "name": name} for name in ("study", "series", "sop")],
-                "responses": {"200": {"description": "multipart/related; type=application/dicom"}, "404": _error("unknown"), **_AUTH_ERRORS}}},
+                "parameters": [{**_UID, "name": name} for name in ("study", "series", "sop")], "responses": _RETRIEVE_RESPONSES}},
             "/upload": {"post": {"summary": "upload one instance (application/dicom), a zip, or form-data",
                                  "requestBody": {"content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}},
                                                              "application/zip": {"schema": {"type": "string", "format": "binary"}}, **form}},

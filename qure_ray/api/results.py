@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from qure_ray.api.asset_urls import AssetSigner, file_urls
+from qure_ray.api.asset_urls import AssetSigner, file_urls, public_base_url
 from qure_ray.api.auth import authenticate
 from qure_ray.api.errors import error_response
 from qure_ray.api.platform import Platform
@@ -57,7 +57,7 @@ def _answer(request: Request, platform: Platform, result: ResultRecord, original
     files = file_urls(
         signer=AssetSigner(settings.url_signing_key, settings.asset_url_expiry_s),
         store=platform.store,
-        base_url=str(request.base_url),
+        base_url=public_base_url(request, settings.public_url),
         assets=result.assets,
         original_keys=original_keys,
     )

@@ -1,24 +1,31 @@
-"""`GET /studies/{study}/series/{series}/instances/{sop}`: WADO-RS retrieve of one stored original.
-
-It is what the RetrieveURLs of a STOW-RS reply point at; a source sees only its own instances.
+"""WADO-RS retrieve of stored originals: one instance, a series or a study, as `multipart/related;
+type="application/dicom"`. They are what the RetrieveURLs of a STOW-RS reply point at; a source sees only its
+own instances. A series or a study is streamed an instance at a time, so its size never sits in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from qure_ray.api.auth import authenticate
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.multipart import dicom_multipart
-from qure_ray.errors import NotFoundError
+from qure_ray.dicom.uids import require_uid
+from qure_ray.errors import BadRequestError, NotFoundError
+from qure_ray.media_types import DICOM_MEDIA_TYPE, accepts
+from qure_ray.storage.keys import dicom_prefix
+from qure_ray.storage.object_store import ObjectStore
+
+RETRIEVED_MEDIA_TYPE = f'multipart/related; type="{DICOM_MEDIA_TYPE}"'
 
 
 async def get_instance(request: Request) -> Response:
-    platform: Platform = request.app.state.platform
-    source = authenticate(request.headers, platform.settings.tokens)
+    platform, source = _retrieving(request)
     study, series, sop = (request.path_params[name] for name in ("study", "series", "sop"))
     record = await platform.find_instance(source, sop)
     if record is None or record.study_uid != study or record.series_uid != series:
@@ -26,3 +33,43 @@ async def get_instance(request: Request) -> Response:
     data = await asyncio.to_thread(platform.store.get, record.object_key)
     body, media_type = dicom_multipart([data])
     return Response(body, media_type=media_type)
+
+
+async def get_study(request: Request) -> Response:
+    return await _get_many(request, series=None)
+
+
+async def get_series(request: Request) -> Response:
+    return await _get_many(request, series=require_uid(request.path_params["series"], "SeriesInstanceUID"))
+
+
+async def _get_many(request: Request, *, series: str | None) -> Response:
+    platform, source = _retrieving(request)
+    study = require_uid(request.path_params["study"], "StudyInstanceUID")
+    keys = await asyncio.to_thread(platform.store.list_keys, dicom_prefix(source, study, series))
+    if not keys:
+        what = f"series {series} of study {study}" if series else f"study {study}"
+        raise NotFoundError(f"no instance of {what} for this source")
+    boundary = uuid.uuid4().hex
+    return StreamingResponse(
+        _parts(platform.store, keys, boundary), media_type=f"{RETRIEVED_MEDIA_TYPE}; boundary={boundary}"
+    )
+
+
+async def _parts(store: ObjectStore, keys: list[str], boundary: str) -> AsyncIterator[bytes]:
+    head = f"--{boundary}\r\nContent-Type: {DICOM_MEDIA_TYPE}\r\n\r\n".encode()
+    for key in keys:
+        yield head + await asyncio.to_thread(store.get, key) + b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def _retrieving(request: Request) -> tuple[Platform, str]:
+    """The platform and the authenticated source of a retrieve this server can answer as asked."""
+    platform: Platform = request.app.state.platform
+    source = authenticate(request.headers, platform.settings.tokens)
+    if not accepts(request.headers.get("accept", ""), RETRIEVED_MEDIA_TYPE):
+        raise BadRequestError(
+            f"this server answers a retrieve with {RETRIEVED_MEDIA_TYPE} (Accept: {request.headers['accept'][:200]!r})",
+            http_status=406,
+        )
+    return platform, source

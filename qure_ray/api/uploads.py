@@ -7,12 +7,14 @@ ingested as soon as it is complete, so memory holds one part at a time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from qure_ray.api.asset_urls import public_base_url
 from qure_ray.api.auth import authenticate
 from qure_ray.api.ingest import IngestOutcome, count_outcome, ingest, qure_reply, refused
 from qure_ray.api.platform import Platform
@@ -27,10 +29,14 @@ from qure_ray.dicom.multipart import (
 from qure_ray.dicom.stow import FailedInstance, StoredInstance, store_instances_response
 from qure_ray.dicom.uids import require_uid
 from qure_ray.dicom.validation import Rules
-from qure_ray.errors import BadRequestError
-from qure_ray.media_types import DICOM_MEDIA_TYPE
+from qure_ray.errors import BadRequestError, Violation
+from qure_ray.media_types import DICOM_JSON_MEDIA_TYPE, DICOM_MEDIA_TYPE, accepts
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
+REST_OF_REQUEST = "(rest of the request)"
+"""The field a Qure-style reply names when a request failed after some of its files were stored."""
+
+logger = logging.getLogger(__name__)
 
 
 def _limits(platform: Platform) -> MultipartLimits:
@@ -78,14 +84,19 @@ async def _ingest_part(
 async def _form_data(request: Request, platform: Platform, source: str, media_type: MediaType) -> JSONResponse:
     outcomes: list[IngestOutcome] = []
     seen: dict[str, int] = {}
-    async for part in _parts(request, media_type, _limits(platform)):
-        if not part.is_file:
-            part.close()  # plain form fields carry no instance
-            continue
-        count = seen.get(part.name, 0)
-        seen[part.name] = count + 1
-        field = part.name if count == 0 else f"{part.name}[{count}]"
-        outcomes.append(await _ingest_part(platform, source, part, field))
+    try:
+        async for part in _parts(request, media_type, _limits(platform)):
+            if not part.is_file:
+                part.close()  # plain form fields carry no instance
+                continue
+            count = seen.get(part.name, 0)
+            seen[part.name] = count + 1
+            field = part.name if count == 0 else f"{part.name}[{count}]"
+            outcomes.append(await _ingest_part(platform, source, part, field))
+    except BadRequestError as exc:
+        if not any(outcome.accepted for outcome in outcomes):
+            raise
+        outcomes.append(refused(REST_OF_REQUEST, _cut_short(exc)))
     if not outcomes:
         raise BadRequestError("the form has no file parts; send each DICOM file as a file part")
     status, body = qure_reply(outcomes)
@@ -95,31 +106,45 @@ async def _form_data(request: Request, platform: Platform, source: str, media_ty
 async def _stow(
     request: Request, platform: Platform, source: str, media_type: MediaType, study: str | None
 ) -> Response:
-    base = str(request.base_url).rstrip("/")
+    base = public_base_url(request, platform.settings.public_url)
     stored: list[StoredInstance] = []
     failed: list[FailedInstance] = []
-    first_study = ""
-    async for part in _parts(request, media_type, _limits(platform)):
-        field = f"part{part.index}"
-        if part.content_type not in ("", DICOM_MEDIA_TYPE):
-            part.close()
-            violation = Rules.NOT_DICOM.value.violation(f"a part of type {part.content_type!r}")
-            failed.append(FailedInstance("", "", violation.failure_reason))
-            count_outcome(source, refused(field, violation), 0)
-            continue
-        outcome = await _ingest_part(platform, source, part, field, expected_study=study)
-        if outcome.accepted and outcome.metadata:
-            m = outcome.metadata
-            url = f"{base}/studies/{m.study_uid}/series/{m.series_uid}/instances/{m.sop_uid}"
-            stored.append(StoredInstance(m.sop_class_uid, m.sop_uid, url))
-            first_study = first_study or m.study_uid
-        elif outcome.violation:
-            failed.append(FailedInstance(outcome.sop_class_uid, outcome.sop_uid, outcome.violation.failure_reason))
+    studies: set[str] = set()
+    try:
+        async for part in _parts(request, media_type, _limits(platform)):
+            field = f"part{part.index}"
+            if part.content_type not in ("", DICOM_MEDIA_TYPE):
+                part.close()
+                violation = Rules.NOT_DICOM.value.violation(f"a part of type {part.content_type!r}")
+                failed.append(FailedInstance("", "", violation.failure_reason))
+                count_outcome(source, refused(field, violation), 0)
+                continue
+            outcome = await _ingest_part(platform, source, part, field, expected_study=study)
+            if outcome.accepted and outcome.metadata:
+                m = outcome.metadata
+                url = f"{base}/studies/{m.study_uid}/series/{m.series_uid}/instances/{m.sop_uid}"
+                stored.append(StoredInstance(m.sop_class_uid, m.sop_uid, url))
+                studies.add(m.study_uid)
+            elif outcome.violation:
+                failed.append(FailedInstance(outcome.sop_class_uid, outcome.sop_uid, outcome.violation.failure_reason))
+    except BadRequestError as exc:
+        if not stored:
+            raise
+        logger.info("STOW-RS from source %s cut short after %d stored: %s", source, len(stored), exc)
+        failed.append(FailedInstance("", "", _cut_short(exc).failure_reason))
     if not stored and not failed:
         raise BadRequestError("the multipart/related body has no parts; send one application/dicom part per instance")
-    study_url = f"{base}/studies/{study or first_study}" if stored else None
+    # the study's URL when the request stored into one study (GET /studies/{study} retrieves it)
+    study_url = f"{base}/studies/{studies.pop()}" if len(studies) == 1 else None
     status, body = store_instances_response(stored, failed, study_url=study_url)
-    return JSONResponse(body, status_code=status, media_type="application/dicom+json")
+    return JSONResponse(body, status_code=status, media_type=DICOM_JSON_MEDIA_TYPE)
+
+
+def _cut_short(exc: BadRequestError) -> Violation:
+    """What the reply says of the rest of a request that failed (truncated, over a limit) after some of its
+    instances were stored: those stay stored and are processed, so the reply must list them."""
+    rule = Rules.TOO_LARGE if exc.http_status == 413 else Rules.UNREADABLE
+    return rule.value.violation(f"the rest of the request could not be read: {exc}")
 
 
 async def post_studies(request: Request) -> Response:
@@ -130,6 +155,12 @@ async def post_studies(request: Request) -> Response:
         require_uid(study, "StudyInstanceUID")
     media_type = MediaType.parse(request.headers.get("content-type", ""))
     if media_type.value == "multipart/related":
+        if not accepts(request.headers.get("accept", ""), DICOM_JSON_MEDIA_TYPE, "application/json"):
+            raise BadRequestError(
+                f"STOW-RS answers with {DICOM_JSON_MEDIA_TYPE}, which the Accept header "
+                f"({request.headers['accept'][:200]!r}) does not admit",
+                http_status=406,
+            )
         declared = media_type.params.get("type", DICOM_MEDIA_TYPE).lower()
         if declared != DICOM_MEDIA_TYPE:
             raise BadRequestError(

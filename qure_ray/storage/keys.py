@@ -20,10 +20,15 @@ def _check(kind: str, value: str, ok: bool) -> str:
 
 def dicom_key(source: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
     """`dicom/<source>/<StudyUID>/<SeriesUID>/<SOPUID>.dcm`"""
+    return f"{dicom_prefix(source, study_uid, series_uid)}{_check('UID', sop_uid, is_valid_uid(sop_uid))}.dcm"
+
+
+def dicom_prefix(source: str, study_uid: str, series_uid: str | None = None) -> str:
+    """`dicom/<source>/<StudyUID>/[<SeriesUID>/]`: where a study's originals, or one series', are."""
     _check("source", source, bool(_SOURCE.match(source)))
-    for uid in (study_uid, series_uid, sop_uid):
+    for uid in (study_uid, series_uid or study_uid):
         _check("UID", uid, is_valid_uid(uid))
-    return f"dicom/{source}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+    return f"dicom/{source}/{study_uid}/" + (f"{series_uid}/" if series_uid else "")
 
 
 def asset_key(source: str, result_uid: str, name: str) -> str:

@@ -29,7 +29,9 @@ def client(deployed: Deployed) -> DICOMwebClient:
 
 
 def test_dicomweb_client_stores_and_retrieves(deployed: Deployed) -> None:
-    datasets = [read(chest_dx(seed=200 + i, size=128)) for i in range(2)]
+    study = "1.2.826.0.1.3680043.10.543.200"
+    series = [f"{study}.1", f"{study}.1", f"{study}.2"]
+    datasets = [read(chest_dx(seed=200 + i, size=128, study_uid=study, series_uid=s)) for i, s in enumerate(series)]
     response = client(deployed).store_instances(datasets)
     referenced = response.ReferencedSOPSequence
     assert sorted(item.ReferencedSOPInstanceUID for item in referenced) == sorted(ds.SOPInstanceUID for ds in datasets)
@@ -37,6 +39,11 @@ def test_dicomweb_client_stores_and_retrieves(deployed: Deployed) -> None:
     ds = datasets[0]
     retrieved = client(deployed).retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
     assert retrieved.SOPInstanceUID == ds.SOPInstanceUID
+    whole = client(deployed).retrieve_study(study)
+    assert sorted(d.SOPInstanceUID for d in whole) == sorted(d.SOPInstanceUID for d in datasets)
+    first_series = client(deployed).retrieve_series(study, series[0])
+    assert sorted(d.SOPInstanceUID for d in first_series) == sorted(d.SOPInstanceUID for d in datasets[:2])
+    assert response.RetrieveURL.endswith(f"/studies/{study}")  # dicomweb-client sends Host without the port
     assert deployed.wait_final(ds.SOPInstanceUID).status_code == 200
 
 
