@@ -35,7 +35,13 @@ class Member:
     """Why the member is not ingested (over the per-instance limit, unreadable); then `data` is None."""
 
 
+ENTRIES_PER_PART = 4
+"""Entries a zip may list per allowed part before its directory is even read: folders and macOS's
+`__MACOSX/` copies are entries too."""
+
+
 def zip_members(file: IO[bytes], limits: MultipartLimits) -> Iterator[Member]:
+    _check_entry_count(file, limits.max_parts * ENTRIES_PER_PART)
     try:
         archive = zipfile.ZipFile(file)
     except zipfile.BadZipFile as exc:
@@ -48,6 +54,17 @@ def zip_members(file: IO[bytes], limits: MultipartLimits) -> Iterator[Member]:
             raise BadRequestError(f"the zip unpacks to more than {limits.max_request_bytes} bytes", http_status=413)
         for info in infos:
             yield _read_bounded(archive, info, limits.max_part_bytes)
+
+
+def _check_entry_count(file: IO[bytes], limit: int) -> None:
+    """Refuse a zip that lists over `limit` entries, from its end record: `ZipFile` builds an object for every
+    entry of the central directory first (300,000 entries in 14 MB took 2.3 s and 95 MB)."""
+    # zipfile's own reader of the end record (zip64 too): not public, but unchanged since Python 2
+    end = zipfile._EndRecData(file)  # type: ignore[attr-defined]
+    file.seek(0)
+    if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > limit:  # type: ignore[attr-defined]
+        count = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+        raise BadRequestError(f"the zip lists {count} entries; the limit is {limit}", http_status=413)
 
 
 def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> Member:

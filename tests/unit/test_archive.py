@@ -71,3 +71,15 @@ def test_unreadable_members_are_refused_one_by_one() -> None:
     assert [r.code for r in refusals] == ["unreadable", "unreadable"]
     assert "cannot be unpacked" in refusals[0].message and "encrypted" in refusals[1].message
     assert zip_members(make_zip({"2.dcm": b"x" * 1001}), LIMITS).__next__().refusal.code == "too-large"  # type: ignore[union-attr]
+
+
+def test_a_zip_listing_too_many_entries_is_refused_before_its_directory_is_read() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(20):
+            archive.writestr(f"folder{i}/", b"")  # folders are skipped, but each is an entry to parse
+        archive.writestr("1.dcm", b"one")
+    buffer.seek(0)
+    with pytest.raises(BadRequestError) as info:
+        list(zip_members(buffer, LIMITS))
+    assert info.value.http_status == 413 and "lists 21 entries; the limit is 12" in str(info.value)
