@@ -84,6 +84,15 @@ def now() -> datetime:
     return current
 
 
+def _not_before(table: str, rows: pa.Table) -> None:
+    """After loading another writer's events, `now()` stamps later than all of them, even should this
+    machine's clock be behind that writer's: a state this catalog writes is newer than every one it read."""
+    global _last_timestamp
+    if table == "events" and len(rows):
+        newest = pc.max(rows.column("event_at")).as_py()
+        _last_timestamp = max(_last_timestamp, newest)
+
+
 def received_rows(record: InstanceRecord, *, settled: ResultRecord | None = None) -> Batch:
     """The batch that makes a stored instance visible: its metadata row, its `received` event, then its `queued`
     event, or, for an instance settled at ingest (no use case reads it), its result and final event."""
@@ -195,6 +204,7 @@ class Catalog:
             if loaded is None:
                 continue
             self.current.add(table, loaded)  # each row_id once already
+            _not_before(table, loaded)
             self.segments.update(keys)
             if len(keys) > COMPACT_AFTER_SEGMENTS:  # the whole table as one segment
                 self._replace_segments(table, self.current.rows[table].table(), keys)
@@ -218,6 +228,7 @@ class Catalog:
             known = present.table().column("row_id").combine_chunks()
             fresh = fresh.filter(pc.invert(pc.is_in(fresh.column("row_id"), value_set=known)))
         self.current.add(table, fresh)
+        _not_before(table, fresh)
         self.segments.update(keys)
 
     def foreign_segments(self) -> dict[str, list[str]]:

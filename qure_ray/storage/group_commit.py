@@ -3,6 +3,11 @@
 Each `write(batch)` returns once its rows are durable on the object store and visible in the catalog.
 Writes that arrive while a flush is running wait for the next one, so under load a flush carries many
 writers' rows and the cost of a segment write is shared.
+
+An instance's state is its newest event, so events are stamped here, in commit order, as they are flushed:
+their writers (ingress replicas, the job manager) may run on machines whose clocks disagree, and a `done`
+stamped by a clock a second behind the ingress's `queued` would have lost to it. Commit order is the order
+of cause and effect: each step of an instance is written, and waited for, before the next one starts.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from qure_ray.storage.catalog import Batch, Catalog
+from qure_ray.storage.catalog import Batch, Catalog, now
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ class GroupCommitter:
             merged = Batch()
             for batch, _ in waiting:
                 merged.extend(batch)
+            for event in merged.rows.get("events", []):
+                event["event_at"] = now()
             try:
                 arrows = await asyncio.to_thread(self.catalog.persist, merged)
                 self.catalog.apply(arrows)

@@ -421,3 +421,34 @@ def test_events_are_the_last_segment_of_a_flush(tmp_path: Path) -> None:
     Catalog(store).commit(_settling_batch())
     tables = [key.split("/")[1] for key in store.puts if key.startswith("catalog/")]
     assert tables[-1] == "events" and set(tables) == {"instances", "events", "results"}
+
+
+def test_the_committer_stamps_events_in_commit_order_whatever_their_writers_clocks(tmp_path: Path) -> None:
+    """The ingress's clock a minute ahead of the job manager's: its `queued` must not outlive the later `done`."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    record = make_record("3.3")
+    ahead = received_rows(record)
+    for event in ahead.rows["events"]:
+        event["event_at"] = now() + timedelta(minutes=1)
+    result = ResultRecord(source="site-a", sop_uid="3.3", usecase=UseCase.QXR, state=InstanceState.DONE)
+
+    async def write_in_turn() -> None:
+        committer = GroupCommitter(catalog, interval_s=0.0)
+        await committer.write(ahead)
+        await committer.write(settled_rows(result))
+
+    asyncio.run(write_in_turn())
+    assert catalog.instance("site-a", "3.3").state is InstanceState.DONE  # type: ignore[union-attr]
+    assert Catalog(LocalObjectStore(tmp_path)).instance("site-a", "3.3").state is InstanceState.DONE  # type: ignore[union-attr]
+
+
+def test_a_catalog_stamps_after_every_event_it_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qure_ray.storage import catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "_last_timestamp", catalog_module._last_timestamp)  # restored afterwards
+    batch = received_rows(make_record("3.4"))
+    later = now() + timedelta(minutes=1)  # written by a replica whose clock was ahead of this machine's
+    batch.rows["events"][-1]["event_at"] = later
+    Catalog(LocalObjectStore(tmp_path)).commit(batch)
+    Catalog(LocalObjectStore(tmp_path))
+    assert now() > later
