@@ -15,17 +15,21 @@ from numpy.typing import NDArray
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import pixel_array
+from pydicom.pixels import apply_color_lut, pixel_array
 
 from qure_ray.dicom.validation import Rules
 
 
 def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
-    """The first frame as float32 in modality units (Rescale Slope/Intercept applied), MONOCHROME2 sense.
+    """The first frame as float32 in modality units (Rescale Slope/Intercept applied), as stored: MONOCHROME1 is
+    not inverted here (a window applies to these values; see `displayed`). Colour is reduced to luminance,
+    PALETTE COLOR after its lookup table.
 
     Only that frame is decoded: a multi-frame object's other frames would cost memory and time for nothing."""
     try:
         pixels = pixel_array(dataset, index=0)
+        if str(dataset.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+            pixels = apply_color_lut(pixels, dataset)
     except Exception as exc:  # pydicom raises many kinds when a codec is missing or the data is corrupt
         raise Rules.UNREADABLE.value.fail(f"pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
     image = pixels.astype(np.float32)
@@ -35,9 +39,19 @@ def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
     intercept = float(dataset.get("RescaleIntercept", 0) or 0)
     if slope != 1 or intercept != 0:
         image = image * np.float32(slope) + np.float32(intercept)
-    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        image = image.max() + image.min() - image
     return image
+
+
+def displayed(dataset: Dataset, *, dataset_window: bool = True) -> NDArray[np.float32]:
+    """The first frame in [0, 1] as a reader sees it, bright for dense: windowed (the data set's window when
+    asked for and present, else percentiles), then inverted for MONOCHROME1. The order is the standard's (the
+    VOI LUT applies to modality values, PS3.3 C.11.2); inverting first put a MONOCHROME1 image's window on
+    the wrong values (a chest radiograph came out nearly black)."""
+    center, width = _window_of(dataset) if dataset_window else (None, None)
+    shown = window(decode_grayscale(dataset), center=center, width=width)
+    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        return np.float32(1) - shown
+    return shown
 
 
 def window(
@@ -61,7 +75,7 @@ def resize(image: NDArray[np.float32], *, size: int) -> NDArray[np.float32]:
     return np.asarray(resized, dtype=np.float32)
 
 
-def dataset_window(dataset: Dataset) -> tuple[float | None, float | None]:
+def _window_of(dataset: Dataset) -> tuple[float | None, float | None]:
     """The first Window Center/Width pair of the data set, if any."""
     try:
         center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
@@ -81,6 +95,4 @@ def _first(value: Any) -> Any:
 def prepare_for_model(data: bytes, *, size: int, window_mode: str) -> NDArray[np.float32]:
     """From stored DICOM bytes to the model's input: decode, window (`dataset` or `percentile`), resize."""
     dataset = pydicom.dcmread(BytesIO(data))
-    image = decode_grayscale(dataset)
-    center, width = dataset_window(dataset) if window_mode == "dataset" else (None, None)
-    return resize(window(image, center=center, width=width), size=size)
+    return resize(displayed(dataset, dataset_window=window_mode == "dataset"), size=size)

@@ -8,15 +8,16 @@ from enum import StrEnum
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from qure_ray.media_types import MEDIA_TYPES
 from qure_ray.models.card import ModelCard
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.dicom_objects import (
+    as_output_source,
     encapsulated_pdf,
     secondary_capture,
     structured_report,
-    without_unreadable_dates,
 )
 from qure_ray.outputs.documents import THUMBNAIL_PX, pdf_report, png
 from qure_ray.outputs.overlay import overlay
@@ -70,13 +71,15 @@ def render_assets(
         raise ValueError("a result's assets need at least one source image")
     assets: list[Asset] = []
     overlays: list[np.ndarray] = []
-    images = [(without_unreadable_dates(dataset), heatmaps) for dataset, heatmaps in images]
+    images = [(as_output_source(dataset), heatmaps) for dataset, heatmaps in images]
+    sc_series = generate_uid()
     for index, (dataset, heatmaps) in enumerate(images):
         content = ReportContent.from_result(result, card, heatmaps)
         rgb = overlay(dataset, content)
         overlays.append(rgb)
+        sc = secondary_capture(dataset, rgb, content, series_uid=sc_series, instance_number=index + 1)
         assets += [
-            _asset(AssetKind.SC, secondary_capture(dataset, rgb, content), index),
+            _asset(AssetKind.SC, sc, index),
             _asset(AssetKind.SC_FULL_PNG, png(rgb), index),
             _asset(AssetKind.SC_THUMBNAIL, png(rgb, max_side=THUMBNAIL_PX), index),
         ]
@@ -84,9 +87,10 @@ def render_assets(
     content = ReportContent.from_result(result, card, None)
     pdf = pdf_report(study=_report_header(first, [dataset for dataset, _ in images], result), content=content,
                      overlay=overlays[0])  # fmt: skip
-    assets += [_asset(AssetKind.REPORT_PDF, pdf), _asset(AssetKind.REPORT_DCM, encapsulated_pdf(first, pdf, content))]
+    sources = [dataset for dataset, _ in images]
+    assets += [_asset(AssetKind.REPORT_PDF, pdf), _asset(AssetKind.REPORT_DCM, encapsulated_pdf(sources, pdf, content))]
     if content.unusable_reason is None:  # an SR of findings only when there are findings
-        assets.append(_asset(AssetKind.REPORT_SR, structured_report([dataset for dataset, _ in images], content)))
+        assets.append(_asset(AssetKind.REPORT_SR, structured_report(sources, content)))
     return assets
 
 

@@ -32,12 +32,13 @@ _PATIENT_AND_STUDY = (
 _TEMPORAL = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT}
 
 
-def without_unreadable_dates(source: Dataset) -> Dataset:
-    """`source` with every top-level date/time that does not parse emptied (a copy when any is changed).
+def as_output_source(source: Dataset) -> Dataset:
+    """`source` as the outputs copy it (a copy when anything is changed): every patient and study attribute
+    present, empty when the source lacks it, and every top-level date/time that does not parse emptied.
 
-    Outputs copy the patient and study modules from the source; one malformed PatientBirthDate must not cost
-    the partner the whole result. Emptied, not guessed: these attributes are Type 2 in the outputs.
-    """
+    Outputs copy the patient and study modules from the source. A missing PatientBirthDate (ingest does not
+    require one) made highdicom's SR fail, and one malformed made every output fail: either cost the partner the
+    whole result. Emptied, not guessed: these attributes are Type 2 in the outputs."""
     broken = []
     for element in source:
         parse = _TEMPORAL.get(element.VR)
@@ -47,12 +48,15 @@ def without_unreadable_dates(source: Dataset) -> Dataset:
             parse(str(element.value).strip())
         except ValueError:
             broken.append(element.tag)
-    if not broken:
+    missing = [keyword for keyword in _PATIENT_AND_STUDY if keyword not in source]
+    if not broken and not missing:
         return source
     copy = Dataset(source)
     copy.file_meta = source.file_meta
     for tag in broken:
         copy[tag] = DataElement(tag, source[tag].VR, "")
+    for keyword in missing:
+        copy[keyword] = _empty(keyword)
     return copy
 
 
@@ -66,21 +70,24 @@ def _equipment(content: ReportContent) -> hd.ContributingEquipment:
     )
 
 
-def secondary_capture(source: Dataset, rgb: np.ndarray, content: ReportContent) -> bytes:
-    """The overlay image (RGB, 8 bit) as Secondary Capture Image Storage."""
-    orientation = source.get("PatientOrientation")
+def secondary_capture(
+    source: Dataset, rgb: np.ndarray, content: ReportContent, *, series_uid: str | None = None, instance_number: int = 1
+) -> bytes:
+    """The overlay image (RGB, 8 bit) as Secondary Capture Image Storage. A series result's key slices share
+    one `series_uid`, each with its own `instance_number`: one overlay series in the PACS, not one per slice."""
+    orientation = patient_orientation(source)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=rgb,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=series_uid or generate_uid(),
         series_number=SC_SERIES_NUMBER,
         sop_instance_uid=generate_uid(),
-        instance_number=1,
+        instance_number=instance_number,
         manufacturer=MANUFACTURER,
-        patient_orientation=tuple(orientation) if orientation and len(orientation) == 2 else ("L", "F"),
+        patient_orientation=orientation or ("L", "F"),  # highdicom wants one; emptied below when unknown
         transfer_syntax_uid=ExplicitVRLittleEndian,
         contributing_equipment=[_equipment(content)],
         series_description=f"AI overlay ({content.model.name})",
@@ -89,6 +96,8 @@ def secondary_capture(source: Dataset, rgb: np.ndarray, content: ReportContent) 
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     sc.SourceImageSequence = [reference]
+    if orientation is None:  # Type 2C: unknown, so empty rather than guessed
+        sc["PatientOrientation"] = _empty("PatientOrientation")
     sc.BurnedInAnnotation = "YES"
     sc.Laterality = source.get("Laterality", "")  # Type 2C: present, empty for an unpaired body part
     sc.ImageComments = content.summary[:10240]
@@ -108,7 +117,7 @@ def structured_report(sources: Sequence[Dataset], content: ReportContent) -> byt
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(), name=content.model.name, manufacturer_name=MANUFACTURER
+            uid=device_uid(content), name=content.model.name, manufacturer_name=MANUFACTURER
         ),
     )
     source_images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in sources]
@@ -156,17 +165,21 @@ def structured_report(sources: Sequence[Dataset], content: ReportContent) -> byt
 
 def _procedure(source: Dataset) -> hd.sr.CodedConcept:
     """The LOINC code of the procedure the SR reports on."""
-    if str(source.get("Modality", "")) != "CT":
-        return hd.sr.CodedConcept(value="36643-5", scheme_designator="LN", meaning="XR Chest 2V")
+    if str(source.get("Modality", "")) != "CT":  # a chest radiograph result reads one image: one view
+        return hd.sr.CodedConcept(value="36554-4", scheme_designator="LN", meaning="XR Chest Single view")
     if str(source.get("BodyPartExamined", "")).upper() in ("HEAD", "BRAIN", "SKULL"):
         return hd.sr.CodedConcept(value="24725-4", scheme_designator="LN", meaning="CT Head")
     return codes.LN.CTUnspecifiedBodyRegion
 
 
-def encapsulated_pdf(source: Dataset, pdf: bytes, content: ReportContent) -> bytes:
-    """The PDF report as Encapsulated PDF Storage in the source's study."""
+def encapsulated_pdf(sources: Sequence[Dataset], pdf: bytes, content: ReportContent) -> bytes:
+    """The PDF report as Encapsulated PDF Storage in the sources' study, referencing each source image (the image
+    read, or a series' key slices)."""
+    source = sources[0]
     now = dt.datetime.now(dt.UTC)
     ds = new_dataset(ENCAPSULATED_PDF_STORAGE, generate_uid())
+    if "SpecificCharacterSet" in source:  # else pydicom writes the copied names as Latin-1 (a UTF-8 name breaks)
+        ds.SpecificCharacterSet = source.SpecificCharacterSet
     for keyword in _PATIENT_AND_STUDY:
         ds[keyword] = source[keyword] if keyword in source else _empty(keyword)
     ds.Modality = "DOC"
@@ -185,11 +198,43 @@ def encapsulated_pdf(source: Dataset, pdf: bytes, content: ReportContent) -> byt
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)
+    ds.SourceInstanceSequence = [_reference(image) for image in sources]
+    return to_bytes(ds)
+
+
+def _reference(source: Dataset) -> Dataset:
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    ds.SourceInstanceSequence = [reference]
-    return to_bytes(ds)
+    return reference
+
+
+def device_uid(content: ReportContent) -> str:
+    """The same UID for every report of one model version: the SR's observer device is the algorithm."""
+    return generate_uid(entropy_srcs=[MANUFACTURER, content.model.name, content.model.version])
+
+
+_AXIS_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))
+"""Patient directions of +x, +y, +z and their opposites (DICOM's patient coordinates: LPS)."""
+
+
+def patient_orientation(source: Dataset) -> tuple[str, str] | None:
+    """Patient Orientation (the directions of the image's rows and columns): the source's own, else worked
+    out from Image Orientation (Patient), else None (unknown: a guess put "feet" markers on axial slices)."""
+    given = source.get("PatientOrientation")
+    if given and len(given) == 2 and all(str(value) for value in given):
+        return str(given[0]), str(given[1])
+    cosines = source.get("ImageOrientationPatient")
+    if not cosines or len(cosines) != 6:
+        return None
+    return _direction(cosines[:3]), _direction(cosines[3:])
+
+
+def _direction(cosines: Sequence[float]) -> str:
+    """The letter of a direction's main axis (highdicom takes one letter per direction, so an oblique image
+    is labelled by its nearest axis)."""
+    axis = max(range(3), key=lambda index: abs(float(cosines[index])))
+    return _AXIS_LETTERS[axis][float(cosines[axis]) < 0]
 
 
 def _empty(keyword: str) -> DataElement:

@@ -53,7 +53,8 @@ def pdf_report(*, study: dict[str, str], content: ReportContent, overlay: np.nda
             )
         )
     header = [[name, value] for name, value in study.items()]
-    header.append(["Triage", content.triage.value])
+    # an image the model could not read has no triage: "Routine" could deprioritise it on a worklist
+    header.append(["Triage", "not assessed" if content.unusable_reason else content.triage.value])
     story += [Spacer(1, 4 * mm), _table(header, header_row=False), Spacer(1, 4 * mm)]
     story.append(Paragraph(f"<b>Impression:</b> {escape(content.summary)}", styles["Normal"]))
     if content.findings:
@@ -75,11 +76,18 @@ def pdf_report(*, study: dict[str, str], content: ReportContent, overlay: np.nda
     return buffer.getvalue()
 
 
+PDF_IMAGE_PX = 1500
+"""The overlay's longest side in the PDF: drawn 120 mm wide, that is over 300 dpi. A 3000 px radiograph at full
+size made a 2.3 MB report (twice per image, with its Encapsulated PDF)."""
+
+
 def _jpeg(rgb: np.ndarray) -> bytes:
     """The overlay for the PDF. reportlab embeds a JPEG as it is (DCTDecode); a PNG it decodes and deflates
     again: 5x the CPU of the whole report and a PDF 8x larger. Full-resolution chroma keeps the legend sharp."""
+    image = Image.fromarray(rgb, mode="RGB")
+    image.thumbnail((PDF_IMAGE_PX, PDF_IMAGE_PX), Image.Resampling.LANCZOS)
     buffer = BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buffer, format="JPEG", quality=92, subsampling=0)
+    image.save(buffer, format="JPEG", quality=92, subsampling=0)
     return buffer.getvalue()
 
 

@@ -6,19 +6,19 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
-from qure_ray.dicom.pixels import dataset_window, decode_grayscale, window
+from qure_ray.dicom.pixels import displayed
 from qure_ray.outputs.content import ReportContent
 
 # One colour per positive finding, in legend order (red, yellow, cyan, magenta, green, orange).
 PALETTE = [(255, 40, 40), (255, 220, 0), (0, 220, 255), (255, 0, 220), (60, 255, 60), (255, 140, 0)]
 HEAT_FLOOR = 0.4
+LEGEND_MIN_PX = 10
 """Heat below this fraction of a map's peak is not drawn (keeps the image readable)."""
 
 
 def display_image(dataset: Dataset) -> np.ndarray:
     """The first frame as 8-bit grayscale, windowed as the data set says (or by percentiles)."""
-    center, width = dataset_window(dataset)
-    return (window(decode_grayscale(dataset), center=center, width=width) * 255).astype(np.uint8)
+    return (displayed(dataset) * 255).astype(np.uint8)
 
 
 def overlay(dataset: Dataset, content: ReportContent) -> np.ndarray:
@@ -43,8 +43,6 @@ def _upsample(heat: np.ndarray, rows: int, columns: int) -> np.ndarray:
 
 
 def _legend(image: Image.Image, content: ReportContent, positives: list[int]) -> None:
-    size = max(10, image.height // 40)
-    font = ImageFont.load_default(size=size)
     lines: list[tuple[str, tuple[int, int, int]]] = [
         (f"qure_ray {content.model.name} {content.model.version}", (255, 255, 255))
     ]
@@ -64,8 +62,24 @@ def _legend(image: Image.Image, content: ReportContent, positives: list[int]) ->
         finding = content.findings[label_index]
         lines.append((f"{finding.display}: {finding.score:.2f}", PALETTE[colour_index % len(PALETTE)]))
     draw = ImageDraw.Draw(image)
+    # sized by the shorter side, then smaller until the widest line fits: by the height alone, a tall narrow
+    # image cut the legend off at its right edge
+    size = max(LEGEND_MIN_PX, min(image.height, image.width) // 40)
+    font = ImageFont.load_default(size=size)
+    while size > LEGEND_MIN_PX and _legend_width(draw, lines, font, size) > image.width:
+        size -= 1
+        font = ImageFont.load_default(size=size)
     margin, step = size // 2, int(size * 1.3)
-    width = max(int(draw.textlength(text, font=font)) for text, _ in lines) + 2 * margin
+    width = _legend_width(draw, lines, font, size)
     draw.rectangle((0, 0, width, step * len(lines) + 2 * margin), fill=(0, 0, 0))
     for i, (text, colour) in enumerate(lines):
         draw.text((margin, margin + i * step), text, fill=colour, font=font)
+
+
+def _legend_width(
+    draw: ImageDraw.ImageDraw,
+    lines: list[tuple[str, tuple[int, int, int]]],
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    size: int,
+) -> int:
+    return max(int(draw.textlength(text, font=font)) for text, _ in lines) + 2 * (size // 2)

@@ -97,7 +97,7 @@ def test_pdf_report_and_its_encapsulation(source: pydicom.Dataset, content: Repo
     (tmp_path / "r.pdf").write_bytes(pdf)
     text = subprocess.run([pdftotext, str(tmp_path / "r.pdf"), "-"], capture_output=True, text=True).stdout
     assert "NOT FOR CLINICAL USE" in text and "Nodule" in text and "Pneumothorax" in text
-    data = encapsulated_pdf(source, pdf, content)
+    data = encapsulated_pdf([source], pdf, content)
     assert dciodvfy_errors(data, tmp_path) == []
     ds = pydicom.dcmread(io.BytesIO(data))
     assert ds.EncapsulatedDocument[: len(pdf)] == pdf and ds.StudyInstanceUID == source.StudyInstanceUID
@@ -124,6 +124,7 @@ def test_unusable_image_assets_say_so_instead_of_findings(source: pydicom.Datase
     (tmp_path / "r.pdf").write_bytes(assets[AssetKind.REPORT_PDF].data)
     text = subprocess.run(["pdftotext", str(tmp_path / "r.pdf"), "-"], capture_output=True, text=True).stdout
     assert "unusable" in text and "lateral" in text and "Threshold" not in text
+    assert "not assessed" in text and "Routine" not in text  # no triage for an image the model did not read
 
 
 def test_an_unreadable_patient_birth_date_is_emptied_not_fatal(source: pydicom.Dataset, tmp_path: Path) -> None:
@@ -159,9 +160,120 @@ def test_a_series_key_slices_get_numbered_assets_with_their_media_types(
     )  # fmt: skip
     heat = np.zeros((len(CARD.label_names), 7, 7), np.float16)
     assets = render_assets([(source, heat), (second, heat)], result, CARD)
+    objects = {a.name: pydicom.dcmread(io.BytesIO(a.data)) for a in assets if a.name.endswith(".dcm")}
+    first, other = objects["sc.dcm"], objects["sc_2.dcm"]  # one overlay series, an instance per key slice
+    assert first.SeriesInstanceUID == other.SeriesInstanceUID and (first.InstanceNumber, other.InstanceNumber) == (1, 2)
+    cited = [item.ReferencedSOPInstanceUID for item in objects["report_pdf.dcm"].SourceInstanceSequence]
+    assert cited == [source.SOPInstanceUID, second.SOPInstanceUID]
     assert sorted((a.name, a.media_type) for a in assets) == [
         ("report.pdf", "application/pdf"), ("report_pdf.dcm", "application/dicom"),
         ("report_sr.dcm", "application/dicom"), ("sc.dcm", "application/dicom"), ("sc_2.dcm", "application/dicom"),
         ("sc_full.png", "image/png"), ("sc_full_2.png", "image/png"),
         ("sc_thumbnail.png", "image/png"), ("sc_thumbnail_2.png", "image/png"),
     ]  # fmt: skip
+
+
+def _done(ds: pydicom.Dataset) -> ResultRecord:
+    return ResultRecord(
+        source="s", sop_uid=ds.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
+        triage_status=TriageStatus.ROUTINE, scores=dict.fromkeys(CARD.label_names, 0.1),
+        decisions=dict.fromkeys(CARD.label_names, False),
+        model=ModelInfo(name=CARD.name, version=CARD.version, trained=False),
+    )  # fmt: skip
+
+
+def test_a_source_without_its_type_2_patient_and_study_attributes_gets_every_asset(
+    source: pydicom.Dataset, tmp_path: Path
+) -> None:
+    """Ingest does not require them; highdicom's SR read PatientBirthDate and failed the whole result."""
+    from qure_ray.outputs.assets import AssetKind, render_assets
+
+    bare = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
+        delattr(bare, keyword)
+    assets = {asset.kind: asset for asset in render_assets([(bare, None)], _done(bare), CARD)}
+    sr = pydicom.dcmread(io.BytesIO(assets[AssetKind.REPORT_SR].data))
+    assert sr.PatientBirthDate == "" and sr.AccessionNumber == "" and sr.PatientID == source.PatientID
+    for kind in (AssetKind.SC, AssetKind.REPORT_SR, AssetKind.REPORT_DCM):
+        assert dciodvfy_errors(assets[kind].data, tmp_path) == [], kind
+
+
+def test_the_encapsulated_pdf_keeps_the_source_character_set(
+    source: pydicom.Dataset, content: ReportContent, tmp_path: Path
+) -> None:
+    utf8 = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    utf8.SpecificCharacterSet = "ISO_IR 192"
+    utf8.PatientName = "Müller^Jürgen=山田^太郎"
+    data = encapsulated_pdf([utf8], b"%PDF-1.4 stand-in", content)
+    assert dciodvfy_errors(data, tmp_path) == []
+    assert str(pydicom.dcmread(io.BytesIO(data)).PatientName) == "Müller^Jürgen=山田^太郎"
+
+
+def test_monochrome1_is_windowed_before_it_is_inverted(source: pydicom.Dataset) -> None:
+    """The same picture stored as MONOCHROME1 (values and window mirrored) displays as its MONOCHROME2 self."""
+    from qure_ray.dicom.pixels import displayed
+
+    plain = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    plain.WindowCenter, plain.WindowWidth = 1500, 2000
+    high = (1 << int(plain.BitsStored)) - 1
+    mirrored = pydicom.dcmread(io.BytesIO(to_bytes(plain)))
+    mirrored.PhotometricInterpretation = "MONOCHROME1"
+    mirrored.PixelData = (high - plain.pixel_array.astype(np.int32)).astype(plain.pixel_array.dtype).tobytes()
+    mirrored.WindowCenter = high - 1500
+    np.testing.assert_allclose(displayed(mirrored), displayed(plain), atol=1e-3)
+    assert 0.2 < float(displayed(mirrored).mean()) < 0.8
+
+
+def test_a_palette_colour_image_is_shown_through_its_lookup_table() -> None:
+    from pydicom.data import get_testdata_file
+
+    from qure_ray.dicom.pixels import displayed
+    from qure_ray.outputs.overlay import display_image
+
+    ds = pydicom.dcmread(get_testdata_file("examples_palette.dcm"))  # PALETTE COLOR, 8 bit
+    through_lut = displayed(ds, dataset_window=False)
+    indices = ds.pixel_array.astype(np.float32)
+    assert through_lut.shape == indices.shape and display_image(ds).dtype == np.uint8
+    lut = pydicom.pixels.apply_color_lut(ds.pixel_array, ds)[..., :3] @ np.array([0.299, 0.587, 0.114])
+    assert np.corrcoef(through_lut.ravel(), lut.ravel())[0, 1] > 0.99
+
+
+def test_orientation_comes_from_the_source_or_its_image_orientation_never_a_guess(
+    source: pydicom.Dataset, content: ReportContent, tmp_path: Path
+) -> None:
+    from qure_ray.outputs.dicom_objects import patient_orientation
+
+    axial = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    del axial.PatientOrientation
+    axial.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    assert patient_orientation(axial) == ("L", "P")
+    axial.ImageOrientationPatient = [0, -1, 0, 0, 0, -1]  # sagittal, rows to the front, columns to the feet
+    assert patient_orientation(axial) == ("A", "F")
+    del axial.ImageOrientationPatient
+    assert patient_orientation(axial) is None
+    sc = secondary_capture(axial, overlay(axial, content), content)
+    assert pydicom.dcmread(io.BytesIO(sc)).PatientOrientation == ""
+    assert dciodvfy_errors(sc, tmp_path) == []
+    assert patient_orientation(source) == tuple(source.PatientOrientation)
+
+
+def test_the_sr_names_one_device_per_model_version_and_a_single_view(
+    source: pydicom.Dataset, content: ReportContent
+) -> None:
+    def observer_and_procedure(data: bytes) -> tuple[str, str]:
+        sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(data)))
+        items = {str(item.name.value): item for item in sr.content[0].ContentSequence}
+        return items["121012"].value, items["121058"].value.value  # Device Observer UID, Procedure reported
+
+    first, second = (observer_and_procedure(structured_report([source], content)) for _ in range(2))
+    assert first == second and first[1] == "36554-4"
+
+
+def test_the_pdf_embeds_the_overlay_at_most_at_print_resolution(content: ReportContent) -> None:
+    import re
+
+    from qure_ray.outputs.documents import PDF_IMAGE_PX
+
+    pdf = pdf_report(study={}, content=content, overlay=np.zeros((3000, 2400, 3), np.uint8))
+    widths = [int(w) for w in re.findall(rb"/Width (\d+)", pdf)]
+    assert widths and max(widths) <= PDF_IMAGE_PX
