@@ -15,6 +15,7 @@ from typing import Any
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from ray import serve
+from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray.api.ingest import ingest
@@ -22,12 +23,20 @@ from qure_ray.api.platform import RayPlatform
 from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.dicom.standards import SUPPORTED_TRANSFER_SYNTAXES
 from qure_ray.dicom.validation import FailureReason
-from qure_ray.errors import OverloadedError
+from qure_ray.errors import OverloadedError, StorageError
 from qure_ray.replica_logging import log_to_replica_file
 
 logger = logging.getLogger(__name__)
 SUCCESS = 0x0000
-STORE_TIMEOUT_S = 300.0
+STORE_TIMEOUT_S = 60.0
+"""How long a C-STORE waits for its ingest before answering 0xA700 (try later): about what senders wait for a
+response (pynetdicom's SCU waits 30 s by default; PACS often 60 s)."""
+NETWORK_TIMEOUT_S = STORE_TIMEOUT_S + 60
+"""An association idle this long is closed: past the store timeout, or a slow ingest ended the association
+after its answer (pynetdicom's default is 60 s)."""
+TRY_AGAIN_LATER = (OverloadedError, StorageError, RayError, TimeoutError, ConnectionError)
+"""Failures of the platform, not of the instance: the sender should keep it and send it again, so 0xA700
+(out of resources), not 0x0110 (processing failure), which senders take as final."""
 
 
 def parse_calling_aes(text: str) -> dict[str, str]:
@@ -62,6 +71,7 @@ class DimseGateway:
                 ae.add_supported_context(context.abstract_syntax, transfer_syntaxes)
         ae.require_calling_aet = list(self.sources)
         ae.maximum_pdu_size = 0
+        ae.network_timeout = NETWORK_TIMEOUT_S
         server = ae.start_server(
             (settings.dimse_host, settings.dimse_port),
             block=False,
@@ -83,15 +93,16 @@ class DimseGateway:
         future = asyncio.run_coroutine_threadsafe(self._store(source, data), self.loop)
         try:
             return future.result(timeout=STORE_TIMEOUT_S)
-        except Exception as exc:
-            logger.error("C-STORE from source %s failed: %s", source, exc)
+        except TRY_AGAIN_LATER as exc:
+            future.cancel()  # should it still store the instance, the sender's resend is a duplicate: success
+            logger.warning("C-STORE from source %s answered 'try later': %s", source, repr(exc))
+            return int(FailureReason.OUT_OF_RESOURCES)
+        except Exception:
+            logger.exception("C-STORE from source %s failed", source)
             return int(FailureReason.PROCESSING_FAILURE)
 
     async def _store(self, source: str, data: bytes) -> int:
-        try:
-            await self.platform.check_capacity()
-        except OverloadedError:
-            return int(FailureReason.OUT_OF_RESOURCES)
+        await self.platform.check_capacity()  # OverloadedError: try later
         outcome = await ingest(self.platform, source=source, field="c-store", data=data)
         if outcome.violation is not None:
             return outcome.violation.failure_reason

@@ -39,6 +39,8 @@ from qure_ray.client.errors import (
     NotFound,
     ProcessingFailed,
     ProtocolError,
+    ServerBusy,
+    ServerError,
     UploadRefused,
     WaitTimeout,
 )
@@ -269,7 +271,15 @@ class AsyncQureClient:
         interval_s = self.poll.initial_interval_s
         computed = not start_held
         while True:
-            result = await self.result(uid)
+            try:
+                result = await self.result(uid)
+            except (ServerBusy, ServerError) as exc:  # a restart or a rolling update: a wait outlasts it
+                if time.monotonic() - started >= timeout_s:
+                    raise
+                logger.warning("asking for %s failed (%s); asking again", uid, exc)
+                await asyncio.sleep(min(self.poll.max_interval_s, interval_s))
+                interval_s = min(self.poll.max_interval_s, interval_s * 1.5)
+                continue
             if result.status.is_final:
                 return result
             if not computed and result.state == InstanceState.HELD.value:

@@ -35,6 +35,7 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 from pynetdicom import AE
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from qure_ray.client import _http
 from qure_ray.client.errors import ClientConfigError, ForwardError, ServerBusy
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CALLING_AE = "QURE_CLIENT"
 DEFAULT_HOST = "127.0.0.1"
 OUTPUT_SOP_CLASSES = (SecondaryCaptureImageStorage, Comprehensive3DSRStorage, EncapsulatedPDFStorage)
-WARNING_STATUSES = frozenset({0xB000, 0xB006, 0xB007})  # stored, with coercion or elements discarded
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are the odd numbers 1..255
 STOW_MAX_FILES, STOW_MAX_BYTES = 100, 64 * 1024 * 1024
 FAILED_SOP_SEQUENCE, REFERENCED_SOP_INSTANCE_UID, FAILURE_REASON = "00081198", "00081155", "00081197"
@@ -222,7 +222,8 @@ def _c_store(association: Any, path: Path, sop_class: str) -> str:
     if "Status" not in status:
         return "no C-STORE response (timeout or connection lost)"
     code = int(status.Status)
-    if code in WARNING_STATUSES:
+    category = code_to_category(code)  # PS3.7 C.4.2.1.4: a warning (0x0001, 0x0107, 0x0116, 0xBxxx) was stored
+    if category == STATUS_WARNING:
         logger.warning("the PACS stored %s with warning status 0x%04X", path.name, code)
         return ""
-    return "" if code == 0x0000 else f"C-STORE status 0x{code:04X}"
+    return "" if category == STATUS_SUCCESS else f"C-STORE status 0x{code:04X}"

@@ -73,7 +73,10 @@ class GatewayWorker:
     destination_headers: Mapping[str, str] = field(default_factory=dict)
     retry_base_s: float = 2.0
     _retry_at: dict[str, tuple[int, float]] = field(default_factory=dict, repr=False)
-    """SOPInstanceUID → (failed deliveries so far, when to try again): a refusing destination is not hammered."""
+    """Result UID (the SOPInstanceUID, or a head-CT result's SeriesInstanceUID) → (failed deliveries so far, when
+    to try again): a refusing destination is not hammered, and a series is not fetched again once per slice."""
+    _upload_retry: tuple[int, float] = (0, 0.0)
+    """(failed upload requests in a row, when to try again): a failing platform does not hold up results."""
     _series: dict[str, str] = field(default_factory=dict, repr=False)
     """SOPInstanceUID → SeriesInstanceUID of uploaded instances, read once from their files."""
 
@@ -83,14 +86,23 @@ class GatewayWorker:
         return StepSummary(uploaded=uploaded, finished=finished, failed=failed + refused, pending=pending)
 
     def _upload(self) -> tuple[int, int]:
+        """Upload what the spool received. A request that fails as a whole (the platform answers 5xx, is busy
+        or unreachable) is tried again after a growing pause, and never keeps `_collect` from running."""
         items = self.spool.items(SpoolState.INCOMING)[:MAX_UPLOAD_PER_STEP]
-        if not items:
+        if not items or self._upload_retry[1] > time.monotonic():
             return 0, 0
         files = {str(item.path): item for item in items}
         try:
             report = self.client.upload_files([DicomFile(item.path, item.path.stat().st_size) for item in items])
         except UploadRefused as exc:
             report = exc.report
+        except QureClientError as exc:
+            failures = self._upload_retry[0] + 1
+            delay = min(MAX_RETRY_DELAY_S, self.retry_base_s * 2 ** (failures - 1))
+            self._upload_retry = (failures, time.monotonic() + delay)
+            logger.error("uploading %d instance(s) failed (%s); retrying in %.0f s", len(items), exc, delay)
+            return 0, 0
+        self._upload_retry = (0, 0.0)
         accepted = refused = 0
         for outcome in report.files:
             item = files[outcome.path]
@@ -111,7 +123,8 @@ class GatewayWorker:
         done: set[str] = set()
         for item in self.spool.items(SpoolState.UPLOADED):
             series = self._series.get(item.sop_uid) or self._series.setdefault(item.sop_uid, _series_uid(item))
-            if item.sop_uid in done or series in waiting_series or self._deferred(item.sop_uid):
+            deferred = self._deferred(item.sop_uid) or self._deferred(series)  # an X-ray's result, or a series'
+            if item.sop_uid in done or series in waiting_series or deferred:
                 pending += item.sop_uid not in done
                 continue
             try:
@@ -142,13 +155,13 @@ class GatewayWorker:
                 paths = [path for kind in PACS_KINDS for path in assets.get(kind, [])]
                 stored = self.client.forward(paths, self.destination, headers=self.destination_headers)
             except QureClientError as exc:
-                self._defer(item.sop_uid, exc)
+                self._defer(key, exc)
                 return set()
             self.spool.mark_forwarded(key, {"status": result.status.value, "forwarded": stored})
             logger.info(
                 "result %s (%s): %d instance(s) forwarded to %s", key, result.status, len(stored), self.destination
             )
-        self._retry_at.pop(item.sop_uid, None)
+        self._retry_at.pop(key, None)
         covered = {item.sop_uid, *(result.series.slice_scores if result.series else ())}
         record = {"result_uid": key, "status": result.status.value, "message": result.message}
         for sop in covered & {i.sop_uid for i in self.spool.items(SpoolState.UPLOADED)}:
@@ -156,14 +169,14 @@ class GatewayWorker:
             self._series.pop(sop, None)
         return covered
 
-    def _deferred(self, sop_uid: str) -> bool:
-        return self._retry_at.get(sop_uid, (0, 0.0))[1] > time.monotonic()
+    def _deferred(self, result_uid: str) -> bool:
+        return self._retry_at.get(result_uid, (0, 0.0))[1] > time.monotonic()
 
-    def _defer(self, sop_uid: str, exc: QureClientError) -> None:
-        failures = self._retry_at.get(sop_uid, (0, 0.0))[0] + 1
+    def _defer(self, result_uid: str, exc: QureClientError) -> None:
+        failures = self._retry_at.get(result_uid, (0, 0.0))[0] + 1
         delay = min(MAX_RETRY_DELAY_S, self.retry_base_s * 2 ** (failures - 1))
-        self._retry_at[sop_uid] = (failures, time.monotonic() + delay)
-        logger.error("delivering the result of %s failed (%s); retrying in %.0f s", sop_uid, exc, delay)
+        self._retry_at[result_uid] = (failures, time.monotonic() + delay)
+        logger.error("delivering the result of %s failed (%s); retrying in %.0f s", result_uid, exc, delay)
 
 
 def _series_uid(item: SpoolItem) -> str:

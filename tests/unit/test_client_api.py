@@ -183,3 +183,21 @@ def test_settings_come_from_the_environment_and_the_token_is_not_shown(tmp_path:
         client.close()
     with pytest.raises(ClientConfigError, match="QURE_TOKEN"):
         QureClient(environ={})
+
+
+def test_wait_outlasts_a_platform_that_fails_for_a_while(platform: tuple[MemoryPlatform, str], tmp_path: Path) -> None:
+    """A restart or a rolling update answers 5xx for a moment; a wait of minutes must not end there."""
+    memory, base_url = platform
+    real_lookup, failures = memory.lookup_result, [2]
+
+    async def flaky(source: str, uid: str) -> object:
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("the catalog is restarting")
+        return await real_lookup(source, uid)
+
+    memory.lookup_result = flaky  # type: ignore[method-assign]
+    with QureClient(base_url, TOKEN, SOURCE) as client:
+        sop = client.upload([write(tmp_path / "x.dcm", chest_dx(seed=12, size=64))]).accepted[0].sop_uid
+        assert client.wait(sop, timeout_s=60).status is ResultStatus.DONE
+    assert failures == [0]

@@ -84,6 +84,16 @@ def test_c_store_failures_name_the_status_and_a_rejected_association_says_why(tm
         forward_dimse(files, DimseDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port))
 
 
+@pytest.mark.parametrize("warning", [0x0001, 0x0107, 0x0116, 0xB000, 0xB00F])
+def test_a_c_store_warning_means_stored(tmp_path: Path, warning: int) -> None:
+    """PS3.7 C.4.2.1.4: the PACS stored it and says something about it; counted as a failure, it was sent again
+    every few minutes for ever."""
+    files = [p for p in assets(tmp_path) if p.suffix == ".dcm"]
+    with storage_scp(status=warning) as pacs:
+        stored = forward_dimse(files, DimseDestination(ae_title="PACS", host="127.0.0.1", port=pacs.port))
+    assert sorted(stored) == sorted(map(sop, files))
+
+
 def test_stow_rs_forwards_and_reports_the_failed_sop_sequence(tmp_path: Path) -> None:
     image = tmp_path / "image.dcm"
     image.write_bytes(chest_dx(seed=3, size=64, study_uid=STUDY))

@@ -15,6 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from qure_ray.client import NotFound, ProcessingFailed, QureClient, UploadRefused
+from qure_ray.client.errors import ForwardError, ServerError
 from qure_ray.client.files import DicomFile
 from qure_ray.client.forward import Destination, DimseDestination
 from qure_ray.client.gateway import Gateway, GatewayWorker
@@ -42,6 +43,11 @@ class FakePlatform:
     pending: set[str] = field(default_factory=set)
     failing: set[str] = field(default_factory=set)
     series_results: bool = False
+    forward_fails: bool = False
+    upload_fails: bool = False
+    asked: Counter[str] = field(default_factory=Counter)
+    """UID → how many times its result was asked for."""
+    uploads: int = 0
     stored: dict[str, str] = field(default_factory=dict)
     """SOPInstanceUID → SeriesInstanceUID."""
     created: Counter[str] = field(default_factory=Counter)
@@ -54,6 +60,9 @@ class FakePlatform:
             raise Crash(step)
 
     def upload_files(self, files: Sequence[DicomFile]) -> UploadReport:
+        self.uploads += 1
+        if self.upload_fails:
+            raise ServerError("an internal error", status=500)
         outcomes = []
         for file in files:
             ds = dataset_of(file.read())
@@ -73,6 +82,7 @@ class FakePlatform:
         return report
 
     def result(self, uid: str) -> Result:
+        self.asked[uid] += 1
         if uid not in self.stored:
             raise NotFound(uid, "unknown")
         if uid in self.failing:
@@ -99,6 +109,8 @@ class FakePlatform:
     ) -> list[str]:
         paths = list(paths)
         assert destination == PACS and [p.name for p in paths] == ["sc.dcm"]
+        if self.forward_fails:
+            raise ForwardError("PACS", "association rejected")
         self.forwarded[paths[0].parent.name] += 1
         self._maybe_crash("forward")
         return ["1.2.3"]
@@ -183,6 +195,34 @@ def test_a_series_result_finishes_every_slice_with_one_forward(tmp_path: Path) -
     run_until_idle(GatewayWorker(spool=spool, client=platform, destination=PACS), steps=1)
     assert sorted(i.sop_uid for i in spool.items(SpoolState.DONE)) == sorted(sops)
     assert platform.forwarded == Counter({series: 1})
+
+
+def test_a_series_whose_forward_fails_waits_as_one_and_is_not_fetched_per_slice(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    sops = received(spool, 20, series_uid="1.2.826.0.1.3680043.10.999.62")
+    platform = FakePlatform(series_results=True, forward_fails=True)
+    worker = GatewayWorker(spool=spool, client=platform, destination=PACS, retry_base_s=60)
+    worker.step()
+    worker.step()  # within the pause: nothing is asked or fetched again
+    assert sum(platform.asked.values()) == 1 and spool.count(SpoolState.UPLOADED) == len(sops)
+    platform.forward_fails = False
+    worker._retry_at.clear()  # the pause is over
+    run_until_idle(worker)
+    assert platform.forwarded == Counter({"1.2.826.0.1.3680043.10.999.62": 1}) and spool.count(SpoolState.DONE) == 20
+
+
+def test_a_failing_upload_pauses_and_never_holds_up_results(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    (first,) = received(spool, 1)
+    platform = FakePlatform(pending={first})
+    worker = GatewayWorker(spool=spool, client=platform, destination=PACS, retry_base_s=60)
+    worker.step()  # the first is uploaded; its result is pending
+    spool.receive("1.2.826.0.1.3680043.10.999.63", chest_dx(seed=63, size=32, sop_uid="1.2.826.0.1.3680043.10.999.63"))
+    platform.upload_fails, platform.pending = True, set()
+    worker.step()
+    worker.step()
+    assert platform.uploads == 2  # one failed try, then a pause: not a try every step
+    assert spool.count(SpoolState.DONE) == 1 and spool.count(SpoolState.INCOMING) == 1  # the result still came
 
 
 def test_an_instance_the_platform_forgot_is_uploaded_again(tmp_path: Path) -> None:

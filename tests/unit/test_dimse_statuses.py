@@ -1,0 +1,79 @@
+"""The C-STORE SCP's answers when the platform, not the instance, fails: 0xA700 (send it again later), never
+0x0110, which senders take as final. The deployment runs here on an in-memory platform (integration tests run
+it under Serve with storescu)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pynetdicom import AE
+
+from qure_ray.api import dimse
+from qure_ray.config import Settings
+from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.errors import StorageError
+from tests.unit.client_platform import SOURCE, MemoryPlatform, memory_platform
+
+
+@pytest.fixture
+def scp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[MemoryPlatform, int]]:
+    platform = memory_platform(tmp_path)
+    settings = {**platform.settings.to_args(), "QURE_DIMSE_CALLING_AES": f"CT01:{SOURCE}"}  # port 0: any free one
+    platform.settings = Settings.load(settings, {})
+    monkeypatch.setattr(dimse.RayPlatform, "from_args", staticmethod(lambda *args, **kwargs: platform))
+    monkeypatch.setattr(dimse, "log_to_replica_file", lambda: None)
+    monkeypatch.setattr(dimse, "STORE_TIMEOUT_S", 2.0)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def start() -> Any:
+        return dimse.DimseGateway.func_or_class({}, catalog=None, queue=None, jobs=None)
+
+    gateway = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+    try:
+        yield platform, gateway.server.server_address[1]
+    finally:
+        gateway.server.shutdown()
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def c_store(port: int, data: bytes) -> int:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ae = AE(ae_title="CT01")
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    association = ae.associate("127.0.0.1", port, ae_title="QURE_RAY")
+    assert association.is_established
+    try:
+        return int(association.send_c_store(ds).Status)
+    finally:
+        association.release()
+
+
+def test_a_platform_outage_or_a_slow_ingest_answers_try_later(scp: tuple[MemoryPlatform, int]) -> None:
+    platform, port = scp
+    assert c_store(port, chest_dx(seed=1, size=32)) == 0x0000
+
+    async def catalog_down(record: Any) -> None:
+        raise StorageError("the catalog is unreachable")
+
+    platform.record_and_enqueue = catalog_down  # type: ignore[method-assign]
+    assert c_store(port, chest_dx(seed=2, size=32)) == 0xA700
+
+    async def slow(record: Any) -> None:
+        await asyncio.sleep(5)
+
+    platform.record_and_enqueue = slow  # type: ignore[method-assign]
+    assert c_store(port, chest_dx(seed=3, size=32)) == 0xA700  # past STORE_TIMEOUT_S
+
+    async def defect(record: Any) -> None:
+        raise KeyError("a bug")
+
+    platform.record_and_enqueue = defect  # type: ignore[method-assign]
+    assert c_store(port, chest_dx(seed=4, size=32)) == 0x0110  # not the platform's weather: a real failure
