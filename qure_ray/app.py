@@ -43,6 +43,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         if created:
             logger.warning("QURE_TOKENS is unset: generated a dev token in %s", LOCAL_STATE_DIR / "dev-token")
     settings = settings.with_local_secrets_key(LOCAL_STATE_DIR)
+    settings, made = settings.with_deployment_url_secret()
+    if made:
+        logger.warning("QURE_URL_SECRET is unset: asset URLs are signed with a key made for this deploy")
     if not settings.secret_sealer.enabled:
         logger.warning("QURE_SECRETS_KEY is unset: webhook secrets are stored in clear in the catalog")
     models_dir = settings.models_path

@@ -300,8 +300,23 @@ class Settings:
 
     @cached_property  # asked on every `GET /results`; derived fields of a frozen settings object never change
     def url_signing_key(self) -> bytes:
-        material = self.url_secret or "qure-asset-urls\n" + self.tokens.to_text()
+        """The key of signed `/assets` URLs: QURE_URL_SECRET, else derived from the first QURE_SECRETS_KEY, else
+        one made for this process (`build_app` gives a deployment one). Never from the token table: a tenant
+        knows part of it, and all of it where it is the only one, and could then sign URLs to any object."""
+        if self.url_secret:
+            material = self.url_secret
+        elif self.secret_sealer.keys:
+            material = "qure-asset-urls\n" + self.secret_sealer.keys[0]
+        else:
+            material = _PROCESS_URL_SECRET
         return hashlib.sha256(material.encode()).digest()
+
+    def with_deployment_url_secret(self) -> tuple[Settings, bool]:
+        """With neither QURE_URL_SECRET nor QURE_SECRETS_KEY: a URL secret made for this deployment, so that
+        every ingress replica signs alike (URLs signed before a redeploy stop working); and whether it was made."""
+        if self.url_secret or self.secret_sealer.keys:
+            return self, False
+        return replace(self, url_secret=secrets.token_urlsafe(32)), True
 
     def may_overwrite(self, source: str) -> bool:
         return source in {name.strip() for name in self.overwrite_sources.split(",")}
@@ -364,6 +379,9 @@ class Settings:
             return self
         key, _ = _kept_secret(state_dir / SECRETS_KEY_FILE, lambda: secrets.token_urlsafe(32))
         return replace(self, secrets_key=key)
+
+
+_PROCESS_URL_SECRET = secrets.token_urlsafe(32)
 
 
 def _kept_secret(path: Path, make: Callable[[], str]) -> tuple[str, bool]:

@@ -35,13 +35,30 @@ def parse_networks(setting: str, text: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64, SIIT, IPv4-compatible; "::" and "::1" are
+    not IPv4): on a network that translates them, such an address reaches that IPv4 host, a private one too."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64 or address in IPV4_TRANSLATED or (address in IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def refused_address(addresses: Iterable[str], allowed: Sequence[IPNetwork]) -> str | None:
     """The first address a request may not go to, or None when all may be reached."""
     for text in addresses:
         address: IPAddress = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global and not any(address in network for network in allowed):
+        embedded = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+        reached = embedded or address  # an IPv6 form of an IPv4 address reaches that IPv4 host
+        if not reached.is_global and not any(reached in network for network in allowed):
             return str(address)
     return None
 
@@ -56,14 +73,17 @@ async def check_url(url: str, allowed: Sequence[IPNetwork]) -> None:
     host = parts.hostname
     if not host:
         raise EgressRefused(f"{url[:100]!r} names no host")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # a port out of range
+        raise EgressRefused(f"{url[:100]!r} has no valid port ({exc})") from exc
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise EgressRefused(f"host {host!r} does not resolve ({exc})") from exc
-    refused = refused_address([str(info[4][0]) for info in infos], allowed)
-    if refused is not None:
+    if refused_address([str(info[4][0]) for info in infos], allowed) is not None:
+        # not which address: a partner must not learn how the platform's network resolves its names
         raise EgressRefused(
-            f"host {host!r} is {refused}, a loopback, private, link-local or reserved address; the operator "
-            "can allow its network with QURE_WEBHOOK_ALLOWED_NETWORKS"
+            f"host {host!r} resolves to a loopback, private, link-local or reserved address; the operator can "
+            "allow its network with QURE_WEBHOOK_ALLOWED_NETWORKS"
         )

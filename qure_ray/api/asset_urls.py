@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from qure_ray.api.platform import Platform
 
 ASSETS_ROUTE = "/assets/"
+SERVED_PREFIXES = ("assets/", "dicom/")
+"""What a signed URL may name: outputs and originals."""
+_EXPIRES = re.compile(r"[0-9]{1,12}")
 
 
 def public_base_url(request: Request, public_url: str) -> str:
@@ -51,7 +55,8 @@ class AssetSigner:
         return f"{base_url.rstrip('/')}{ASSETS_ROUTE}{quote(key)}?{query}"
 
     def verify(self, key: str, expires: str, signature: str, *, now_s: float | None = None) -> None:
-        if not expires.isdigit() or not hmac.compare_digest(self._signature(key, int(expires)), signature):
+        # ASCII digits only, and few of them: `isdigit` took "²", and int() refuses over 4300 digits (a 500)
+        if not _EXPIRES.fullmatch(expires) or not hmac.compare_digest(self._signature(key, int(expires)), signature):
             raise ForbiddenError("the asset URL's signature does not match; ask GET /results again for fresh URLs")
         if int(expires) < (time.time() if now_s is None else now_s):
             raise ForbiddenError("the asset URL has expired; ask GET /results again for fresh URLs")
@@ -74,6 +79,8 @@ async def get_asset(request: Request) -> Response:
     """Serve a local asset by its signed URL. With a token, another source's asset answers 404."""
     platform: Platform = request.app.state.platform
     key = request.path_params["key"]
+    if not key.startswith(SERVED_PREFIXES):  # the catalog, the writer lease, local secrets: never over HTTP
+        raise NotFoundError("no such asset")
     signer = AssetSigner(platform.settings.url_signing_key, platform.settings.asset_url_expiry_s)
     signer.verify(key, request.query_params.get("expires", ""), request.query_params.get("signature", ""))
     owner = key.split("/")[1] if key.count("/") >= 2 else ""

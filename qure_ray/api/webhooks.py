@@ -26,9 +26,9 @@ MAX_BODY_BYTES = 4096
 async def put_webhook(request: Request) -> JSONResponse:
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
-    body = await request.body()
+    body = await _body_of_at_most(request, MAX_BODY_BYTES)
     try:
-        document = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
+        document = json.loads(body) if body is not None else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"the body is not JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
     if not isinstance(document, dict):
@@ -53,6 +53,17 @@ async def put_webhook(request: Request) -> JSONResponse:
             "secret": secret,
         }
     )
+
+
+async def _body_of_at_most(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it passes `limit` bytes (the rest is never read into memory)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def get_webhook(request: Request) -> JSONResponse:

@@ -12,7 +12,8 @@ UID_MAX_LENGTH = 64
 
 def is_valid_uid(value: object) -> bool:
     """True for a syntactically valid UID; such a UID is also safe as an object-store key component."""
-    return isinstance(value, str) and len(value) <= UID_MAX_LENGTH and bool(UID_PATTERN.match(value))
+    # fullmatch: "$" also matches before a final newline, so "1.2\n" passed
+    return isinstance(value, str) and len(value) <= UID_MAX_LENGTH and bool(UID_PATTERN.fullmatch(value))
 
 
 def require_uid(value: str, what: str = "UID") -> str:

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 POLL_S = 1.0
 BATCH = 100
 TIMEOUT_S = 10.0
+ATTEMPT_TIMEOUT_S = 30.0
+"""The most one delivery attempt may take in all: `TIMEOUT_S` bounds each read, not a reply sent slowly."""
 
 
 class WebhookNotifier:
@@ -55,7 +57,8 @@ class WebhookNotifier:
 
     async def run(self) -> None:
         await self.reseal_secrets()
-        async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False) as client:
+        # trust_env=False: a proxy from the environment would resolve the host itself, past the egress check
+        async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as client:
             while True:
                 await asyncio.sleep(POLL_S)
                 try:
@@ -146,7 +149,14 @@ class WebhookNotifier:
         except Exception as exc:  # any other failure is this attempt's, recorded: never a task that dies unsaid
             return None, f"{type(exc).__name__}: {exc}"[:500]
         try:
-            response = await client.post(notification.webhook.url, content=body, headers=headers)
+            # only the status is read: a partner's receiver that answers gigabytes, or a byte at a time, must
+            # not fill or hold up the job manager, which delivers for every source
+            async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
+                request = client.build_request("POST", notification.webhook.url, content=body, headers=headers)
+                response = await client.send(request, stream=True)
+                await response.aclose()
+        except TimeoutError:
+            return None, f"no answer within {ATTEMPT_TIMEOUT_S:g} s"
         except Exception as exc:  # httpx's errors, and those it does not wrap (an invalid URL, say)
             return None, f"{type(exc).__name__}: {exc}"[:500]
         if 200 <= response.status_code < 300:

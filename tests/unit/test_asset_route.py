@@ -63,3 +63,21 @@ def test_openapi_describes_every_route_of_the_app() -> None:
             assert operation["responses"], path
     results = document["paths"]["/results/{uid}"]["get"]["responses"]
     assert {"200", "202", "206", "400", "401", "403", "404"} <= set(results)
+
+
+def test_a_signed_url_names_only_outputs_and_originals(tmp_path: Path) -> None:
+    """A signature is no way to the catalog, the writer lease or the local secrets beside them."""
+    settings = Settings.load({"QURE_TOKENS": "token-aaaa:site-a", "QURE_DATA_URI": str(tmp_path)}, {})
+    store = LocalObjectStore(tmp_path)
+    app = create_app(StoreOnlyPlatform(settings, store))  # type: ignore[arg-type]
+    signer = AssetSigner(settings.url_signing_key, 60)
+
+    async def get(key: str) -> int:
+        store.put(key, b"x")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            return (await client.get(signer.sign("http://testserver", key))).status_code
+
+    assert asyncio.run(get("assets/site-a/1.2.3/sc.png")) == 200
+    assert asyncio.run(get("dicom/site-a/1.2/1.2.3/1.2.3.4.dcm")) == 200
+    for key in ("secrets-key", "catalog/events/0001-a.parquet", "catalog/writer-lease.json"):
+        assert asyncio.run(get(key)) == 404, key

@@ -45,12 +45,30 @@ def test_altered_urls_are_refused(tamper: str) -> None:
         signer.verify(key, expires, signature, now_s=1000)
 
 
-def test_signing_key_follows_the_tokens_unless_set() -> None:
-    a = Settings.load({"QURE_TOKENS": "token-aaaa:site-a"}, {})
-    b = Settings.load({"QURE_TOKENS": "token-bbbb:site-a"}, {})
-    assert a.url_signing_key != b.url_signing_key
-    fixed = Settings.load({"QURE_TOKENS": "token-aaaa:site-a", "QURE_URL_SECRET": "s3cret-value"}, {})
-    assert "s3cret-value" not in repr(fixed) and fixed.url_signing_key != a.url_signing_key
+def test_the_signing_key_is_never_one_a_tenant_can_work_out() -> None:
+    """Derived from the token table, the one tenant of a deployment (or the holder of the dev token) could sign
+    URLs to any object: another source's originals, the catalog, local secrets."""
+    import hashlib
+
+    tokens = "token-aaaa:site-a"
+    from_tokens = hashlib.sha256(("qure-asset-urls\n" + tokens).encode()).digest()
+    plain = Settings.load({"QURE_TOKENS": tokens}, {})
+    assert plain.url_signing_key != from_tokens
+    assert plain.url_signing_key == Settings.load({"QURE_TOKENS": "token-bbbb:site-a"}, {}).url_signing_key
+    sealed = Settings.load({"QURE_TOKENS": tokens, "QURE_SECRETS_KEY": "k" * 32}, {})
+    assert sealed.url_signing_key not in (from_tokens, plain.url_signing_key)
+    fixed = Settings.load({"QURE_TOKENS": tokens, "QURE_URL_SECRET": "s3cret-value"}, {})
+    assert "s3cret-value" not in repr(fixed) and fixed.url_signing_key not in (sealed.url_signing_key, from_tokens)
+    deployed, made = plain.with_deployment_url_secret()
+    assert made and deployed.url_secret and deployed.url_signing_key != plain.url_signing_key
+    assert sealed.with_deployment_url_secret() == (sealed, False)  # the secrets key already keys it
+
+
+def test_expiry_must_be_a_few_ascii_digits() -> None:
+    signer = AssetSigner(b"k", expiry_s=60)
+    for expires in ("\u00b2", "1" * 5000, "-5", " 12"):
+        with pytest.raises(ForbiddenError):
+            signer.verify("assets/a/1.2/x.png", expires, "0" * 64, now_s=0)
 
 
 class PresigningStore(LocalObjectStore):

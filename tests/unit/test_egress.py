@@ -10,6 +10,8 @@ from qure_ray.errors import ConfigError
 INSIDE = [
     "127.0.0.1", "169.254.169.254", "10.1.2.3", "172.16.0.9", "192.168.1.1", "100.64.0.1", "0.0.0.0",
     "::1", "fe80::1%eth0", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+    # IPv4 inside IPv6 (NAT64, 6to4, IPv4-compatible, SIIT): on a translating network they reach that host
+    "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::127.0.0.1", "::ffff:0:7f00:1",
 ]  # fmt: skip
 
 
@@ -19,7 +21,7 @@ def test_loopback_private_link_local_and_reserved_addresses_are_refused(address:
 
 
 def test_public_addresses_pass_and_one_inside_address_refuses_the_host() -> None:
-    assert refused_address(["8.8.8.8", "2606:4700:4700::1111"], ()) is None
+    assert refused_address(["8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::1"], ()) is None
     assert refused_address(["8.8.8.8", "10.0.0.7"], ()) == "10.0.0.7"
 
 
@@ -36,8 +38,13 @@ def test_a_bad_network_names_the_setting() -> None:
 
 
 def test_check_url_resolves_the_host_and_says_why_it_refuses() -> None:
-    with pytest.raises(EgressRefused, match=r"'localhost' is 127\.0\.0\.1.*QURE_WEBHOOK_ALLOWED_NETWORKS"):
+    with pytest.raises(
+        EgressRefused, match=r"'localhost' resolves to a loopback.*QURE_WEBHOOK_ALLOWED_NETWORKS"
+    ) as info:
         asyncio.run(check_url("http://localhost:9000/hook", ()))
+    assert "127.0.0.1" not in str(info.value)  # how the platform resolves names is not the partner's business
+    with pytest.raises(EgressRefused, match="no valid port"):
+        asyncio.run(check_url("http://example.org:99999/hook", ()))
     with pytest.raises(EgressRefused, match=r"169\.254\.169\.254"):
         asyncio.run(check_url("http://169.254.169.254/latest/meta-data/", ()))
     with pytest.raises(EgressRefused, match="does not resolve"):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import cast
 
 import httpx
+import pytest
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray.client.webhooks import sign, verify_signature
@@ -37,7 +41,7 @@ def test_the_notifier_refuses_a_host_that_resolves_inside_and_records_why() -> N
             return await notifier._post(client, notification, b"{}", notification.webhook.secret)
 
     status, error = asyncio.run(post(""))
-    assert status is None and error.startswith("refused: host 'localhost' is 127.0.0.1")
+    assert status is None and error.startswith("refused: host 'localhost' resolves to a loopback")
     status, error = asyncio.run(post("127.0.0.0/8"))  # allowed: it is tried (nothing listens on port 9)
     assert status is None and "refused" not in error and "ConnectError" in error
 
@@ -141,7 +145,7 @@ def test_an_error_httpx_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
     )
 
     class Broken(httpx.AsyncClient):
-        async def post(self, *args: object, **kwargs: object) -> httpx.Response:  # type: ignore[override]
+        async def send(self, *args: object, **kwargs: object) -> httpx.Response:  # type: ignore[override]
             raise UnicodeError("a URL httpx cannot encode")
 
     async def deliver() -> None:
@@ -151,3 +155,43 @@ def test_an_error_httpx_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
     asyncio.run(deliver())
     assert [(row["attempt"], row["outcome"]) for row in recorded] == [(1, "retrying"), (2, "gave_up")]
     assert recorded[-1]["error"] == "UnicodeError: a URL httpx cannot encode"
+
+
+def test_a_receiver_answering_without_end_neither_fills_nor_holds_the_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job manager delivers every source's webhooks: one partner's endless or stalled reply must cost it
+    neither memory nor more than an attempt's time."""
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from qure_ray.pipeline import notifier as notifier_module
+    from tests.unit.client_platform import serve
+
+    async def endless(request: object) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(4096):  # 256 MB: more than a webhook reply should ever hold
+                yield b"x" * 65536
+
+        return StreamingResponse(chunks())
+
+    async def stalled(request: object) -> StreamingResponse:
+        await asyncio.sleep(4)
+        return StreamingResponse(iter([b"late"]))
+
+    monkeypatch.setattr(notifier_module, "ATTEMPT_TIMEOUT_S", 1.0)
+    app = Starlette(routes=[Route("/endless", endless, methods=["POST"]), Route("/stalled", stalled, methods=["POST"])])
+    notifier = WebhookNotifier(
+        cast(DeploymentHandle, None), results_base_url="http://x", max_attempts=1,
+        allowed_networks=parse_networks("X", "127.0.0.0/8"),
+    )  # fmt: skip
+
+    async def post(url: str) -> tuple[int | None, str]:
+        notification = dataclasses.replace(_notification(), webhook=Webhook(source="site-a", url=url, secret="s" * 32))
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await notifier._post(client, notification, b"{}", notification.webhook.secret)
+
+    with serve(app) as base_url:
+        assert asyncio.run(post(f"{base_url}/endless")) == (200, "")
+        started = time.monotonic()
+        assert asyncio.run(post(f"{base_url}/stalled")) == (None, "no answer within 1 s")
+        assert time.monotonic() - started < 3
