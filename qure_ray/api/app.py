@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +24,7 @@ from qure_ray.api.webhooks import delete_webhook, get_webhook, put_webhook
 
 logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 5.0
+READY_CACHE_S = 1.0
 
 
 async def health(request: Request) -> JSONResponse:
@@ -29,14 +32,39 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "alive"})
 
 
+class Readiness:
+    """`/ready`'s answer, worked out at most once per `READY_CACHE_S` and shared by the requests that arrive
+    meanwhile. `/ready` needs no token, and each answer calls the store and every deployment: a flood of probes
+    must not become a flood of calls competing with uploads."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._answer: tuple[float, bool] = (-math.inf, False)
+        self._probe: asyncio.Task[bool] | None = None
+
+    async def __call__(self) -> bool:
+        answered_at, ok = self._answer
+        if time.monotonic() - answered_at < READY_CACHE_S:
+            return ok
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._ask())
+        return await asyncio.shield(self._probe)
+
+    async def _ask(self) -> bool:
+        try:
+            await asyncio.wait_for(self.platform.ready(), READY_TIMEOUT_S)
+            ok = True
+        except Exception as exc:
+            logger.warning("not ready: %s", exc)
+            ok = False
+        self._answer = (time.monotonic(), ok)
+        return ok
+
+
 async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 once catalog, object store, queue, job manager and every model replica answer;
     503 otherwise (send no traffic yet). Reveals nothing else."""
-    platform: Platform = request.app.state.platform
-    try:
-        await asyncio.wait_for(platform.ready(), READY_TIMEOUT_S)
-    except Exception as exc:
-        logger.warning("not ready: %s", exc)
+    if not await request.app.state.readiness():
         return error_response(503, "not ready yet")
     return JSONResponse({"status": "ok"})
 
@@ -64,4 +92,5 @@ def create_app(platform: Platform) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.platform = platform
+    app.state.readiness = Readiness(platform)
     return app

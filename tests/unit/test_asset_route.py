@@ -1,4 +1,4 @@
-"""The `/assets` route on local storage, through the real Starlette app (no Ray: it needs only the store)."""
+"""The `/assets` and `/ready` routes through the real Starlette app (no Ray: the store and a stand-in)."""
 
 from __future__ import annotations
 
@@ -81,3 +81,31 @@ def test_a_signed_url_names_only_outputs_and_originals(tmp_path: Path) -> None:
     assert asyncio.run(get("dicom/site-a/1.2/1.2.3/1.2.3.4.dcm")) == 200
     for key in ("secrets-key", "catalog/events/0001-a.parquet", "catalog/writer-lease.json"):
         assert asyncio.run(get(key)) == 404, key
+
+
+def test_ready_is_worked_out_once_for_the_probes_that_arrive_together(tmp_path: Path) -> None:
+    """`/ready` needs no token and asks every deployment: a flood of probes must stay one question a second."""
+
+    @dataclass
+    class CountingPlatform(StoreOnlyPlatform):
+        asked: int = 0
+        healthy: bool = True
+
+        async def ready(self) -> bool:
+            self.asked += 1
+            await asyncio.sleep(0.05)
+            if not self.healthy:
+                raise RuntimeError("the catalog is not up yet")
+            return True
+
+    platform = CountingPlatform(Settings.load({}, {}), LocalObjectStore(tmp_path), healthy=False)
+    app = create_app(platform)  # type: ignore[arg-type]
+
+    async def probe(count: int) -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            return [r.status_code for r in await asyncio.gather(*(client.get("/ready") for _ in range(count)))]
+
+    assert asyncio.run(probe(50)) == [503] * 50 and platform.asked == 1
+    platform.healthy = True
+    app.state.readiness._answer = (0.0, False)  # a second later
+    assert asyncio.run(probe(20)) == [200] * 20 and platform.asked == 2
