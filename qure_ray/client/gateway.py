@@ -92,6 +92,7 @@ class GatewayWorker:
         if not items or self._upload_retry[1] > time.monotonic():
             return 0, 0
         files = {str(item.path): item for item in items}
+        versions = {path: _version(item.path) for path, item in files.items()}
         try:
             report = self.client.upload_files([DicomFile(item.path, item.path.stat().st_size) for item in items])
         except UploadRefused as exc:
@@ -106,6 +107,8 @@ class GatewayWorker:
         accepted = refused = 0
         for outcome in report.files:
             item = files[outcome.path]
+            if _version(item.path) != versions[outcome.path]:
+                continue  # received again while it was sent: the new content is uploaded next step
             if outcome.accepted:
                 self.spool.move(item.sop_uid, SpoolState.INCOMING, SpoolState.UPLOADED)
                 accepted += 1
@@ -177,6 +180,15 @@ class GatewayWorker:
         delay = min(MAX_RETRY_DELAY_S, self.retry_base_s * 2 ** (failures - 1))
         self._retry_at[result_uid] = (failures, time.monotonic() + delay)
         logger.error("delivering the result of %s failed (%s); retrying in %.0f s", result_uid, exc, delay)
+
+
+def _version(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now: a re-received instance replaces it (a new inode and time)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns
 
 
 def _series_uid(item: SpoolItem) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ class FakePlatform:
     series_results: bool = False
     forward_fails: bool = False
     upload_fails: bool = False
+    resent_during_upload: Callable[[], None] | None = None
+    """Runs while an upload is in flight: a modality sending an instance again."""
     asked: Counter[str] = field(default_factory=Counter)
     """UID → how many times its result was asked for."""
     uploads: int = 0
@@ -76,6 +78,9 @@ class FakePlatform:
                             created=is_new, message="stored" if accepted else "refused: a test refusal")
             )  # fmt: skip
         report = UploadReport(files=tuple(outcomes))
+        if self.resent_during_upload is not None:
+            self.resent_during_upload()
+            self.resent_during_upload = None
         self._maybe_crash("upload")
         if not report.accepted:
             raise UploadRefused(report)
@@ -209,6 +214,20 @@ def test_a_series_whose_forward_fails_waits_as_one_and_is_not_fetched_per_slice(
     worker._retry_at.clear()  # the pause is over
     run_until_idle(worker)
     assert platform.forwarded == Counter({"1.2.826.0.1.3680043.10.999.62": 1}) and spool.count(SpoolState.DONE) == 20
+
+
+def test_an_instance_received_again_while_it_is_uploaded_is_uploaded_again(tmp_path: Path) -> None:
+    """Its sender was told the new content is stored: it must not be marked uploaded with the old content's."""
+    spool = Spool(tmp_path)
+    sop = "1.2.826.0.1.3680043.10.999.64"
+    spool.receive(sop, chest_dx(seed=64, size=32, sop_uid=sop))
+    newer = chest_dx(seed=65, size=32, sop_uid=sop)
+    platform = FakePlatform(pending={sop}, resent_during_upload=lambda: spool.receive(sop, newer))
+    worker = GatewayWorker(spool=spool, client=platform, destination=PACS)
+    worker.step()
+    assert spool.count(SpoolState.INCOMING) == 1 and spool.items(SpoolState.INCOMING)[0].path.read_bytes() == newer
+    worker.step()
+    assert spool.count(SpoolState.UPLOADED) == 1 and platform.uploads == 2
 
 
 def test_a_failing_upload_pauses_and_never_holds_up_results(tmp_path: Path) -> None:
