@@ -223,6 +223,8 @@ class JobManager:
                 current: InstanceRecord | None = await self.catalog.instance.remote(ref.source, ref.sop_uid)
                 if current is None or current.sha256 == record.sha256:
                     break
+                if current.state.is_final:  # the new content was settled already (at ingest: no use case reads it)
+                    return
                 record = current
         except Exception as exc:  # the catalog itself failed: the instance stays unfinished, resync retries
             logger.error("instance %s of %s could not be started: %s", ref.sop_uid, ref.source, exc)

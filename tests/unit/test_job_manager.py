@@ -40,9 +40,16 @@ class CatalogCalls:
         self.write = Call(committer.write)
 
 
+class Jobs(JobManager.func_or_class):  # type: ignore[misc, name-defined]
+    """The job manager without Serve's graceful-shutdown hook (an async `__del__`, never awaited here)."""
+
+    def __del__(self) -> None:
+        pass
+
+
 def manager(catalog: Catalog, *, served: frozenset[UseCase] = frozenset({UseCase.QXR, UseCase.QER})) -> Any:
     """A `JobManager` without its `__init__` (which starts its loops under Serve): the parts these tests use."""
-    jobs = object.__new__(JobManager.func_or_class)
+    jobs = object.__new__(Jobs)
     jobs.catalog = CatalogCalls(catalog)
     jobs.cards = dict.fromkeys(served)
     jobs.router = Router(load_routing(), served)
@@ -89,6 +96,32 @@ def test_new_content_uploaded_while_an_instance_runs_is_read_again(tmp_path: Pat
     assert catalog.instance("site-a", "5.5").state is InstanceState.DONE  # type: ignore[union-attr]
 
 
+def test_new_content_settled_at_ingest_while_the_old_runs_is_left_as_settled(tmp_path: Path) -> None:
+    """The new content is a knee radiograph: ingest settled it unsupported; the old content's result must not
+    be written over it, nor the new content be run again."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    first = make_record("5.6", sha="aa" * 32)
+    catalog.commit(received_rows(first))
+    jobs = manager(catalog)
+    runs: list[str] = []
+
+    async def run() -> None:
+        async def workflow(record: InstanceRecord) -> ResultRecord:
+            runs.append(record.sha256[:4])
+            knee = dataclasses.replace(make_record("5.6", sha="cc" * 32), body_part="KNEE")
+            unsupported = ResultRecord.without_model("site-a", "5.6", InstanceState.UNSUPPORTED, "no use case")
+            await jobs.catalog.write.remote(received_rows(knee, settled=unsupported))
+            return done(record)
+
+        jobs._workflow = workflow
+        await jobs._process(first.ref)
+
+    asyncio.run(run())
+    assert runs == ["aaaa"]
+    assert catalog.instance("site-a", "5.6").state is InstanceState.UNSUPPORTED  # type: ignore[union-attr]
+    assert catalog.result("site-a", "5.6").reason == "no use case"  # type: ignore[union-attr]
+
+
 def test_an_unforeseen_error_settles_the_instance_as_failed_with_its_reason(tmp_path: Path) -> None:
     catalog = Catalog(LocalObjectStore(tmp_path))
     record = make_record("6.6")
@@ -132,7 +165,7 @@ def test_a_new_job_manager_starts_its_work_once_the_one_it_replaces_is_gone(
     started: list[int] = []
 
     async def run() -> None:
-        jobs = object.__new__(JobManager.func_or_class)
+        jobs = object.__new__(Jobs)
         jobs._predecessor_gone = asyncio.create_task(jobs._wait_for_predecessor())
 
         async def work() -> None:
@@ -162,7 +195,7 @@ def test_the_queue_is_refilled_from_the_catalog_only_when_it_runs_dry(monkeypatc
         return 0
 
     async def run() -> None:
-        jobs = object.__new__(JobManager.func_or_class)
+        jobs = object.__new__(Jobs)
         jobs.queue = SimpleNamespace(get=Call(get), rebuild=Call(rebuild))
         jobs.slots = asyncio.Semaphore(8)
         jobs.in_flight, jobs._work, jobs.processed = set(), set(), 0
