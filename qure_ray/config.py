@@ -130,7 +130,7 @@ class Settings:
     dimse_calling_aes: str = ""
     """`AE:source,AE:source`: which calling AE titles may send, and as which source."""
     url_secret: str = field(default="", repr=False)
-    """Key of the HMAC that signs local asset URLs; empty: derived from QURE_TOKENS."""
+    """Key of the HMAC that signs local asset URLs; empty: see `url_signing_key`."""
     asset_url_expiry_s: int = 3600
     routing_file: str = ""
     """Use-case rules (YAML); empty: the rules shipped in qure_ray/routing/rules.yaml."""

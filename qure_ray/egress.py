@@ -36,6 +36,7 @@ def parse_networks(setting: str, text: str) -> tuple[IPNetwork, ...]:
 
 
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: where the IPv4 address sits varies by prefix
 IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT
 IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 
@@ -58,7 +59,8 @@ def refused_address(addresses: Iterable[str], allowed: Sequence[IPNetwork]) -> s
         address: IPAddress = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
         embedded = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
         reached = embedded or address  # an IPv6 form of an IPv4 address reaches that IPv4 host
-        if not reached.is_global and not any(reached in network for network in allowed):
+        public = reached.is_global and reached not in LOCAL_NAT64
+        if not public and not any(reached in network for network in allowed):
             return str(address)
     return None
 

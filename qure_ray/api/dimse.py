@@ -15,7 +15,7 @@ from typing import Any
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from ray import serve
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray.api.ingest import ingest
@@ -36,7 +36,14 @@ NETWORK_TIMEOUT_S = STORE_TIMEOUT_S + 60
 after its answer (pynetdicom's default is 60 s)."""
 TRY_AGAIN_LATER = (OverloadedError, StorageError, RayError, TimeoutError, ConnectionError)
 """Failures of the platform, not of the instance: the sender should keep it and send it again, so 0xA700
-(out of resources), not 0x0110 (processing failure), which senders take as final."""
+(out of resources), not 0x0110 (processing failure), which senders take as final. A `RayTaskError` (code in a
+deployment raised) counts only when what it wraps does."""
+
+
+def _try_later(exc: BaseException) -> bool:
+    if isinstance(exc, RayTaskError):
+        return isinstance(getattr(exc, "cause", None), TRY_AGAIN_LATER)
+    return isinstance(exc, TRY_AGAIN_LATER)
 
 
 def parse_calling_aes(text: str) -> dict[str, str]:
@@ -93,13 +100,13 @@ class DimseGateway:
         future = asyncio.run_coroutine_threadsafe(self._store(source, data), self.loop)
         try:
             return future.result(timeout=STORE_TIMEOUT_S)
-        except TRY_AGAIN_LATER as exc:
+        except Exception as exc:
+            if not _try_later(exc):
+                logger.exception("C-STORE from source %s failed", source)
+                return int(FailureReason.PROCESSING_FAILURE)
             future.cancel()  # should it still store the instance, the sender's resend is a duplicate: success
             logger.warning("C-STORE from source %s answered 'try later': %s", source, repr(exc))
             return int(FailureReason.OUT_OF_RESOURCES)
-        except Exception:
-            logger.exception("C-STORE from source %s failed", source)
-            return int(FailureReason.PROCESSING_FAILURE)
 
     async def _store(self, source: str, data: bytes) -> int:
         await self.platform.check_capacity()  # OverloadedError: try later

@@ -20,7 +20,7 @@ from qure_ray.api.platform import Platform
 from qure_ray.dicom import InstanceMetadata, read_instance
 from qure_ray.dicom.instance import identify
 from qure_ray.dicom.validation import Rules
-from qure_ray.errors import InvalidInstanceError, ObjectChangedError, Violation
+from qure_ray.errors import InvalidInstanceError, ObjectChangedError, ObjectMissingError, StorageError, Violation
 from qure_ray.media_types import DICOM_MEDIA_TYPE
 from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState, ResultRecord, UseCase
 from qure_ray.routing import InstanceFacts
@@ -140,17 +140,25 @@ async def _ingest(
     return IngestOutcome(field, True, message, metadata)
 
 
+CREATE_ATTEMPTS = 3
+
+
 async def _store_once(platform: Platform, key: str, data: bytes, sha256: str) -> str | None:
     """Store a new original unless its key already holds one: None when stored, else the SHA-256 of the one
     there. That one is another upload's of the same UID, which got there first (two concurrent uploads: without
     the condition both were told "created" and the last write won), or one that never reached the catalog."""
-    try:
-        await asyncio.to_thread(
-            platform.store.put_unless_changed, key, data, version=None, media_type=DICOM_MEDIA_TYPE, sha256=sha256
-        )
-    except ObjectChangedError:
-        return hashlib.sha256(await asyncio.to_thread(platform.store.get, key)).hexdigest()
-    return None
+    for _ in range(CREATE_ATTEMPTS):
+        try:
+            await asyncio.to_thread(
+                platform.store.put_unless_changed, key, data, version=None, media_type=DICOM_MEDIA_TYPE, sha256=sha256
+            )
+            return None
+        except ObjectChangedError:
+            try:
+                return hashlib.sha256(await asyncio.to_thread(platform.store.get, key)).hexdigest()
+            except ObjectMissingError:  # S3's 409: another conditional write still in progress, or undone
+                continue
+    raise StorageError(f"storing {key} kept meeting another upload of it; try again")
 
 
 async def _conflict(

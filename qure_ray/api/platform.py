@@ -29,6 +29,7 @@ class Platform(Protocol):
     router: Router
 
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None: ...
+    async def instances_of_series(self, source: str, series_uid: str) -> list[InstanceRecord]: ...
     async def lookup_result(self, source: str, uid: str) -> ResultLookup: ...
     async def start_series(self, source: str, series_uid: str) -> SeriesStart: ...
     async def record_and_enqueue(self, record: InstanceRecord) -> None: ...
@@ -88,6 +89,10 @@ class RayPlatform:
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         record: InstanceRecord | None = await self.catalog.instance.remote(source, sop_uid)
         return record
+
+    async def instances_of_series(self, source: str, series_uid: str) -> list[InstanceRecord]:
+        records: list[InstanceRecord] = await self.catalog.series_instances.remote(source, series_uid)
+        return records
 
     async def lookup_result(self, source: str, uid: str) -> ResultLookup:
         return await self._lookups((source, uid))

@@ -1,6 +1,7 @@
 """WADO-RS retrieve of stored originals: one instance, a series or a study, as `multipart/related;
 type="application/dicom"`. They are what the RetrieveURLs of a STOW-RS reply point at; a source sees only its
-own instances. A series or a study is streamed an instance at a time, so its size never sits in memory.
+own instances, and only those the catalog holds. A series or a study is streamed an instance at a time, so its
+size never sits in memory.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from qure_ray.api.auth import authenticate
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.multipart import dicom_multipart
 from qure_ray.dicom.uids import require_uid
-from qure_ray.errors import BadRequestError, NotFoundError
+from qure_ray.errors import BadRequestError, NotFoundError, ObjectMissingError
 from qure_ray.media_types import DICOM_MEDIA_TYPE, accepts
 from qure_ray.storage.keys import dicom_prefix
 from qure_ray.storage.object_store import ObjectStore
@@ -44,9 +45,22 @@ async def get_series(request: Request) -> Response:
 
 
 async def _get_many(request: Request, *, series: str | None) -> Response:
+    """The catalog's instances of the study or series, not the store's listing: an original the platform never
+    acknowledged (its upload failed after storing it) or one an overwrite moved to another series is not
+    served. The listing only names a study's series."""
     platform, source = _retrieving(request)
     study = require_uid(request.path_params["study"], "StudyInstanceUID")
-    keys = await asyncio.to_thread(platform.store.list_keys, dicom_prefix(source, study, series))
+    if series is None:
+        listed = await asyncio.to_thread(platform.store.list_keys, dicom_prefix(source, study))
+        series_uids = sorted({key.split("/")[3] for key in listed})
+    else:
+        series_uids = [series]
+    keys = [
+        record.object_key
+        for uid in series_uids
+        for record in await platform.instances_of_series(source, uid)
+        if record.study_uid == study
+    ]
     if not keys:
         what = f"series {series} of study {study}" if series else f"study {study}"
         raise NotFoundError(f"no instance of {what} for this source")
@@ -59,7 +73,11 @@ async def _get_many(request: Request, *, series: str | None) -> Response:
 async def _parts(store: ObjectStore, keys: list[str], boundary: str) -> AsyncIterator[bytes]:
     head = f"--{boundary}\r\nContent-Type: {DICOM_MEDIA_TYPE}\r\n\r\n".encode()
     for key in keys:
-        yield head + await asyncio.to_thread(store.get, key) + b"\r\n"
+        try:
+            data = await asyncio.to_thread(store.get, key)
+        except ObjectMissingError:  # overwritten under another key meanwhile: the answer has begun, go on
+            continue
+        yield head + data + b"\r\n"
     yield f"--{boundary}--\r\n".encode()
 
 

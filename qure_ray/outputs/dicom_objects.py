@@ -51,7 +51,7 @@ def as_output_source(source: Dataset) -> Dataset:
     missing = [keyword for keyword in _PATIENT_AND_STUDY if keyword not in source]
     if not broken and not missing:
         return source
-    copy = Dataset(source)
+    copy = Dataset(dict(source.items()))  # a dict of its own: `Dataset(source)` shares the source's
     copy.file_meta = source.file_meta
     for tag in broken:
         copy[tag] = DataElement(tag, source[tag].VR, "")

@@ -12,8 +12,8 @@ from qure_ray.outputs.content import ReportContent
 # One colour per positive finding, in legend order (red, yellow, cyan, magenta, green, orange).
 PALETTE = [(255, 40, 40), (255, 220, 0), (0, 220, 255), (255, 0, 220), (60, 255, 60), (255, 140, 0)]
 HEAT_FLOOR = 0.4
-LEGEND_MIN_PX = 10
 """Heat below this fraction of a map's peak is not drawn (keeps the image readable)."""
+LEGEND_MIN_PX = 10
 
 
 def display_image(dataset: Dataset) -> np.ndarray:

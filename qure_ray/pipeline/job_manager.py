@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ray import serve
+from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray import metrics
@@ -211,8 +212,10 @@ class JobManager:
         self.slots.release()
 
     async def _process(self, ref: InstanceRef) -> None:
-        """Read, run and settle one instance. New content uploaded over it while it runs (a source that may
-        overwrite) is read again here: its queue entry was dropped, since this instance was in flight."""
+        """Read, run and settle one instance. New content uploaded over it while it ran (a source that may
+        overwrite) is read afterwards: its queue entry was dropped, since this instance was in flight. The check
+        comes after the result is written, so an upload that lands between the check and the write is not lost;
+        the old content's result is then briefly the newest."""
         try:
             record: InstanceRecord | None = await self.catalog.instance.remote(ref.source, ref.sop_uid)
             if record is None or record.state.is_final:
@@ -220,22 +223,15 @@ class JobManager:
             while True:
                 await self._write(event_row(ref.source, ref.sop_uid, InstanceState.PROCESSING))
                 result = await self._settled_workflow(record)
+                await self._write(settled_rows(result))
+                _observe(result)
+                logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
                 current: InstanceRecord | None = await self.catalog.instance.remote(ref.source, ref.sop_uid)
                 if current is None or current.sha256 == record.sha256:
-                    break
-                if current.state.is_final:  # the new content was settled already (at ingest: no use case reads it)
                     return
                 record = current
-        except Exception as exc:  # the catalog itself failed: the instance stays unfinished, resync retries
-            logger.error("instance %s of %s could not be started: %s", ref.sop_uid, ref.source, exc)
-            return
-        try:
-            await self._write(settled_rows(result))
-        except Exception as exc:
-            logger.error("result of %s (%s) could not be recorded, resync retries: %s", ref.sop_uid, ref.source, exc)
-            return
-        _observe(result)
-        logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
+        except Exception as exc:  # the catalog failed: the instance stays unfinished, and a queue refill retries
+            logger.error("instance %s of %s could not be run or recorded: %s", ref.sop_uid, ref.source, exc)
 
     async def _settled_workflow(self, record: InstanceRecord) -> ResultRecord:
         """`_workflow`, whose unforeseen errors settle the instance as failed, saying what went wrong: left
@@ -243,6 +239,8 @@ class JobManager:
         try:
             return await self._workflow(record)
         except Exception as exc:
+            if isinstance(exc, RayError | TimeoutError | ConnectionError) and not isinstance(exc, RayTaskError):
+                raise  # Ray's own failure (the catalog restarting): left unfinished, a queue refill retries it
             logger.exception("instance %s of %s failed unexpectedly", record.sop_uid, record.source)
             reason = f"unexpected {type(exc).__name__}: {exc}"
             return ResultRecord.without_model(record.source, record.sop_uid, InstanceState.FAILED, reason)

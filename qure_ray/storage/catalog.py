@@ -187,6 +187,8 @@ class Catalog:
         self.store = store
         self.segments: set[str] = set()
         """Keys of the segments whose rows are loaded (read at start, written here, or found by `refresh`)."""
+        self._flushes: list[list[str]] = []
+        """Keys written by each flush in progress (`persist`): not merged until it is done."""
         self._listed_after: dict[str, str] = {}
         """Per table, where `foreign_segments`' next listing starts (see FOREIGN_LISTING_OVERLAP_NS)."""
         self.current = CurrentState()
@@ -250,7 +252,9 @@ class Catalog:
         many segments were replaced. Rows do not change, only where they are stored: the merged segment is
         durable before the old ones go. Touches only the store: safe off the owner's thread."""
         listed = self.store.list_objects(f"{CATALOG_PREFIX}{table}/")
-        own = [info for info in listed if info.key in self.segments]  # never one another writer has not shown us
+        flushing = {key for keys in list(self._flushes) for key in keys}  # after the listing: see `persist`
+        # never one another writer has not shown us, nor one of a flush that may yet be rolled back
+        own = [info for info in listed if info.key in self.segments and info.key not in flushing]
         replaced = 0
         for keys in merge_groups(own, fan_in):
             self._replace_segments(table, self.read_segments(table, keys), keys)
@@ -259,18 +263,19 @@ class Catalog:
 
     def _replace_segments(self, table: str, arrow: pa.Table, old_keys: list[str]) -> None:
         """`arrow` (the rows of `old_keys`, or more) as one segment; it is durable before the old ones go."""
-        self._write_segment(table, arrow)
+        self._write_segment(table, arrow, [])
         for key in old_keys:
             self.store.delete(key)
         self.segments.difference_update(old_keys)
 
-    def _write_segment(self, table: str, arrow: pa.Table) -> str:
+    def _write_segment(self, table: str, arrow: pa.Table, written: list[str]) -> None:
+        """Write one segment; its key goes in `written` before the put (which may land and still raise)."""
         buffer = io.BytesIO()
         pq.write_table(arrow, buffer, compression="zstd")
         key = segment_key(table, time.time_ns(), uuid.uuid4().hex[:12])
         self.segments.add(key)  # before it exists: `refresh` must never load our own rows before `apply` does
+        written.append(key)
         self.store.put(key, buffer.getvalue())
-        return key
 
     def persist(self, batch: Batch) -> dict[str, pa.Table]:
         """Write the batch as one segment per table. Touches only the store: safe off the owner's thread.
@@ -285,12 +290,15 @@ class Catalog:
                 full = [{"row_id": uuid.uuid4().hex, **row} for row in rows]
                 arrows[table] = pa.Table.from_pylist(full, schema=TABLES[table])
         written: list[str] = []
+        self._flushes.append(written)  # merging (another thread) leaves these alone until the flush is done
         try:
             for table in sorted(arrows, key=lambda name: name == "events"):
-                written.append(self._write_segment(table, arrows[table]))
+                self._write_segment(table, arrows[table], written)
         except Exception:
             self._delete_segments(written)
             raise
+        finally:
+            self._flushes.remove(written)
         return arrows
 
     def _delete_segments(self, keys: list[str]) -> None:
@@ -299,6 +307,8 @@ class Catalog:
                 self.store.delete(key)
             except Exception as exc:  # left behind: a restart loads it (see `persist` for why that is benign)
                 logger.error("could not remove segment %s of a failed flush: %s", key, exc)
+            else:
+                self.segments.discard(key)
 
     def apply(self, arrows: dict[str, pa.Table]) -> None:
         """Make persisted rows visible to queries."""

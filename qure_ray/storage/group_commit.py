@@ -4,7 +4,8 @@ Each `write(batch)` returns once its rows are durable on the object store and vi
 Writes that arrive while a flush is running wait for the next one, so under load a flush carries many
 writers' rows and the cost of a segment write is shared.
 
-An instance's state is its newest event, so events are stamped here, in commit order, as they are flushed:
+An instance's state is its newest event, and its result its newest result row, so both are stamped here, in
+commit order, as they are flushed:
 their writers (ingress replicas, the job manager) may run on machines whose clocks disagree, and a `done`
 stamped by a clock a second behind the ingress's `queued` would have lost to it. Commit order is the order
 of cause and effect: each step of an instance is written, and waited for, before the next one starts.
@@ -18,6 +19,11 @@ import logging
 from qure_ray.storage.catalog import Batch, Catalog, now
 
 logger = logging.getLogger(__name__)
+
+
+STAMPED = (("events", "event_at"), ("results", "finished_at"))
+"""What decides which row of a key is the newest: an instance's state, and its result (written by the job
+manager, and at ingest for what no use case reads)."""
 
 
 class GroupCommitter:
@@ -43,8 +49,9 @@ class GroupCommitter:
             merged = Batch()
             for batch, _ in waiting:
                 merged.extend(batch)
-            for event in merged.rows.get("events", []):
-                event["event_at"] = now()
+            for table, column in STAMPED:
+                for row in merged.rows.get(table, []):
+                    row[column] = now()
             try:
                 arrows = await asyncio.to_thread(self.catalog.persist, merged)
                 self.catalog.apply(arrows)

@@ -99,6 +99,9 @@ class MemoryPlatform:
     def result(self, source: str, sop_uid: str) -> ResultRecord | None:
         return self.results.get(sop_uid) if source == SOURCE else None
 
+    async def instances_of_series(self, source: str, series_uid: str) -> list[InstanceRecord]:
+        return self.series_instances(source, series_uid)
+
     def series_instances(self, source: str, series_uid: str) -> list[InstanceRecord]:
         return [r for r in self.instances.values() if r.series_uid == series_uid and source == SOURCE]
 

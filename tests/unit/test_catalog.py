@@ -380,9 +380,11 @@ def test_a_segment_merged_away_while_loading_means_listing_again(tmp_path: Path)
 
 
 class FailingPuts(LocalObjectStore):
-    """A store whose puts under `fail_under` fail (S3 answering 503 after botocore's retries); it notes every put."""
+    """A store whose puts under `fail_under` fail (S3 answering 503 after botocore's retries), or with `lands`
+    fail after the object landed (the answer lost); it notes every put."""
 
     fail_under = "never/"
+    lands = False
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -391,6 +393,8 @@ class FailingPuts(LocalObjectStore):
     def put(self, key: str, data: bytes, **options: Any) -> None:
         self.puts.append(key)
         if key.startswith(self.fail_under):
+            if self.lands:
+                super().put(key, data, **options)
             raise OSError("503 Slow Down")
         super().put(key, data, **options)
 
@@ -414,6 +418,28 @@ def test_a_flush_that_fails_midway_leaves_no_segment_behind(tmp_path: Path) -> N
     assert restarted.instance("site-a", "6.7") is None  # the upload's rows, written before the failure, are gone
     assert restarted.instance("site-a", "6.6").state is InstanceState.QUEUED  # type: ignore[union-attr]
     assert restarted.result("site-a", "6.6") is None
+
+
+def test_a_segment_that_landed_though_its_put_failed_is_removed_too(tmp_path: Path) -> None:
+    store = FailingPuts(tmp_path)
+    catalog = Catalog(store)
+    store.fail_under, store.lands = "catalog/events/", True  # the last of the flush: a final state without result
+    with pytest.raises(OSError):
+        catalog.commit(_settling_batch())
+    assert store.list_keys("catalog/") == []
+    assert Catalog(LocalObjectStore(tmp_path)).instance("site-a", "6.7") is None
+
+
+def test_merging_leaves_the_segments_of_a_flush_in_progress_alone(tmp_path: Path) -> None:
+    """Merged into another segment, rows a failing flush then rolls back would outlive it."""
+    store = LocalObjectStore(tmp_path)
+    catalog = Catalog(store)
+    for i in range(8):
+        catalog.commit(received_rows(make_record(sop_uid=f"1.2.4.{i}")))
+    in_flight = store.list_keys("catalog/events/")[-4:]
+    catalog._flushes.append(in_flight)  # as `persist` holds them while it writes
+    catalog.merge_segments("events", fan_in=4)
+    assert set(in_flight) <= set(store.list_keys("catalog/events/"))
 
 
 def test_events_are_the_last_segment_of_a_flush(tmp_path: Path) -> None:
@@ -440,6 +466,23 @@ def test_the_committer_stamps_events_in_commit_order_whatever_their_writers_cloc
     asyncio.run(write_in_turn())
     assert catalog.instance("site-a", "3.3").state is InstanceState.DONE  # type: ignore[union-attr]
     assert Catalog(LocalObjectStore(tmp_path)).instance("site-a", "3.3").state is InstanceState.DONE  # type: ignore[union-attr]
+
+
+def test_the_committer_stamps_results_in_commit_order_too(tmp_path: Path) -> None:
+    """A job manager's clock ahead of the ingress's: the unsupported result ingest writes later must win."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    done = ResultRecord(source="site-a", sop_uid="3.5", usecase=UseCase.QXR, state=InstanceState.DONE)
+    ahead = settled_rows(done)
+    ahead.rows["results"][0]["finished_at"] = now() + timedelta(minutes=1)
+    knee = ResultRecord.without_model("site-a", "3.5", InstanceState.UNSUPPORTED, "a knee now")
+
+    async def write_in_turn() -> None:
+        committer = GroupCommitter(catalog, interval_s=0.0)
+        await committer.write(ahead)
+        await committer.write(received_rows(make_record("3.5"), settled=knee))
+
+    asyncio.run(write_in_turn())
+    assert catalog.result("site-a", "3.5").reason == "a knee now"  # type: ignore[union-attr]
 
 
 def test_a_catalog_stamps_after_every_event_it_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pydicom
 import pytest
 from pynetdicom import AE
+from ray.exceptions import RayTaskError
 
 from qure_ray.api import dimse
 from qure_ray.config import Settings
@@ -77,3 +78,9 @@ def test_a_platform_outage_or_a_slow_ingest_answers_try_later(scp: tuple[MemoryP
 
     platform.record_and_enqueue = defect  # type: ignore[method-assign]
     assert c_store(port, chest_dx(seed=4, size=32)) == 0x0110  # not the platform's weather: a real failure
+
+    async def defect_in_a_deployment(record: Any) -> None:  # what a handle raises when the catalog's code does
+        raise RayTaskError("write", "Traceback: ...", ValueError("a bug in the catalog"))
+
+    platform.record_and_enqueue = defect_in_a_deployment  # type: ignore[method-assign]
+    assert c_store(port, chest_dx(seed=5, size=32)) == 0x0110  # sent again, it would fail again, for ever

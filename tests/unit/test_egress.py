@@ -11,7 +11,7 @@ INSIDE = [
     "127.0.0.1", "169.254.169.254", "10.1.2.3", "172.16.0.9", "192.168.1.1", "100.64.0.1", "0.0.0.0",
     "::1", "fe80::1%eth0", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
     # IPv4 inside IPv6 (NAT64, 6to4, IPv4-compatible, SIIT): on a translating network they reach that host
-    "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::127.0.0.1", "::ffff:0:7f00:1",
+    "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "::127.0.0.1", "::ffff:0:7f00:1", "64:ff9b:1::a9fe:a9fe",
 ]  # fmt: skip
 
 

@@ -50,3 +50,24 @@ def test_an_original_another_upload_stored_first_is_never_overwritten(tmp_path: 
     again = asyncio.run(ingest(platform, source=SOURCE, field="f", data=winner))  # the same content: recorded
     assert again.created and platform.enqueued == {sop_of(winner): 1}
     assert platform.store.get(key) == winner
+
+
+def test_a_conditional_create_that_meets_an_unfinished_one_tries_again(tmp_path: Path) -> None:
+    """S3 answers 409 to the second of two conditional writes in flight together; the first may yet fail."""
+    from qure_ray.errors import ObjectChangedError
+    from qure_ray.storage import LocalObjectStore
+
+    class RacingStore(LocalObjectStore):
+        raced = False
+
+        def put_unless_changed(self, key: str, data: bytes, **options: object) -> str:
+            if not self.raced:
+                self.raced = True
+                raise ObjectChangedError("409 ConditionalRequestConflict")  # and nothing is there to read
+            return super().put_unless_changed(key, data, **options)  # type: ignore[arg-type]
+
+    platform = memory_platform(tmp_path)
+    platform.store = RacingStore(tmp_path)
+    data = chest_dx(seed=7)
+    outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=data))
+    assert outcome.created and platform.enqueued == {sop_of(data): 1}

@@ -16,7 +16,7 @@ from qure_ray.pipeline import job_manager
 from qure_ray.pipeline.job_manager import JobManager
 from qure_ray.records import InstanceRecord, InstanceState, ResultRecord, SeriesRef, SeriesTrigger, UseCase
 from qure_ray.routing import Router, load_routing
-from qure_ray.storage import Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
+from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
 from qure_ray.storage.catalog import series_start_row
 from tests.unit.test_catalog import make_record
 
@@ -59,6 +59,14 @@ def manager(catalog: Catalog, *, served: frozenset[UseCase] = frozenset({UseCase
     return jobs
 
 
+def queued_instance(tmp_path: Path, sop_uid: str) -> tuple[Catalog, InstanceRecord, Any]:
+    """A catalog holding one queued instance (content "aaaa..."), and a job manager over it."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    record = make_record(sop_uid, sha="aa" * 32)
+    catalog.commit(received_rows(record))
+    return catalog, record, manager(catalog)
+
+
 def done(record: InstanceRecord) -> ResultRecord:
     return ResultRecord(
         source=record.source,
@@ -70,10 +78,7 @@ def done(record: InstanceRecord) -> ResultRecord:
 
 
 def test_new_content_uploaded_while_an_instance_runs_is_read_again(tmp_path: Path) -> None:
-    catalog = Catalog(LocalObjectStore(tmp_path))
-    first = make_record("5.5", sha="aa" * 32)
-    catalog.commit(received_rows(first))
-    jobs = manager(catalog)
+    catalog, first, jobs = queued_instance(tmp_path, "5.5")
     reads: list[str] = []
 
     async def run() -> None:
@@ -96,18 +101,16 @@ def test_new_content_uploaded_while_an_instance_runs_is_read_again(tmp_path: Pat
     assert catalog.instance("site-a", "5.5").state is InstanceState.DONE  # type: ignore[union-attr]
 
 
-def test_new_content_settled_at_ingest_while_the_old_runs_is_left_as_settled(tmp_path: Path) -> None:
-    """The new content is a knee radiograph: ingest settled it unsupported; the old content's result must not
-    be written over it, nor the new content be run again."""
-    catalog = Catalog(LocalObjectStore(tmp_path))
-    first = make_record("5.6", sha="aa" * 32)
-    catalog.commit(received_rows(first))
-    jobs = manager(catalog)
-    runs: list[str] = []
+def test_new_content_settled_at_ingest_while_the_old_runs_ends_settled_as_the_new(tmp_path: Path) -> None:
+    """The new content is a knee radiograph, which ingest settled unsupported while the old content ran."""
+    catalog, first, jobs = queued_instance(tmp_path, "5.6")
+    real_workflow, runs = jobs._workflow, []
 
     async def run() -> None:
         async def workflow(record: InstanceRecord) -> ResultRecord:
             runs.append(record.sha256[:4])
+            if len(runs) > 1:
+                return await real_workflow(record)
             knee = dataclasses.replace(make_record("5.6", sha="cc" * 32), body_part="KNEE")
             unsupported = ResultRecord.without_model("site-a", "5.6", InstanceState.UNSUPPORTED, "no use case")
             await jobs.catalog.write.remote(received_rows(knee, settled=unsupported))
@@ -117,16 +120,34 @@ def test_new_content_settled_at_ingest_while_the_old_runs_is_left_as_settled(tmp
         await jobs._process(first.ref)
 
     asyncio.run(run())
-    assert runs == ["aaaa"]
+    assert runs == ["aaaa", "cccc"]
     assert catalog.instance("site-a", "5.6").state is InstanceState.UNSUPPORTED  # type: ignore[union-attr]
-    assert catalog.result("site-a", "5.6").reason == "no use case"  # type: ignore[union-attr]
+    assert "BodyPartExamined KNEE" in catalog.result("site-a", "5.6").reason  # type: ignore[union-attr]
+
+
+def test_an_upload_landing_just_before_the_result_is_written_is_read_too(tmp_path: Path) -> None:
+    """Between the last look at the instance and the write of its result is no window to lose an upload in."""
+    catalog, first, jobs = queued_instance(tmp_path, "5.7")
+    real_write, reads = jobs._write, []
+
+    async def write(batch: Any) -> None:
+        if isinstance(batch, Batch) and "results" in batch.rows and not reads[1:]:
+            await jobs.catalog.write.remote(received_rows(make_record("5.7", sha="bb" * 32)))
+        await real_write(batch)
+
+    async def workflow(record: InstanceRecord) -> ResultRecord:
+        reads.append(record.sha256[:4])
+        return done(record)
+
+    jobs._write, jobs._workflow = write, workflow
+    asyncio.run(jobs._process(first.ref))
+    assert reads == ["aaaa", "bbbb"]
+    assert catalog.result("site-a", "5.7").reason == "read content bbbb"  # type: ignore[union-attr]
+    assert catalog.instance("site-a", "5.7").state is InstanceState.DONE  # type: ignore[union-attr]
 
 
 def test_an_unforeseen_error_settles_the_instance_as_failed_with_its_reason(tmp_path: Path) -> None:
-    catalog = Catalog(LocalObjectStore(tmp_path))
-    record = make_record("6.6")
-    catalog.commit(received_rows(record))
-    jobs = manager(catalog)
+    catalog, record, jobs = queued_instance(tmp_path, "6.6")
 
     async def broken(record: InstanceRecord) -> ResultRecord:
         raise KeyError("a defect")

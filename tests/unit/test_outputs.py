@@ -194,6 +194,7 @@ def test_a_source_without_its_type_2_patient_and_study_attributes_gets_every_ass
     assets = {asset.kind: asset for asset in render_assets([(bare, None)], _done(bare), CARD)}
     sr = pydicom.dcmread(io.BytesIO(assets[AssetKind.REPORT_SR].data))
     assert sr.PatientBirthDate == "" and sr.AccessionNumber == "" and sr.PatientID == source.PatientID
+    assert "PatientBirthDate" not in bare  # the outputs' copy got the empty elements, not the caller's data set
     for kind in (AssetKind.SC, AssetKind.REPORT_SR, AssetKind.REPORT_DCM):
         assert dciodvfy_errors(assets[kind].data, tmp_path) == [], kind
 
