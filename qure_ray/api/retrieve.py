@@ -15,14 +15,12 @@ from starlette.responses import Response, StreamingResponse
 
 from qure_ray.api.auth import authenticate
 from qure_ray.api.platform import Platform
-from qure_ray.dicom.multipart import dicom_multipart
+from qure_ray.dicom.multipart import DICOM_MULTIPART, closing_delimiter, dicom_multipart, dicom_part
 from qure_ray.dicom.uids import require_uid
 from qure_ray.errors import BadRequestError, NotFoundError, ObjectMissingError
-from qure_ray.media_types import DICOM_MEDIA_TYPE, accepts
+from qure_ray.media_types import accepts
 from qure_ray.storage.keys import dicom_prefix
 from qure_ray.storage.object_store import ObjectStore
-
-RETRIEVED_MEDIA_TYPE = f'multipart/related; type="{DICOM_MEDIA_TYPE}"'
 
 
 async def get_instance(request: Request) -> Response:
@@ -66,28 +64,27 @@ async def _get_many(request: Request, *, series: str | None) -> Response:
         raise NotFoundError(f"no instance of {what} for this source")
     boundary = uuid.uuid4().hex
     return StreamingResponse(
-        _parts(platform.store, keys, boundary), media_type=f"{RETRIEVED_MEDIA_TYPE}; boundary={boundary}"
+        _parts(platform.store, keys, boundary), media_type=f"{DICOM_MULTIPART}; boundary={boundary}"
     )
 
 
 async def _parts(store: ObjectStore, keys: list[str], boundary: str) -> AsyncIterator[bytes]:
-    head = f"--{boundary}\r\nContent-Type: {DICOM_MEDIA_TYPE}\r\n\r\n".encode()
     for key in keys:
         try:
             data = await asyncio.to_thread(store.get, key)
         except ObjectMissingError:  # overwritten under another key meanwhile: the answer has begun, go on
             continue
-        yield head + data + b"\r\n"
-    yield f"--{boundary}--\r\n".encode()
+        yield dicom_part(data, boundary)
+    yield closing_delimiter(boundary)
 
 
 def _retrieving(request: Request) -> tuple[Platform, str]:
     """The platform and the authenticated source of a retrieve this server can answer as asked."""
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
-    if not accepts(request.headers.get("accept", ""), RETRIEVED_MEDIA_TYPE):
+    if not accepts(request.headers.get("accept", ""), DICOM_MULTIPART):
         raise BadRequestError(
-            f"this server answers a retrieve with {RETRIEVED_MEDIA_TYPE} (Accept: {request.headers['accept'][:200]!r})",
+            f"this server answers a retrieve with {DICOM_MULTIPART} (Accept: {request.headers['accept'][:200]!r})",
             http_status=406,
         )
     return platform, source

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from qure_ray.api.asset_urls import public_base_url
 from qure_ray.api.auth import authenticate
+from qure_ray.api.bodies import body_of_at_most
 from qure_ray.api.ingest import IngestOutcome, count_outcome, ingest, qure_reply, refused
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.archive import zip_members
@@ -181,14 +182,10 @@ async def post_studies(request: Request) -> Response:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     _check_declared_size(request, limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequestError(f"the body exceeds the per-instance limit of {limit} bytes", http_status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await body_of_at_most(request, limit)
+    if body is None:
+        raise BadRequestError(f"the body exceeds the per-instance limit of {limit} bytes", http_status=413)
+    return body
 
 
 async def post_upload(request: Request) -> Response:

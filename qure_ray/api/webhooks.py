@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from qure_ray.api.auth import authenticate
+from qure_ray.api.bodies import body_of_at_most
 from qure_ray.api.platform import Platform
 from qure_ray.egress import EgressRefused, check_url
 from qure_ray.errors import BadRequestError, NotFoundError
@@ -26,7 +27,7 @@ MAX_BODY_BYTES = 4096
 async def put_webhook(request: Request) -> JSONResponse:
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
-    body = await _body_of_at_most(request, MAX_BODY_BYTES)
+    body = await body_of_at_most(request, MAX_BODY_BYTES)
     try:
         document = json.loads(body) if body is not None else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -53,17 +54,6 @@ async def put_webhook(request: Request) -> JSONResponse:
             "secret": secret,
         }
     )
-
-
-async def _body_of_at_most(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it passes `limit` bytes (the rest is never read into memory)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def get_webhook(request: Request) -> JSONResponse:

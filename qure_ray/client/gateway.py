@@ -99,7 +99,7 @@ class GatewayWorker:
             report = exc.report
         except QureClientError as exc:
             failures = self._upload_retry[0] + 1
-            delay = min(MAX_RETRY_DELAY_S, self.retry_base_s * 2 ** (failures - 1))
+            delay = self._backoff(failures)
             self._upload_retry = (failures, time.monotonic() + delay)
             logger.error("uploading %d instance(s) failed (%s); retrying in %.0f s", len(items), exc, delay)
             return 0, 0
@@ -172,12 +172,16 @@ class GatewayWorker:
             self._series.pop(sop, None)
         return covered
 
+    def _backoff(self, failures: int) -> float:
+        """The pause after `failures` failures in a row: doubling from `retry_base_s`, at most 5 minutes."""
+        return min(MAX_RETRY_DELAY_S, self.retry_base_s * 2 ** (failures - 1))
+
     def _deferred(self, result_uid: str) -> bool:
         return self._retry_at.get(result_uid, (0, 0.0))[1] > time.monotonic()
 
     def _defer(self, result_uid: str, exc: QureClientError) -> None:
         failures = self._retry_at.get(result_uid, (0, 0.0))[0] + 1
-        delay = min(MAX_RETRY_DELAY_S, self.retry_base_s * 2 ** (failures - 1))
+        delay = self._backoff(failures)
         self._retry_at[result_uid] = (failures, time.monotonic() + delay)
         logger.error("delivering the result of %s failed (%s); retrying in %.0f s", result_uid, exc, delay)
 

@@ -24,13 +24,24 @@ from qure_ray.media_types import DICOM_MEDIA_TYPE
 SPOOL_BYTES = 8 * 1024 * 1024
 
 
+DICOM_MULTIPART = f'multipart/related; type="{DICOM_MEDIA_TYPE}"'
+
+
 def dicom_multipart(parts: Sequence[bytes], boundary: str | None = None) -> tuple[bytes, str]:
     """DICOM Part 10 files as one `multipart/related; type="application/dicom"` body (STOW-RS requests,
     WADO-RS answers): the body and its Content-Type."""
     boundary = boundary or uuid.uuid4().hex
-    head = f"--{boundary}\r\nContent-Type: {DICOM_MEDIA_TYPE}\r\n\r\n".encode()
-    body = b"".join(head + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
-    return body, f'multipart/related; type="{DICOM_MEDIA_TYPE}"; boundary={boundary}'
+    body = b"".join(dicom_part(part, boundary) for part in parts) + closing_delimiter(boundary)
+    return body, f"{DICOM_MULTIPART}; boundary={boundary}"
+
+
+def dicom_part(data: bytes, boundary: str) -> bytes:
+    """One part of such a body, delimiter and header included (a streamed answer yields them one by one)."""
+    return f"--{boundary}\r\nContent-Type: {DICOM_MEDIA_TYPE}\r\n\r\n".encode() + data + b"\r\n"
+
+
+def closing_delimiter(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode()
 
 
 @dataclass(frozen=True, kw_only=True)
