@@ -5,9 +5,10 @@ platform can reach: its own loopback ports, the cloud's metadata endpoint (169.2
 cluster's private network (server-side request forgery). So a webhook may reach public addresses only, plus
 the networks the operator lists in QURE_WEBHOOK_ALLOWED_NETWORKS (e.g. a hospital LAN, `10.20.0.0/16`).
 
-Both registration and every delivery attempt resolve the host and check every address it resolves to, so a
-name that later points inside is refused then. (The HTTP client resolves once more when it connects; a DNS
-server that answers differently within those milliseconds is not covered.)
+Registration resolves the host and checks every address it resolves to. Every delivery connects through
+`CheckedNetworkBackend`, which resolves the host once, checks every address, and connects to those very
+addresses: a name that later points inside is refused then, and a DNS server that answers one way to the
+check and another to the connect (DNS rebinding) has no second question to answer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
+
+import httpcore
 
 from qure_ray.errors import ConfigError
 
@@ -79,13 +82,57 @@ async def check_url(url: str, allowed: Sequence[IPNetwork]) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:  # a port out of range
         raise EgressRefused(f"{url[:100]!r} has no valid port ({exc})") from exc
+    await reachable_addresses(host, port, allowed)
+
+
+async def reachable_addresses(host: str, port: int, allowed: Sequence[IPNetwork]) -> list[str]:
+    """The addresses `host` resolves to, in the resolver's order; EgressRefused unless every one may be reached."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise EgressRefused(f"host {host!r} does not resolve ({exc})") from exc
-    if refused_address([str(info[4][0]) for info in infos], allowed) is not None:
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if refused_address(addresses, allowed) is not None:
         # not which address: a partner must not learn how the platform's network resolves its names
         raise EgressRefused(
             f"host {host!r} resolves to a loopback, private, link-local or reserved address; the operator can "
             "allow its network with QURE_WEBHOOK_ALLOWED_NETWORKS"
         )
+    return addresses
+
+
+class CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's connections, each to an address checked in the same step that resolved it.
+
+    TLS still verifies the URL's host name: httpcore gives the origin's name, not the address, as the server
+    name. Addresses are tried in the resolver's order, as a plain client would."""
+
+    def __init__(self, allowed: Sequence[IPNetwork], connect: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self.allowed = allowed
+        self._connect = connect or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        async with asyncio.timeout(timeout):
+            addresses = await reachable_addresses(host, port, self.allowed)
+        failure: Exception = EgressRefused(f"host {host!r} resolves to no address")
+        for address in addresses:
+            try:
+                return await self._connect.connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:  # the next address may answer
+                failure = exc
+        raise failure
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise EgressRefused("a webhook cannot reach a Unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._connect.sleep(seconds)

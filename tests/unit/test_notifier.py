@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import cast
 
-import httpx
+import httpcore
 import pytest
 from ray.serve.handle import DeploymentHandle
 
@@ -37,7 +37,7 @@ def test_the_notifier_refuses_a_host_that_resolves_inside_and_records_why() -> N
 
     async def post(allowed: str) -> tuple[int | None, str]:
         notifier.allowed_networks = parse_networks("X", allowed)
-        async with httpx.AsyncClient(timeout=2) as client:
+        async with notifier.connections() as client:
             return await notifier._post(client, notification, b"{}", notification.webhook.secret)
 
     status, error = asyncio.run(post(""))
@@ -58,7 +58,7 @@ def _recording_catalog() -> tuple[DeploymentHandle, list[dict[str, object]]]:
 
 def _deliver(notifier: WebhookNotifier, notification: Notification) -> None:
     async def deliver() -> None:
-        async with httpx.AsyncClient(timeout=2) as client:
+        async with notifier.connections() as client:
             await notifier._deliver(client, notification)
 
     asyncio.run(deliver())
@@ -134,7 +134,7 @@ def test_start_up_reseals_stored_secrets_under_the_first_key_unless_replaced_mea
     assert only_new.open(replaced["site-c"], source="site-c") == "secret-c-in-clear-12345"
 
 
-def test_an_error_httpx_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
+def test_an_error_httpcore_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
     catalog, recorded = _recording_catalog()
     notifier = WebhookNotifier(
         catalog,
@@ -144,9 +144,9 @@ def test_an_error_httpx_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
         allowed_networks=parse_networks("X", "127.0.0.0/8"),
     )
 
-    class Broken(httpx.AsyncClient):
-        async def send(self, *args: object, **kwargs: object) -> httpx.Response:  # type: ignore[override]
-            raise UnicodeError("a URL httpx cannot encode")
+    class Broken(httpcore.AsyncConnectionPool):
+        async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+            raise UnicodeError("a URL httpcore cannot encode")
 
     async def deliver() -> None:
         async with Broken() as client:
@@ -154,7 +154,7 @@ def test_an_error_httpx_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
 
     asyncio.run(deliver())
     assert [(row["attempt"], row["outcome"]) for row in recorded] == [(1, "retrying"), (2, "gave_up")]
-    assert recorded[-1]["error"] == "UnicodeError: a URL httpx cannot encode"
+    assert recorded[-1]["error"] == "UnicodeError: a URL httpcore cannot encode"
 
 
 def test_a_receiver_answering_without_end_neither_fills_nor_holds_the_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,7 +187,7 @@ def test_a_receiver_answering_without_end_neither_fills_nor_holds_the_notifier(m
 
     async def post(url: str) -> tuple[int | None, str]:
         notification = dataclasses.replace(_notification(), webhook=Webhook(source="site-a", url=url, secret="s" * 32))
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with notifier.connections() as client:
             return await notifier._post(client, notification, b"{}", notification.webhook.secret)
 
     with serve(app) as base_url:
@@ -195,3 +195,60 @@ def test_a_receiver_answering_without_end_neither_fills_nor_holds_the_notifier(m
         started = time.monotonic()
         assert asyncio.run(post(f"{base_url}/stalled")) == (None, "no answer within 1 s")
         assert time.monotonic() - started < 3
+
+
+def test_a_delivery_connects_to_the_very_addresses_the_egress_check_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a name that resolves to a public address for the check and to an inside one for the
+    connect. A delivery resolves once, checks what it got, and connects there; TLS and Host keep the name."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from qure_ray.pipeline import notifier as notifier_module
+    from tests.unit.client_platform import serve
+
+    hosts_seen: list[str] = []
+    resolved: list[str] = []
+    answers: list[str] = []  # what the name resolves to next; 127.0.0.1 once they run out
+    real_getaddrinfo = asyncio.BaseEventLoop.getaddrinfo
+
+    async def getaddrinfo(loop: asyncio.BaseEventLoop, host: str, port: int, **kwargs: object) -> object:
+        if host != "partner.example":
+            return await real_getaddrinfo(loop, host, port, **kwargs)  # type: ignore[arg-type]
+        resolved.append(host)  # the system resolver has never heard of this name
+        return [(2, 1, 6, "", (answers.pop(0) if answers else "127.0.0.1", port))]
+
+    async def hook(request: Request) -> Response:
+        hosts_seen.append(request.headers["host"])
+        return Response(status_code=204)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as base_url:
+        port = base_url.rsplit(":", 1)[1]
+        notification = dataclasses.replace(
+            _notification(),
+            webhook=Webhook(source="site-a", url=f"http://partner.example:{port}/hook", secret="s" * 32),
+        )
+
+        def post(allowed: str) -> tuple[int | None, str]:
+            notifier = WebhookNotifier(cast(DeploymentHandle, None), results_base_url="http://x", max_attempts=1,
+                                       allowed_networks=parse_networks("X", allowed))  # fmt: skip
+
+            async def attempt() -> tuple[int | None, str]:
+                async with notifier.connections() as client:
+                    return await notifier._post(client, notification, b"{}", notification.webhook.secret)
+
+            return asyncio.run(attempt())
+
+        status, error = post("")
+        assert status is None and error.startswith("refused: host 'partner.example' resolves to a loopback")
+        assert hosts_seen == [] and resolved == ["partner.example"]
+        assert post("127.0.0.0/8") == (204, "")
+        assert hosts_seen == [f"partner.example:{port}"] and resolved == ["partner.example"] * 2
+        # rebinding: public for the check, loopback for a second question, which is never asked
+        monkeypatch.setattr(notifier_module, "TIMEOUT_S", 0.5)
+        answers.append("192.0.0.9")  # public (RFC 7723); nothing on this machine answers there
+        status, error = post("")
+        assert status is None and not error.startswith("refused") and hosts_seen == [f"partner.example:{port}"]
+        assert resolved == ["partner.example"] * 3
