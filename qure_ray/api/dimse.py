@@ -15,7 +15,6 @@ from typing import Any
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.transport import ThreadedAssociationServer
 from ray import serve
-from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray.api.ingest import ingest
@@ -24,6 +23,7 @@ from qure_ray.config import BACKGROUND_LOGGING
 from qure_ray.dicom.standards import SUPPORTED_TRANSFER_SYNTAXES
 from qure_ray.dicom.validation import FailureReason
 from qure_ray.errors import OverloadedError, StorageError
+from qure_ray.ray_failures import is_platform_failure
 from qure_ray.replica_logging import log_to_replica_file
 
 logger = logging.getLogger(__name__)
@@ -34,16 +34,14 @@ response (pynetdicom's SCU waits 30 s by default; PACS often 60 s)."""
 NETWORK_TIMEOUT_S = STORE_TIMEOUT_S + 60
 """An association idle this long is closed: past the store timeout, or a slow ingest ended the association
 after its answer (pynetdicom's default is 60 s)."""
-TRY_AGAIN_LATER = (OverloadedError, StorageError, RayError, TimeoutError, ConnectionError)
-"""Failures of the platform, not of the instance: the sender should keep it and send it again, so 0xA700
-(out of resources), not 0x0110 (processing failure), which senders take as final. A `RayTaskError` (code in a
-deployment raised) counts only when what it wraps does."""
+BUSY_OR_STORE_DOWN = (OverloadedError, StorageError)
+"""With Ray's own failures (`is_platform_failure`), failures of the platform, not of the instance: the sender
+should keep it and send it again, so 0xA700 (out of resources), not 0x0110 (processing failure), which senders
+take as final."""
 
 
 def _try_later(exc: BaseException) -> bool:
-    if isinstance(exc, RayTaskError):
-        return isinstance(getattr(exc, "cause", None), TRY_AGAIN_LATER)
-    return isinstance(exc, TRY_AGAIN_LATER)
+    return is_platform_failure(exc, also=BUSY_OR_STORE_DOWN)
 
 
 def parse_calling_aes(text: str) -> dict[str, str]:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ray import serve
-from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray import metrics
@@ -36,6 +35,7 @@ from qure_ray.models.verdict import verdict
 from qure_ray.pipeline.notifier import WebhookNotifier
 from qure_ray.pipeline.replicas import live_other_replicas, this_replica
 from qure_ray.pipeline.tasks import build_outputs, preprocess
+from qure_ray.ray_failures import is_platform_failure
 from qure_ray.records import (
     UNFINISHED_STATES,
     InstanceRecord,
@@ -239,7 +239,7 @@ class JobManager:
         try:
             return await self._workflow(record)
         except Exception as exc:
-            if isinstance(exc, RayError | TimeoutError | ConnectionError) and not isinstance(exc, RayTaskError):
+            if is_platform_failure(exc):
                 raise  # Ray's own failure (the catalog restarting): left unfinished, a queue refill retries it
             logger.exception("instance %s of %s failed unexpectedly", record.sop_uid, record.source)
             reason = f"unexpected {type(exc).__name__}: {exc}"

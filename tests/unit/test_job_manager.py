@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from ray.exceptions import RayActorError, RayTaskError
 
 from qure_ray.pipeline import job_manager
 from qure_ray.pipeline.job_manager import JobManager
@@ -157,6 +158,29 @@ def test_an_unforeseen_error_settles_the_instance_as_failed_with_its_reason(tmp_
     assert catalog.instance("site-a", "6.6").state is InstanceState.FAILED  # type: ignore[union-attr]
     assert catalog.result("site-a", "6.6").reason == "unexpected KeyError: 'a defect'"  # type: ignore[union-attr]
     assert catalog.unfinished() == []
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RayActorError(),
+        ConnectionError("the catalog's node went away"),
+        RayTaskError("result", "Traceback: ...", TimeoutError("a call timed out")),
+    ],
+    ids=["ray-actor", "connection", "task-wrapping-timeout"],
+)
+def test_a_failure_of_the_platform_leaves_the_instance_unfinished_for_a_refill(
+    tmp_path: Path, failure: Exception
+) -> None:
+    catalog, record, jobs = queued_instance(tmp_path, "6.7")
+
+    async def broken(record: InstanceRecord) -> ResultRecord:
+        raise failure
+
+    jobs._workflow = broken
+    asyncio.run(jobs._process(record.ref))
+    assert catalog.result("site-a", "6.7") is None
+    assert [unfinished.sop_uid for unfinished in catalog.unfinished()] == ["6.7"]
 
 
 def test_a_held_series_whose_use_case_has_no_model_any_more_is_settled_as_unsupported(tmp_path: Path) -> None:
