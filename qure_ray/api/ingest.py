@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState, R
 from qure_ray.routing import InstanceFacts
 from qure_ray.storage.catalog import ingest_log_row, now
 from qure_ray.storage.keys import dicom_key
+from qure_ray.storage.reconcile import DEFAULT_GRACE_S as ORPHAN_GRACE_S
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ async def _ingest(
     if existing is not None and not may_overwrite:
         return await _conflict(platform, source, field, metadata, existing.sha256)
     key = dicom_key(source, metadata.study_uid, metadata.series_uid, metadata.sop_uid)
-    replaced = existing.sha256 if existing is not None else await _store_once(platform, key, data, metadata.sha256)
+    replaced = existing.sha256 if existing is not None else await _store_once(platform, key, data, metadata, source)
     overwrite = False
     if replaced is not None and replaced != metadata.sha256:
         if not may_overwrite:  # another upload of this UID stored other content a moment ago
@@ -143,22 +145,47 @@ async def _ingest(
 CREATE_ATTEMPTS = 3
 
 
-async def _store_once(platform: Platform, key: str, data: bytes, sha256: str) -> str | None:
+async def _store_once(platform: Platform, key: str, data: bytes, metadata: InstanceMetadata, source: str) -> str | None:
     """Store a new original unless its key already holds one: None when stored, else the SHA-256 of the one
     there. That one is another upload's of the same UID, which got there first (two concurrent uploads: without
-    the condition both were told "created" and the last write won), or one that never reached the catalog."""
+    the condition both were told "created" and the last write won), or an orphan, which is replaced."""
     for _ in range(CREATE_ATTEMPTS):
         try:
             await asyncio.to_thread(
-                platform.store.put_unless_changed, key, data, version=None, media_type=DICOM_MEDIA_TYPE, sha256=sha256
-            )
+                platform.store.put_unless_changed,
+                key, data, version=None, media_type=DICOM_MEDIA_TYPE, sha256=metadata.sha256,
+            )  # fmt: skip
             return None
         except ObjectChangedError:
             try:
-                return hashlib.sha256(await asyncio.to_thread(platform.store.get, key)).hexdigest()
+                stored, version = await asyncio.to_thread(platform.store.get_versioned, key)
             except ObjectMissingError:  # S3's 409: another conditional write still in progress, or undone
                 continue
+        stored_sha256 = hashlib.sha256(stored).hexdigest()
+        if stored_sha256 == metadata.sha256 or not await _is_orphan(platform, key, source, metadata.sop_uid):
+            return stored_sha256
+        try:
+            await asyncio.to_thread(
+                platform.store.put_unless_changed,
+                key, data, version=version, media_type=DICOM_MEDIA_TYPE, sha256=metadata.sha256,
+            )  # fmt: skip
+        except ObjectChangedError:  # written again meanwhile: look once more
+            continue
+        logger.warning("replaced an orphaned original of %s of source %s with this upload", metadata.sop_uid, source)
+        return None
     raise StorageError(f"storing {key} kept meeting another upload of it; try again")
+
+
+async def _is_orphan(platform: Platform, key: str, source: str, sop_uid: str) -> bool:
+    """An original no catalog row names, written longer ago than reconciliation's grace period: left by an
+    upload that failed after storing it and was never told it was stored. Until the hourly reconciliation
+    removes it, it would refuse a source that may not overwrite every re-upload with other content. A younger
+    one may be another upload's still on its way to the catalog, which must not lose its content."""
+    objects = await asyncio.to_thread(platform.store.list_objects, key)
+    written_at = next((info.modified_at for info in objects if info.key == key), None)
+    if written_at is None or written_at > time.time() - ORPHAN_GRACE_S:
+        return False
+    return await platform.find_instance(source, sop_uid) is None
 
 
 async def _conflict(

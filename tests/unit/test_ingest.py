@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import os
+import time
 from pathlib import Path
 
 import pydicom
@@ -32,15 +35,20 @@ def test_an_image_no_use_case_reads_is_stored_and_settled_without_the_queue(tmp_
     assert len(list(tmp_path.rglob("*.dcm"))) == 2  # both originals are stored
 
 
+def two_contents_of_one_uid(seed: int) -> tuple[bytes, bytes, str]:
+    """Two instances with the same UIDs and other pixels, and the key of their original."""
+    first = chest_dx(seed=seed)
+    ds, other = pydicom.dcmread(io.BytesIO(first)), pydicom.dcmread(io.BytesIO(chest_dx(seed=seed + 1)))
+    other.StudyInstanceUID, other.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
+    other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    key = f"dicom/{SOURCE}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    return first, to_bytes(other), key
+
+
 def test_an_original_another_upload_stored_first_is_never_overwritten(tmp_path: Path) -> None:
     """Two uploads of one UID in flight together: the first to store wins, as if the other came after it."""
     platform = memory_platform(tmp_path)
-    winner = chest_dx(seed=3)
-    ds, other = pydicom.dcmread(io.BytesIO(winner)), pydicom.dcmread(io.BytesIO(chest_dx(seed=4)))
-    other.StudyInstanceUID, other.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
-    other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    loser = to_bytes(other)  # the same UIDs, other pixels
-    key = f"dicom/{SOURCE}/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+    winner, loser, key = two_contents_of_one_uid(seed=3)
     platform.store.put(key, winner)  # stored by the winner, whose catalog row has not landed yet
 
     outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=loser))
@@ -71,3 +79,18 @@ def test_a_conditional_create_that_meets_an_unfinished_one_tries_again(tmp_path:
     data = chest_dx(seed=7)
     outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=data))
     assert outcome.created and platform.enqueued == {sop_of(data): 1}
+
+
+def test_an_orphaned_original_gives_way_to_an_upload_with_other_content(tmp_path: Path) -> None:
+    """An upload that failed after storing its original left it without a catalog row, and its sender was never
+    told it was stored: past reconciliation's grace period, a new upload of that UID replaces it."""
+    platform = memory_platform(tmp_path)
+    orphan, upload, key = two_contents_of_one_uid(seed=5)
+    platform.store.put(key, orphan)
+    hour_ago = time.time() - 3600
+    os.utime(tmp_path / key, (hour_ago, hour_ago))
+
+    outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=upload))
+    assert outcome.created and outcome.violation is None
+    assert platform.store.get(key) == upload and platform.enqueued == {sop_of(upload): 1}
+    assert platform.instances[sop_of(upload)].sha256 == hashlib.sha256(upload).hexdigest()
