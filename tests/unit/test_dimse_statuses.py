@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ def scp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Memor
     monkeypatch.setattr(dimse.RayPlatform, "from_args", staticmethod(lambda *args, **kwargs: platform))
     monkeypatch.setattr(dimse, "log_to_replica_file", lambda: None)
     monkeypatch.setattr(dimse, "STORE_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(dimse, "NETWORK_TIMEOUT_S", 3.0)
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
 
@@ -84,3 +86,17 @@ def test_a_platform_outage_or_a_slow_ingest_answers_try_later(scp: tuple[MemoryP
 
     platform.record_and_enqueue = defect_in_a_deployment  # type: ignore[method-assign]
     assert c_store(port, chest_dx(seed=5, size=32)) == 0x0110  # sent again, it would fail again, for ever
+
+
+def test_an_association_left_idle_is_closed_by_the_scp(scp: tuple[MemoryPlatform, int]) -> None:
+    """A sender that opens an association and then says nothing does not hold a thread of the SCP for ever."""
+    _, port = scp
+    ae = AE(ae_title="CT01")
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(seed=1)))
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    association = ae.associate("127.0.0.1", port, ae_title="QURE_RAY")
+    assert association.is_established
+    deadline = time.monotonic() + 15
+    while association.is_established and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not association.is_established and association.is_aborted

@@ -252,3 +252,33 @@ def test_a_delivery_connects_to_the_very_addresses_the_egress_check_resolved(mon
         status, error = post("")
         assert status is None and not error.startswith("refused") and hosts_seen == [f"partner.example:{port}"]
         assert resolved == ["partner.example"] * 3
+
+
+def test_a_delivery_takes_no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy would resolve the partner's host itself, past the egress check: deliveries connect directly."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.unit.client_platform import serve
+
+    async def hook(request: Request) -> Response:
+        return Response(status_code=204)
+
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    notifier = WebhookNotifier(cast(DeploymentHandle, None), results_base_url="http://x", max_attempts=1,
+                               allowed_networks=parse_networks("X", "127.0.0.0/8"))  # fmt: skip
+    with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as base_url:
+        notification = dataclasses.replace(
+            _notification(), webhook=Webhook(source="site-a", url=f"{base_url}/hook", secret="s" * 32)
+        )
+
+        async def attempt() -> tuple[int | None, str]:
+            async with notifier.connections() as client:
+                return await notifier._post(client, notification, b"{}", notification.webhook.secret)
+
+        assert asyncio.run(attempt()) == (204, "")
