@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import httpcore
+import httpx
 
 from qure_ray.errors import ConfigError
 
@@ -105,7 +106,8 @@ class CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
     """httpcore's connections, each to an address checked in the same step that resolved it.
 
     TLS still verifies the URL's host name: httpcore gives the origin's name, not the address, as the server
-    name. Addresses are tried in the resolver's order, as a plain client would."""
+    name. Addresses are tried in the resolver's order, as a plain client would, each with its share of the
+    connect timeout, so an address that drops packets (an IPv6 route that goes nowhere) leaves time for the next."""
 
     def __init__(self, allowed: Sequence[IPNetwork], connect: httpcore.AsyncNetworkBackend | None = None) -> None:
         self.allowed = allowed
@@ -119,13 +121,17 @@ class CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        async with asyncio.timeout(timeout):
-            addresses = await reachable_addresses(host, port, self.allowed)
+        try:
+            async with asyncio.timeout(timeout):
+                addresses = await reachable_addresses(host, port, self.allowed)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"host {host!r} did not resolve within {timeout:g} s") from exc
+        each = timeout / len(addresses) if timeout is not None else None
         failure: Exception = EgressRefused(f"host {host!r} resolves to no address")
         for address in addresses:
             try:
-                return await self._connect.connect_tcp(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as exc:  # the next address may answer
+                return await self._connect.connect_tcp(address, port, each, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:  # the next address may answer
                 failure = exc
         raise failure
 
@@ -136,3 +142,65 @@ class CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._connect.sleep(seconds)
+
+
+def checked_client(allowed: Sequence[IPNetwork], *, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+    """An HTTP client for partners' URLs: every connection goes only to an address the egress policy allows,
+    checked as it is resolved (`CheckedNetworkBackend`). No redirects are followed and no proxy is taken from
+    the environment (a proxy would resolve the host itself, past the check). httpx still reads the URL (IDNA
+    names, bracketed IPv6 hosts, credentials in it) and writes the request."""
+    pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=max_connections,
+        max_keepalive_connections=min(max_connections, 20),
+        keepalive_expiry=5.0,
+        network_backend=CheckedNetworkBackend(allowed),
+    )
+    return httpx.AsyncClient(transport=_PoolTransport(pool), timeout=timeout_s, follow_redirects=False, trust_env=False)
+
+
+class _PoolTransport(httpx.AsyncBaseTransport):
+    """httpx over an httpcore pool of one's own making: httpx's transport does not take a network backend."""
+
+    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        response = await self.pool.handle_async_request(
+            httpcore.Request(
+                method=request.method,
+                url=httpcore.URL(
+                    scheme=request.url.raw_scheme,
+                    host=request.url.raw_host,
+                    port=request.url.port,
+                    target=request.url.raw_path,
+                ),
+                headers=request.headers.raw,
+                content=request.stream,
+                extensions=request.extensions,
+            )
+        )
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream),  # type: ignore[arg-type]
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._stream:
+            yield part
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()

@@ -18,5 +18,8 @@ def is_platform_failure(exc: BaseException, *, also: tuple[type[BaseException], 
     `RayTaskError` to what it wraps."""
     kinds = RAY_SIDE + also
     if isinstance(exc, RayTaskError):
-        return isinstance(getattr(exc, "cause", None), kinds)
+        cause = getattr(exc, "cause", None)
+        if type(cause) is RayError:  # Ray's stand-in for a cause it could not pickle: the code's own failure
+            return False
+        return isinstance(cause, kinds)
     return isinstance(exc, kinds)

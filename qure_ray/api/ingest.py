@@ -111,9 +111,31 @@ async def _ingest(
             ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.DUPLICATE, metadata.sha256)
         )
         return IngestOutcome(field, False, "already stored with the same content; not processed again", metadata)
-    may_overwrite = platform.settings.may_overwrite(source)
-    if existing is not None and not may_overwrite:
+    if existing is not None and not platform.settings.may_overwrite(source):
         return await _conflict(platform, source, field, metadata, existing.sha256)
+    try:
+        async with asyncio.timeout(RECORD_WITHIN_S):
+            return await _store_and_record(platform, source, field, data, metadata, existing)
+    except TimeoutError as exc:
+        raise StorageError(f"storing and recording {metadata.sop_uid} took over {RECORD_WITHIN_S:g} s") from exc
+
+
+RECORD_WITHIN_S = ORPHAN_GRACE_S / 2
+"""The longest an upload may take from writing its original to recording it. Past reconciliation's grace period
+an unrecorded original counts as an orphan (replaced by another upload, removed), so an upload stuck that long
+must fail (and be sent again), not be told it stored what another upload replaced."""
+
+
+async def _store_and_record(
+    platform: Platform,
+    source: str,
+    field: str,
+    data: bytes,
+    metadata: InstanceMetadata,
+    existing: InstanceRecord | None,
+) -> IngestOutcome:
+    """Store the original (new, or over the existing content when the source may overwrite) and record it."""
+    may_overwrite = platform.settings.may_overwrite(source)
     key = dicom_key(source, metadata.study_uid, metadata.series_uid, metadata.sop_uid)
     replaced = existing.sha256 if existing is not None else await _store_once(platform, key, data, metadata, source)
     overwrite = False

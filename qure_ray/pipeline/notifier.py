@@ -15,13 +15,12 @@ import logging
 import time
 from collections.abc import Sequence
 
-import httpcore
 import httpx
 from ray.serve.handle import DeploymentHandle
 
 from qure_ray import metrics
 from qure_ray.client.webhooks import SIGNATURE_HEADER, sign
-from qure_ray.egress import CheckedNetworkBackend, EgressRefused, IPNetwork
+from qure_ray.egress import EgressRefused, IPNetwork, checked_client
 from qure_ray.records import DeliveryOutcome, Notification
 from qure_ray.sealing import CLEAR, SealError, SecretSealer
 from qure_ray.storage.catalog import delivery_row
@@ -59,7 +58,7 @@ class WebhookNotifier:
 
     async def run(self) -> None:
         await self.reseal_secrets()
-        async with self.connections() as client:
+        async with self.http_client() as client:
             while True:
                 await asyncio.sleep(POLL_S)
                 try:
@@ -75,15 +74,9 @@ class WebhookNotifier:
                         task.add_done_callback(self._deliveries.discard)
                         task.add_done_callback(lambda _, key=notification.result_row_id: self.in_flight.discard(key))  # type: ignore[misc]
 
-    def connections(self) -> httpcore.AsyncConnectionPool:
-        """Where deliveries connect from: every connection goes only to an address the egress policy allows,
-        checked as it is resolved. httpcore, not httpx: no redirects followed, no proxy taken from the
-        environment (a proxy would resolve the host itself, past the check)."""
-        return httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            network_backend=CheckedNetworkBackend(self.allowed_networks),
-            max_connections=MAX_CONNECTIONS,
-        )
+    def http_client(self) -> httpx.AsyncClient:
+        """Deliveries' client: it connects only to addresses the egress policy allows (`checked_client`)."""
+        return checked_client(self.allowed_networks, timeout_s=TIMEOUT_S, max_connections=MAX_CONNECTIONS)
 
     async def reseal_secrets(self) -> int:
         """Re-seal stored webhook secrets under the first `QURE_SECRETS_KEY` (after a rotation, or sealing ones
@@ -108,7 +101,7 @@ class WebhookNotifier:
             logger.info("re-sealed %d webhook secret(s) under the first QURE_SECRETS_KEY", resealed)
         return resealed
 
-    async def _deliver(self, client: httpcore.AsyncConnectionPool, notification: Notification) -> None:
+    async def _deliver(self, client: httpx.AsyncClient, notification: Notification) -> None:
         body = json.dumps(notification.payload(self.results_base_url), separators=(",", ":")).encode()
         try:
             secret = self.secret_sealer.open(notification.webhook.secret, source=notification.source)
@@ -146,28 +139,26 @@ class WebhookNotifier:
         return True
 
     async def _post(
-        self, client: httpcore.AsyncConnectionPool, notification: Notification, body: bytes, secret: str
+        self, client: httpx.AsyncClient, notification: Notification, body: bytes, secret: str
     ) -> tuple[int | None, str]:
-        headers: list[tuple[bytes | str, bytes | str]] = [
-            ("Content-Type", "application/json"),
-            ("User-Agent", "qure_ray-webhooks"),
-            (SIGNATURE_HEADER, sign(body, secret, int(time.time()))),
-        ]
-        timeouts = {"connect": TIMEOUT_S, "read": TIMEOUT_S, "write": TIMEOUT_S, "pool": TIMEOUT_S}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "qure_ray-webhooks",
+            SIGNATURE_HEADER: sign(body, secret, int(time.time())),
+        }
         try:
             # only the status is read: a partner's receiver that answers gigabytes, or a byte at a time, must
             # not fill or hold up the job manager, which delivers for every source
             async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
-                async with client.stream(
-                    "POST", notification.webhook.url, headers=headers, content=body, extensions={"timeout": timeouts}
-                ) as response:
-                    status_code = response.status
+                request = client.build_request("POST", notification.webhook.url, content=body, headers=headers)
+                response = await client.send(request, stream=True)
+                await response.aclose()
         except EgressRefused as exc:  # checked as it connects: the host may resolve elsewhere than at registration
             return None, f"refused: {exc}"[:500]
         except TimeoutError:
             return None, f"no answer within {ATTEMPT_TIMEOUT_S:g} s"
-        except Exception as exc:  # httpcore's errors, and those it does not wrap (an invalid URL, say)
+        except Exception as exc:  # httpx's and httpcore's errors, and those they do not wrap (an invalid URL)
             return None, f"{type(exc).__name__}: {exc}"[:500]
-        if 200 <= status_code < 300:
-            return status_code, ""
-        return status_code, f"HTTP {status_code}"
+        if 200 <= response.status_code < 300:
+            return response.status_code, ""
+        return response.status_code, f"HTTP {response.status_code}"

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import httpcore
 import pytest
 
-from qure_ray.egress import EgressRefused, check_url, parse_networks, refused_address
+from qure_ray import egress
+from qure_ray.egress import CheckedNetworkBackend, EgressRefused, check_url, parse_networks, refused_address
 from qure_ray.errors import ConfigError
 
 INSIDE = [
@@ -51,3 +54,45 @@ def test_check_url_resolves_the_host_and_says_why_it_refuses() -> None:
         asyncio.run(check_url("https://no-such-host.invalid/hook", ()))
     asyncio.run(check_url("http://localhost:9000/hook", parse_networks("X", "127.0.0.0/8")))
     asyncio.run(check_url("https://[2606:4700:4700::1111]/hook", ()))  # a public literal needs no DNS
+
+
+class Dialer(httpcore.AsyncNetworkBackend):
+    """Stands in for the network: `silent` addresses time out; every dial is noted with its timeout."""
+
+    def __init__(self, silent: set[str]) -> None:
+        self.silent = silent
+        self.dialed: list[tuple[str, float | None]] = []
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, *args: Any) -> Any:
+        self.dialed.append((host, timeout))
+        if host in self.silent:
+            raise httpcore.ConnectTimeout(f"{host} did not answer")
+        return f"stream to {host}"
+
+
+def test_a_connection_tries_the_next_checked_address_when_one_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dual-stack partner whose IPv6 route drops packets is still reached over IPv4, within the timeout."""
+
+    async def resolved(host: str, port: int, allowed: object) -> list[str]:
+        return ["2606:4700::1", "1.1.1.1"]
+
+    monkeypatch.setattr(egress, "reachable_addresses", resolved)
+    dialer = Dialer(silent={"2606:4700::1"})
+    backend = CheckedNetworkBackend((), connect=dialer)
+    assert asyncio.run(backend.connect_tcp("partner.example", 443, timeout=10.0)) == "stream to 1.1.1.1"
+    assert dialer.dialed == [("2606:4700::1", 5.0), ("1.1.1.1", 5.0)]  # the connect timeout shared
+
+    dialer.silent.add("1.1.1.1")
+    with pytest.raises(httpcore.ConnectTimeout, match=r"1\.1\.1\.1"):
+        asyncio.run(backend.connect_tcp("partner.example", 443, timeout=10.0))
+
+
+def test_a_name_that_does_not_resolve_in_time_is_a_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def slow(host: str, port: int, allowed: object) -> list[str]:
+        await asyncio.sleep(5)
+        return ["1.1.1.1"]
+
+    monkeypatch.setattr(egress, "reachable_addresses", slow)
+    backend = CheckedNetworkBackend((), connect=Dialer(silent=set()))
+    with pytest.raises(httpcore.ConnectTimeout, match=r"did not resolve within 0\.1 s"):
+        asyncio.run(backend.connect_tcp("partner.example", 443, timeout=0.1))

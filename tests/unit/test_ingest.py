@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from qure_ray.api.ingest import ingest
 from qure_ray.dicom.synthetic import chest_dx, to_bytes
+from qure_ray.errors import StorageError
 from qure_ray.records import InstanceState, UseCase
 from tests.unit.client_platform import SOURCE, memory_platform
 
@@ -94,3 +96,21 @@ def test_an_orphaned_original_gives_way_to_an_upload_with_other_content(tmp_path
     assert outcome.created and outcome.violation is None
     assert platform.store.get(key) == upload and platform.enqueued == {sop_of(upload): 1}
     assert platform.instances[sop_of(upload)].sha256 == hashlib.sha256(upload).hexdigest()
+
+
+def test_an_upload_that_cannot_record_its_original_in_time_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the grace period an unrecorded original counts as an orphan, which another upload may replace: an
+    upload stuck that long must not be told it stored it."""
+    from qure_ray.api import ingest as ingest_module
+
+    platform = memory_platform(tmp_path)
+
+    async def stuck(record: object) -> None:
+        await asyncio.sleep(30)
+
+    platform.record_and_enqueue = stuck  # type: ignore[method-assign]
+    monkeypatch.setattr(ingest_module, "RECORD_WITHIN_S", 0.2)
+    with pytest.raises(StorageError, match=r"took over 0\.2 s"):
+        asyncio.run(ingest(platform, source=SOURCE, field="f", data=chest_dx(seed=9)))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
-import httpcore
+import httpx
 import pytest
 from ray.serve.handle import DeploymentHandle
 
@@ -37,7 +38,7 @@ def test_the_notifier_refuses_a_host_that_resolves_inside_and_records_why() -> N
 
     async def post(allowed: str) -> tuple[int | None, str]:
         notifier.allowed_networks = parse_networks("X", allowed)
-        async with notifier.connections() as client:
+        async with notifier.http_client() as client:
             return await notifier._post(client, notification, b"{}", notification.webhook.secret)
 
     status, error = asyncio.run(post(""))
@@ -58,7 +59,7 @@ def _recording_catalog() -> tuple[DeploymentHandle, list[dict[str, object]]]:
 
 def _deliver(notifier: WebhookNotifier, notification: Notification) -> None:
     async def deliver() -> None:
-        async with notifier.connections() as client:
+        async with notifier.http_client() as client:
             await notifier._deliver(client, notification)
 
     asyncio.run(deliver())
@@ -134,7 +135,7 @@ def test_start_up_reseals_stored_secrets_under_the_first_key_unless_replaced_mea
     assert only_new.open(replaced["site-c"], source="site-c") == "secret-c-in-clear-12345"
 
 
-def test_an_error_httpcore_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
+def test_an_error_httpx_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
     catalog, recorded = _recording_catalog()
     notifier = WebhookNotifier(
         catalog,
@@ -144,9 +145,9 @@ def test_an_error_httpcore_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
         allowed_networks=parse_networks("X", "127.0.0.0/8"),
     )
 
-    class Broken(httpcore.AsyncConnectionPool):
-        async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-            raise UnicodeError("a URL httpcore cannot encode")
+    class Broken(httpx.AsyncClient):
+        async def send(self, *args: object, **kwargs: object) -> httpx.Response:  # type: ignore[override]
+            raise UnicodeError("a URL httpx cannot encode")
 
     async def deliver() -> None:
         async with Broken() as client:
@@ -154,7 +155,7 @@ def test_an_error_httpcore_does_not_wrap_is_recorded_as_the_attempt_s() -> None:
 
     asyncio.run(deliver())
     assert [(row["attempt"], row["outcome"]) for row in recorded] == [(1, "retrying"), (2, "gave_up")]
-    assert recorded[-1]["error"] == "UnicodeError: a URL httpcore cannot encode"
+    assert recorded[-1]["error"] == "UnicodeError: a URL httpx cannot encode"
 
 
 def test_a_receiver_answering_without_end_neither_fills_nor_holds_the_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,7 +188,7 @@ def test_a_receiver_answering_without_end_neither_fills_nor_holds_the_notifier(m
 
     async def post(url: str) -> tuple[int | None, str]:
         notification = dataclasses.replace(_notification(), webhook=Webhook(source="site-a", url=url, secret="s" * 32))
-        async with notifier.connections() as client:
+        async with notifier.http_client() as client:
             return await notifier._post(client, notification, b"{}", notification.webhook.secret)
 
     with serve(app) as base_url:
@@ -211,19 +212,21 @@ def test_a_delivery_connects_to_the_very_addresses_the_egress_check_resolved(mon
     hosts_seen: list[str] = []
     resolved: list[str] = []
     answers: list[str] = []  # what the name resolves to next; 127.0.0.1 once they run out
-    real_getaddrinfo = asyncio.BaseEventLoop.getaddrinfo
+    real_getaddrinfo = socket.getaddrinfo
 
-    async def getaddrinfo(loop: asyncio.BaseEventLoop, host: str, port: int, **kwargs: object) -> object:
-        if host != "partner.example":
-            return await real_getaddrinfo(loop, host, port, **kwargs)  # type: ignore[arg-type]
-        resolved.append(host)  # the system resolver has never heard of this name
-        return [(2, 1, 6, "", (answers.pop(0) if answers else "127.0.0.1", port))]
+    def getaddrinfo(host: str | bytes, port: int, *args: Any, **kwargs: Any) -> Any:
+        """The resolver under both asyncio's and anyio's lookups: a second lookup would get the next answer."""
+        if host not in ("partner.example", b"partner.example"):  # anyio asks with the IDNA-encoded bytes
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        resolved.append("partner.example")  # the system resolver has never heard of this name
+        address = answers.pop(0) if answers else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))]
 
     async def hook(request: Request) -> Response:
         hosts_seen.append(request.headers["host"])
         return Response(status_code=204)
 
-    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as base_url:
         port = base_url.rsplit(":", 1)[1]
         notification = dataclasses.replace(
@@ -236,7 +239,7 @@ def test_a_delivery_connects_to_the_very_addresses_the_egress_check_resolved(mon
                                        allowed_networks=parse_networks("X", allowed))  # fmt: skip
 
             async def attempt() -> tuple[int | None, str]:
-                async with notifier.connections() as client:
+                async with notifier.http_client() as client:
                     return await notifier._post(client, notification, b"{}", notification.webhook.secret)
 
             return asyncio.run(attempt())
@@ -278,7 +281,37 @@ def test_a_delivery_takes_no_proxy_from_the_environment(monkeypatch: pytest.Monk
         )
 
         async def attempt() -> tuple[int | None, str]:
-            async with notifier.connections() as client:
+            async with notifier.http_client() as client:
                 return await notifier._post(client, notification, b"{}", notification.webhook.secret)
 
         assert asyncio.run(attempt()) == (204, "")
+
+
+def test_a_delivery_reads_the_url_as_httpx_does() -> None:
+    """Credentials in the URL become Basic auth, and Host keeps the port: the URL is httpx's to read."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.unit.client_platform import serve
+
+    seen: list[tuple[str, str, str]] = []
+
+    async def hook(request: Request) -> Response:
+        seen.append((request.headers["host"], request.headers.get("authorization", ""), request.url.path))
+        return Response(status_code=204)
+
+    notifier = WebhookNotifier(cast(DeploymentHandle, None), results_base_url="http://x", max_attempts=1,
+                               allowed_networks=parse_networks("X", "127.0.0.0/8"))  # fmt: skip
+    with serve(Starlette(routes=[Route("/hooks/{name}", hook, methods=["POST"])])) as base_url:
+        host = base_url.removeprefix("http://")
+        url = f"http://partner:s%40cret@{host}/hooks/a%20b"
+        notification = dataclasses.replace(_notification(), webhook=Webhook(source="site-a", url=url, secret="s" * 32))
+
+        async def attempt() -> tuple[int | None, str]:
+            async with notifier.http_client() as client:
+                return await notifier._post(client, notification, b"{}", notification.webhook.secret)
+
+        assert asyncio.run(attempt()) == (204, "")
+    assert seen == [(host, "Basic cGFydG5lcjpzQGNyZXQ=", "/hooks/a b")]
