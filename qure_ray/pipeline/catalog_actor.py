@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import ray
 from ray import serve
@@ -31,7 +30,7 @@ from qure_ray.storage.catalog import Batch, Catalog, now, series_start_row, webh
 from qure_ray.storage.group_commit import GroupCommitter
 from qure_ray.storage.lookup import ResultLookup, lookup_results
 from qure_ray.storage.object_store import StoreLocation
-from qure_ray.storage.reconcile import DEFAULT_GRACE_S, DICOM_PREFIX, select_orphans
+from qure_ray.storage.reconcile import remove_orphans
 from qure_ray.storage.schema import TABLES
 from qure_ray.storage.writer_lease import RENEW_S, LeaseHolder, WriterLease
 
@@ -91,15 +90,7 @@ class CatalogActor:
         """Remove orphaned originals at start-up and then hourly (see `qure_ray.storage.reconcile`)."""
         while True:
             try:
-                objects = await asyncio.to_thread(self.store.list_objects, DICOM_PREFIX)
-                # the catalog is read on the actor's thread, after the listing: rows recorded meanwhile count
-                orphans = select_orphans(
-                    objects, self.catalog.object_keys(), grace_s=DEFAULT_GRACE_S, now_s=time.time()
-                )
-                for key in orphans:
-                    await asyncio.to_thread(self.store.delete, key)
-                if orphans:
-                    logger.warning("removed %d orphaned original(s) with no catalog row", len(orphans))
+                await remove_orphans(self.store, self.catalog)
             except Exception as exc:  # the store may be briefly unavailable; try again next round
                 logger.error("orphan reconciliation failed: %s", exc)
             await asyncio.sleep(RECONCILE_INTERVAL_S)
@@ -155,9 +146,10 @@ class CatalogActor:
                 metrics.gauge("qure_instances").set(counts.get(state.value, 0), tags={"state": state.value})
             await asyncio.sleep(STATES_INTERVAL_S)
 
-    async def write(self, batch: Batch) -> None:
-        """Returns once the batch is durable on the object store and visible to reads."""
-        await self.committer.write(batch)
+    async def write(self, batch: Batch) -> bool:
+        """Returns once the batch is durable on the object store and visible to reads: True, or False when
+        its condition (`Batch.only_if`) did not hold and nothing of it was written."""
+        return await self.committer.write(batch)
 
     async def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         return self.catalog.instance(source, sop_uid)

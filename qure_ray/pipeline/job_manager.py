@@ -51,7 +51,7 @@ from qure_ray.replica_logging import log_to_replica_file
 from qure_ray.routing import InstanceFacts, Router, load_routing
 from qure_ray.routing.quality import blank_reason, unusable_reason
 from qure_ray.sealing import SecretSealer
-from qure_ray.storage.catalog import Batch, event_row, now, result_row, settled_rows
+from qure_ray.storage.catalog import Batch, Unsettled, event_row, now, result_row, settled_rows
 from qure_ray.storage.object_store import StoreLocation
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ class JobManager:
         self.max_attempts = max_attempts
         self.slots = asyncio.Semaphore(max_concurrent_jobs)
         self.in_flight: set[tuple[str, str]] = set()
+        self.run_again: dict[tuple[str, str], InstanceRef] = {}
+        """Instances queued again while in flight (new content uploaded over one that runs)."""
         self.processed = 0
         self.series_quiet_period_s = series_quiet_period_s
         self.task_resources = task_resources
@@ -198,11 +200,15 @@ class JobManager:
                 await asyncio.sleep(1.0)
                 continue
             queue_ran_dry = ref is None
-            key = (ref.source, ref.sop_uid) if ref else None
-            if ref is None or key in self.in_flight:
+            if ref is None:
                 self.slots.release()
                 continue
-            self.in_flight.add(key)  # type: ignore[arg-type]
+            key = (ref.source, ref.sop_uid)
+            if key in self.in_flight:  # new content uploaded while it runs: queued again once this run ends
+                self.run_again[key] = ref
+                self.slots.release()
+                continue
+            self.in_flight.add(key)
             task = self._track(self._process(ref))
             task.add_done_callback(lambda _, key=key: self._finished(key))  # type: ignore[misc]
 
@@ -210,26 +216,33 @@ class JobManager:
         self.in_flight.discard(key)
         self.processed += 1
         self.slots.release()
+        again = self.run_again.pop(key, None)
+        if again is not None:  # most often already read by the run that just ended: the next run finds it final
+            self._track(self._queue_again(again))
+
+    async def _queue_again(self, ref: InstanceRef) -> None:
+        try:
+            await self.queue.put.remote(ref)
+        except Exception as exc:  # the instance is unfinished in the catalog: a queue refill finds it
+            logger.warning("instance %s of %s could not be queued again: %s", ref.sop_uid, ref.source, exc)
 
     async def _process(self, ref: InstanceRef) -> None:
-        """Read, run and settle one instance. New content uploaded over it while it ran (a source that may
-        overwrite) is read afterwards: its queue entry was dropped, since this instance was in flight. The check
-        comes after the result is written, so an upload that lands between the check and the write is not lost;
-        the old content's result is then briefly the newest."""
+        """Read, run and settle one instance. The result is written only if the instance still holds the
+        content that was read and is not yet final (`Unsettled`, checked by the catalog's committer): new content
+        uploaded over it while it ran (a source that may overwrite) is read and run instead, and an instance
+        another job manager settled meanwhile is left as it settled it."""
         try:
             record: InstanceRecord | None = await self.catalog.instance.remote(ref.source, ref.sop_uid)
-            if record is None or record.state.is_final:
-                return
-            while True:
+            while record is not None and not record.state.is_final:
                 await self._write(event_row(ref.source, ref.sop_uid, InstanceState.PROCESSING))
                 result = await self._settled_workflow(record)
-                await self._write(settled_rows(result))
-                _observe(result)
-                logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
-                current: InstanceRecord | None = await self.catalog.instance.remote(ref.source, ref.sop_uid)
-                if current is None or current.sha256 == record.sha256:
+                settled = settled_rows(result)
+                settled.only_if = Unsettled(ref.source, ref.sop_uid, record.sha256)
+                if await self._write(settled):
+                    _observe(result)
+                    logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
                     return
-                record = current
+                record = await self.catalog.instance.remote(ref.source, ref.sop_uid)
         except Exception as exc:  # the catalog failed: the instance stays unfinished, and a queue refill retries
             logger.error("instance %s of %s could not be run or recorded: %s", ref.sop_uid, ref.source, exc)
 
@@ -478,13 +491,15 @@ class JobManager:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _write(self, batch_or_row: Batch | dict[str, Any]) -> None:
+    async def _write(self, batch_or_row: Batch | dict[str, Any]) -> bool:
+        """False when the batch's condition did not hold and nothing was written."""
         if isinstance(batch_or_row, dict):
             batch = Batch()
             batch.add("events", batch_or_row)
         else:
             batch = batch_or_row
-        await self.catalog.write.remote(batch)
+        written: bool = await self.catalog.write.remote(batch)
+        return written
 
 
 def _observe(result: ResultRecord) -> None:

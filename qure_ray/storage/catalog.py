@@ -52,11 +52,24 @@ FOREIGN_LISTING_OVERLAP_NS = 60 * 10**9
 (by its time) before its upload, which may finish after a later-named key is already listed."""
 
 
+@dataclass(frozen=True)
+class Unsettled:
+    """A condition on a batch: the instance still holds the content that was processed and has no final state
+    yet. Checked by the committer in commit order, so a result is never written for content an upload has
+    replaced meanwhile, nor a second time for an instance another job manager settled."""
+
+    source: str
+    sop_uid: str
+    sha256: str
+
+
 @dataclass
 class Batch:
     """Rows to append, per table. Rows are plain dicts in the table's schema, without `row_id`."""
 
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    only_if: Unsettled | None = None
+    """When set, the whole batch is written only if the condition holds as it commits (`GroupCommitter`)."""
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         if table not in TABLES:

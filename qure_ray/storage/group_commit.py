@@ -9,6 +9,10 @@ commit order, as they are flushed:
 their writers (ingress replicas, the job manager) may run on machines whose clocks disagree, and a `done`
 stamped by a clock a second behind the ingress's `queued` would have lost to it. Commit order is the order
 of cause and effect: each step of an instance is written, and waited for, before the next one starts.
+
+A batch may carry a condition (`Batch.only_if`: the instance still holds the content processed and is not
+final). It is decided here for the same reason, in commit order, counting the rows merged ahead of it in
+the same flush; a batch whose condition fails is not written, and its writer is told so.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from qure_ray.storage.catalog import Batch, Catalog, now
+from qure_ray.records import InstanceState
+from qure_ray.storage.catalog import Batch, Catalog, Unsettled, now
 
 logger = logging.getLogger(__name__)
 
@@ -30,38 +35,69 @@ class GroupCommitter:
     def __init__(self, catalog: Catalog, *, interval_s: float = 0.02) -> None:
         self.catalog = catalog
         self.interval_s = interval_s
-        self._pending: list[tuple[Batch, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Batch, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.flushes = 0
 
-    async def write(self, batch: Batch) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def write(self, batch: Batch) -> bool:
+        """Returns once the batch is durable and visible: True, or False when its condition (`Batch.only_if`)
+        did not hold and nothing of it was written."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((batch, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_until_empty())
-        await future
+        return await future
 
     async def _flush_until_empty(self) -> None:
         while self._pending:
             if self.interval_s:
                 await asyncio.sleep(self.interval_s)
             waiting, self._pending = self._pending, []
-            merged = Batch()
-            for batch, _ in waiting:
+            merged, writers, ahead = Batch(), [], _RowsAhead()
+            for batch, future in waiting:
+                if batch.only_if is not None and not self._holds(batch.only_if, ahead):
+                    future.set_result(False)
+                    continue
                 merged.extend(batch)
+                ahead.note(batch)
+                writers.append(future)
             for table, column in STAMPED:
                 for row in merged.rows.get(table, []):
                     row[column] = now()
             try:
-                arrows = await asyncio.to_thread(self.catalog.persist, merged)
-                self.catalog.apply(arrows)
+                if len(merged):
+                    arrows = await asyncio.to_thread(self.catalog.persist, merged)
+                    self.catalog.apply(arrows)
             except Exception as exc:  # every writer of this flush learns of the failure
                 logger.error("catalog flush of %d rows failed: %s", len(merged), exc)
-                for _, future in waiting:
+                for future in writers:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self.flushes += 1
-            for _, future in waiting:
+            for future in writers:
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(True)
+
+    def _holds(self, condition: Unsettled, ahead: _RowsAhead) -> bool:
+        """Whether the instance holds `condition`'s content without a final state, counting the rows of
+        this flush merged ahead of it (an upload and a result may share a flush)."""
+        key = (condition.source, condition.sop_uid)
+        record = self.catalog.instance(*key)
+        sha256 = ahead.sha256.get(key, record.sha256 if record else None)
+        state = ahead.state.get(key, record.state if record else None)
+        return sha256 == condition.sha256 and state is not None and not state.is_final
+
+
+class _RowsAhead:
+    """The content and newest state per instance in rows merged into a flush so far."""
+
+    def __init__(self) -> None:
+        self.sha256: dict[tuple[str, str], str] = {}
+        self.state: dict[tuple[str, str], InstanceState] = {}
+
+    def note(self, batch: Batch) -> None:
+        for row in batch.rows.get("instances", []):
+            self.sha256[(row["source"], row["sop_uid"])] = row["sha256"]
+        for row in batch.rows.get("events", []):
+            self.state[(row["source"], row["sop_uid"])] = InstanceState(row["state"])

@@ -1,12 +1,15 @@
-"""Start-up reconciliation: originals on the store that no catalog row names are removed.
+"""Reconciliation: originals on the store that no catalog row names are removed (at start-up, then hourly).
 
 Ingest stores the object first and records it second; a crash in between leaves an orphan that no client
 was told about (it got no 2xx). Orphans younger than `grace_s` are left alone: they may belong to an
-upload still in flight on another ingress replica.
+upload still in flight on another ingress replica. Listing every original takes a while, so each orphan is
+checked again just before it is deleted: an upload that meanwhile replaced it (ingest replaces an orphan
+past the grace period) or recorded it (the same content, uploaded again) keeps it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -25,12 +28,29 @@ def select_orphans(objects: Iterable[ObjectInfo], known_keys: set[str], *, grace
     return [info.key for info in objects if info.key not in known_keys and info.modified_at < cutoff]
 
 
-def remove_orphans(store: ObjectStore, catalog: Catalog, *, grace_s: float = DEFAULT_GRACE_S) -> list[str]:
-    orphans = select_orphans(
-        store.list_objects(DICOM_PREFIX), catalog.object_keys(), grace_s=grace_s, now_s=time.time()
-    )
-    for key in orphans:
-        store.delete(key)
-    if orphans:
-        logger.warning("removed %d orphaned original(s) with no catalog row", len(orphans))
-    return orphans
+async def remove_orphans(store: ObjectStore, catalog: Catalog, *, grace_s: float = DEFAULT_GRACE_S) -> list[str]:
+    """Delete the orphans; returns their keys. The store is called in threads, the catalog read on the
+    caller's thread (the catalog actor's: the catalog is not thread-safe), after the listing, so rows recorded
+    while it ran count."""
+    now_s = time.time()
+    objects = await asyncio.to_thread(store.list_objects, DICOM_PREFIX)
+    removed = []
+    for key in select_orphans(objects, catalog.object_keys(), grace_s=grace_s, now_s=now_s):
+        if await asyncio.to_thread(_written_before, store, key, now_s - grace_s) and not _recorded(catalog, key):
+            await asyncio.to_thread(store.delete, key)
+            removed.append(key)
+    if removed:
+        logger.warning("removed %d orphaned original(s) with no catalog row", len(removed))
+    return removed
+
+
+def _written_before(store: ObjectStore, key: str, cutoff_s: float) -> bool:
+    return any(info.key == key and info.modified_at < cutoff_s for info in store.list_objects(key))
+
+
+def _recorded(catalog: Catalog, key: str) -> bool:
+    """Whether the catalog now names `key` (`dicom/<source>/<study>/<series>/<sop>.dcm`): a row recorded since
+    `object_keys()` is its instance's newest."""
+    parts = key.split("/")
+    record = catalog.instance(parts[1], parts[-1].removesuffix(".dcm")) if len(parts) == 5 else None
+    return record is not None and record.object_key == key

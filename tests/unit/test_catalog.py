@@ -23,6 +23,7 @@ from qure_ray.records import (
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
 from qure_ray.storage.catalog import (
     COMPACT_AFTER_SEGMENTS,
+    Unsettled,
     delivery_row,
     now,
     series_start_row,
@@ -129,6 +130,55 @@ def test_group_commit_gathers_concurrent_writers_into_few_segments(tmp_path: Pat
     assert catalog.count("instances") == 50
     assert committer.flushes < 5
     assert len(store.list_keys("catalog/events/")) == committer.flushes
+
+
+def _settle(sop_uid: str, sha: str, state: InstanceState = InstanceState.DONE) -> Batch:
+    """A result written only if the instance still holds content `sha` and is not final."""
+    result = ResultRecord(source="site-a", sop_uid=sop_uid, usecase=UseCase.QXR, state=state, reason=sha[:4])
+    batch = settled_rows(result)
+    batch.only_if = Unsettled("site-a", sop_uid, sha)
+    return batch
+
+
+def test_a_conditional_settle_is_written_only_for_the_content_read_and_only_once(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    catalog.commit(received_rows(make_record("7.1", sha="aa" * 32)))
+
+    async def writes() -> list[bool]:
+        committer = GroupCommitter(catalog, interval_s=0.0)
+        return [
+            await committer.write(_settle("7.1", "bb" * 32)),  # content the instance does not hold
+            await committer.write(_settle("7.1", "aa" * 32)),
+            await committer.write(_settle("7.1", "aa" * 32, InstanceState.FAILED)),  # already final
+            await committer.write(_settle("7.9", "aa" * 32)),  # never stored
+        ]
+
+    assert asyncio.run(writes()) == [False, True, False, False]
+    assert catalog.result("site-a", "7.1").reason == "aaaa"  # type: ignore[union-attr]
+    assert catalog.instance("site-a", "7.1").state is InstanceState.DONE  # type: ignore[union-attr]
+    assert catalog.count("results") == 1
+
+
+def test_a_conditional_settle_counts_an_upload_ahead_of_it_in_the_same_flush(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    catalog.commit(received_rows(make_record("7.2", sha="aa" * 32)))
+    catalog.commit(received_rows(make_record("7.3", sha="aa" * 32)))
+
+    async def writes() -> list[bool]:
+        committer = GroupCommitter(catalog, interval_s=0.05)  # both writes of each pair share a flush
+        return list(
+            await asyncio.gather(
+                committer.write(received_rows(make_record("7.2", sha="bb" * 32))),  # the upload first
+                committer.write(_settle("7.2", "aa" * 32)),
+                committer.write(_settle("7.3", "aa" * 32)),  # the result first
+                committer.write(received_rows(make_record("7.3", sha="bb" * 32))),
+            )
+        )
+
+    assert asyncio.run(writes()) == [True, False, True, True]
+    assert catalog.result("site-a", "7.2") is None
+    assert catalog.instance("site-a", "7.2").state is InstanceState.QUEUED  # type: ignore[union-attr]
+    assert catalog.instance("site-a", "7.3").state is InstanceState.QUEUED  # type: ignore[union-attr]
 
 
 def test_failed_flush_reaches_every_writer_and_nothing_becomes_visible(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from qure_ray.pipeline.job_manager import JobManager
 from qure_ray.records import InstanceRecord, InstanceState, ResultRecord, SeriesRef, SeriesTrigger, UseCase
 from qure_ray.routing import Router, load_routing
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
-from qure_ray.storage.catalog import series_start_row
+from qure_ray.storage.catalog import series_start_row, settled_rows
 from tests.unit.test_catalog import make_record
 
 
@@ -121,9 +121,10 @@ def test_new_content_settled_at_ingest_while_the_old_runs_ends_settled_as_the_ne
         await jobs._process(first.ref)
 
     asyncio.run(run())
-    assert runs == ["aaaa", "cccc"]
+    assert runs == ["aaaa"]  # the old content's result is not written over the new one's, nor run again
     assert catalog.instance("site-a", "5.6").state is InstanceState.UNSUPPORTED  # type: ignore[union-attr]
-    assert "BodyPartExamined KNEE" in catalog.result("site-a", "5.6").reason  # type: ignore[union-attr]
+    assert catalog.result("site-a", "5.6").reason == "no use case"  # type: ignore[union-attr]
+    assert catalog.query("SELECT count(*) AS n FROM results").column("n")[0].as_py() == 1
 
 
 def test_an_upload_landing_just_before_the_result_is_written_is_read_too(tmp_path: Path) -> None:
@@ -145,6 +146,24 @@ def test_an_upload_landing_just_before_the_result_is_written_is_read_too(tmp_pat
     assert reads == ["aaaa", "bbbb"]
     assert catalog.result("site-a", "5.7").reason == "read content bbbb"  # type: ignore[union-attr]
     assert catalog.instance("site-a", "5.7").state is InstanceState.DONE  # type: ignore[union-attr]
+
+
+def test_an_instance_another_job_manager_settled_meanwhile_keeps_that_result(tmp_path: Path) -> None:
+    """Two job managers on one catalog (a rolling update whose old replica outlived its wait): one result."""
+    catalog, first, jobs = queued_instance(tmp_path, "5.8")
+    runs: list[str] = []
+
+    async def workflow(record: InstanceRecord) -> ResultRecord:
+        runs.append(record.sha256[:4])
+        other = dataclasses.replace(done(record), reason="settled by the other job manager")
+        await jobs.catalog.write.remote(settled_rows(other))
+        return done(record)
+
+    jobs._workflow = workflow
+    asyncio.run(jobs._process(first.ref))
+    assert runs == ["aaaa"]
+    assert catalog.result("site-a", "5.8").reason == "settled by the other job manager"  # type: ignore[union-attr]
+    assert catalog.count("results") == 1
 
 
 def test_an_unforeseen_error_settles_the_instance_as_failed_with_its_reason(tmp_path: Path) -> None:
@@ -243,7 +262,7 @@ def test_the_queue_is_refilled_from_the_catalog_only_when_it_runs_dry(monkeypatc
         jobs = object.__new__(Jobs)
         jobs.queue = SimpleNamespace(get=Call(get), rebuild=Call(rebuild))
         jobs.slots = asyncio.Semaphore(8)
-        jobs.in_flight, jobs._work, jobs.processed = set(), set(), 0
+        jobs.in_flight, jobs.run_again, jobs._work, jobs.processed = set(), {}, set(), 0
 
         async def process(ref: Any) -> None:
             pass
@@ -254,3 +273,47 @@ def test_the_queue_is_refilled_from_the_catalog_only_when_it_runs_dry(monkeypatc
 
     asyncio.run(run())
     assert calls == ["refill", "4.0", "4.1", "4.2", "(empty)", "refill", "4.9", "(empty)"]
+
+
+def test_an_instance_queued_again_while_it_runs_is_queued_again_once_the_run_ends() -> None:
+    """New content uploaded over a running instance is enqueued while the old content runs: that entry is
+    kept for when the run ends, not dropped to wait for a refill."""
+    entry = make_record("4.5").ref
+    handed_out: list[Any] = [entry, entry]
+    put_back: list[str] = []
+    empty_polls: list[float] = []
+
+    async def run() -> None:
+        release = asyncio.Event()
+
+        async def get(timeout_s: float) -> Any:
+            if handed_out:
+                return handed_out.pop(0)
+            release.set()  # both entries handed out: let the run end
+            await asyncio.sleep(0.01)
+            empty_polls.append(timeout_s)
+            if put_back or len(empty_polls) > 50:
+                raise asyncio.CancelledError  # enough: stop the loop
+            return None
+
+        async def put(ref: Any) -> bool:
+            put_back.append(ref.sop_uid)
+            return True
+
+        async def rebuild(in_flight: list[tuple[str, str]]) -> int:
+            return 0
+
+        jobs = object.__new__(Jobs)
+        jobs.queue = SimpleNamespace(get=Call(get), put=Call(put), rebuild=Call(rebuild))
+        jobs.slots = asyncio.Semaphore(8)
+        jobs.in_flight, jobs.run_again, jobs._work, jobs.processed = set(), {}, set(), 0
+
+        async def process(ref: Any) -> None:
+            await release.wait()
+
+        jobs._process = process
+        with pytest.raises(asyncio.CancelledError):
+            await jobs._run()
+
+    asyncio.run(run())
+    assert put_back == ["4.5"]
