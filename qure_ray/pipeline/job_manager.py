@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RESYNC_INTERVAL_S = 30.0
+MAX_CONTENTS_PER_RUN = 8
+"""How many contents of one instance a run reads, one after another, as uploads replace it while it runs."""
 RETRY_BASE_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 30.0
 SERIES_POLL_S = 1.0
@@ -227,22 +229,29 @@ class JobManager:
             logger.warning("instance %s of %s could not be queued again: %s", ref.sop_uid, ref.source, exc)
 
     async def _process(self, ref: InstanceRef) -> None:
-        """Read, run and settle one instance. The result is written only if the instance still holds the
-        content that was read and is not yet final (`Unsettled`, checked by the catalog's committer): new content
-        uploaded over it while it ran (a source that may overwrite) is read and run instead, and an instance
-        another job manager settled meanwhile is left as it settled it."""
+        """Read, run and settle one instance. Its `processing` state and its result are written only if the
+        instance still holds the content that was read and is not final (`Unsettled`, checked by the catalog's
+        committer): new content uploaded over it while it ran (a source that may overwrite) is read and run
+        instead, and an instance settled meanwhile (by ingest, or another job manager) is left as it was settled."""
         try:
             record: InstanceRecord | None = await self.catalog.instance.remote(ref.source, ref.sop_uid)
-            while record is not None and not record.state.is_final:
-                await self._write(event_row(ref.source, ref.sop_uid, InstanceState.PROCESSING))
-                result = await self._settled_workflow(record)
-                settled = settled_rows(result)
-                settled.only_if = Unsettled(ref.source, ref.sop_uid, record.sha256)
-                if await self._write(settled):
-                    _observe(result)
-                    logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
+            for _ in range(MAX_CONTENTS_PER_RUN):
+                if record is None or record.state not in UNFINISHED_STATES:
                     return
+                unsettled = (Unsettled(ref.source, ref.sop_uid, record.sha256),)
+                processing = Batch(only_if=unsettled)
+                processing.add("events", event_row(ref.source, ref.sop_uid, InstanceState.PROCESSING))
+                if await self._write(processing):
+                    result = await self._settled_workflow(record)
+                    settled = settled_rows(result)
+                    settled.only_if = unsettled
+                    if await self._write(settled):
+                        _observe(result)
+                        logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
+                        return
                 record = await self.catalog.instance.remote(ref.source, ref.sop_uid)
+            logger.warning("instance %s of %s changed %d times while it ran: left for a refill", ref.sop_uid,
+                           ref.source, MAX_CONTENTS_PER_RUN)  # fmt: skip
         except Exception as exc:  # the catalog failed: the instance stays unfinished, and a queue refill retries
             logger.error("instance %s of %s could not be run or recorded: %s", ref.sop_uid, ref.source, exc)
 
@@ -338,8 +347,8 @@ class JobManager:
                 for due in await self.catalog.series_due.remote(self.series_quiet_period_s):
                     await self.catalog.start_series.remote(due.source, due.series_uid, SeriesTrigger.QUIET_PERIOD)
                 late = await self.catalog.late_slices.remote()
-                if late:
-                    batch = Batch()
+                if late:  # unless new content was uploaded over a slice meanwhile
+                    batch = Batch(only_if=tuple(_unsettled(record) for record in late))
                     for record in late:
                         reason = _late_reason(record.series_uid)
                         result = ResultRecord.without_model(
@@ -368,7 +377,7 @@ class JobManager:
             except Exception as exc:  # the catalog failed: the series stays pending, the next round retries
                 logger.error("series %s of %s could not be read: %s", series.series_uid, series.source, exc)
                 return
-            batch = Batch()
+            batch = Batch(only_if=tuple(_unsettled(record) for record in held))  # a slice's new content is late
             batch.add("results", result_row(result))
             for record in held:
                 reason = f"read with series {series.series_uid}" + (f": {result.reason}" if result.reason else "")
@@ -508,6 +517,10 @@ def _observe(result: ResultRecord) -> None:
         metrics.histogram("qure_stage_seconds").observe(seconds, tags={"stage": stage, "usecase": result.usecase.value})
     if result.state in (InstanceState.UNUSABLE, InstanceState.UNSUPPORTED, InstanceState.FAILED):
         metrics.count_failure("processing", result.state.value)
+
+
+def _unsettled(record: InstanceRecord) -> Unsettled:
+    return Unsettled(record.source, record.sop_uid, record.sha256)
 
 
 def _late_reason(series_uid: str) -> str:

@@ -54,13 +54,17 @@ FOREIGN_LISTING_OVERLAP_NS = 60 * 10**9
 
 @dataclass(frozen=True)
 class Unsettled:
-    """A condition on a batch: the instance still holds the content that was processed and has no final state
-    yet. Checked by the committer in commit order, so a result is never written for content an upload has
-    replaced meanwhile, nor a second time for an instance another job manager settled."""
+    """A condition on an instance's rows in a batch: the instance still holds the content that was processed
+    and has no final state yet. Checked by the committer in commit order, so a state or result is never written
+    for content an upload has replaced meanwhile, nor for an instance another job manager settled."""
 
     source: str
     sop_uid: str
     sha256: str
+
+
+CONDITIONED_TABLES = ("events", "results")
+"""The tables whose rows a failed `Unsettled` condition drops: those keyed by the instance (source, SOP UID)."""
 
 
 @dataclass
@@ -68,8 +72,9 @@ class Batch:
     """Rows to append, per table. Rows are plain dicts in the table's schema, without `row_id`."""
 
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    only_if: Unsettled | None = None
-    """When set, the whole batch is written only if the condition holds as it commits (`GroupCommitter`)."""
+    only_if: tuple[Unsettled, ...] = ()
+    """Conditions checked as the batch commits (`GroupCommitter`): the events and results rows of an instance
+    whose condition fails are not written; the other rows are."""
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         if table not in TABLES:

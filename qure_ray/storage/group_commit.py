@@ -10,9 +10,10 @@ their writers (ingress replicas, the job manager) may run on machines whose cloc
 stamped by a clock a second behind the ingress's `queued` would have lost to it. Commit order is the order
 of cause and effect: each step of an instance is written, and waited for, before the next one starts.
 
-A batch may carry a condition (`Batch.only_if`: the instance still holds the content processed and is not
-final). It is decided here for the same reason, in commit order, counting the rows merged ahead of it in
-the same flush; a batch whose condition fails is not written, and its writer is told so.
+A batch may carry conditions (`Batch.only_if`: an instance still holds the content processed and is not
+final). They are decided here for the same reason, in commit order, counting the rows merged ahead in the
+same flush; the events and results of an instance whose condition fails are left out, and the writer is
+told so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 import logging
 
 from qure_ray.records import InstanceState
-from qure_ray.storage.catalog import Batch, Catalog, Unsettled, now
+from qure_ray.storage.catalog import CONDITIONED_TABLES, Batch, Catalog, Unsettled, now
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class GroupCommitter:
         self.flushes = 0
 
     async def write(self, batch: Batch) -> bool:
-        """Returns once the batch is durable and visible: True, or False when its condition (`Batch.only_if`)
-        did not hold and nothing of it was written."""
+        """Returns once the batch is durable and visible: True, or False when a condition (`Batch.only_if`)
+        did not hold and that instance's events and results were left out."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((batch, future))
         if self._flusher is None or self._flusher.done():
@@ -53,31 +54,36 @@ class GroupCommitter:
             if self.interval_s:
                 await asyncio.sleep(self.interval_s)
             waiting, self._pending = self._pending, []
-            merged, writers, ahead = Batch(), [], _RowsAhead()
-            for batch, future in waiting:
-                if batch.only_if is not None and not self._holds(batch.only_if, ahead):
-                    future.set_result(False)
-                    continue
-                merged.extend(batch)
-                ahead.note(batch)
-                writers.append(future)
-            for table, column in STAMPED:
-                for row in merged.rows.get(table, []):
-                    row[column] = now()
             try:
+                merged, outcomes = self._merge(waiting)
                 if len(merged):
                     arrows = await asyncio.to_thread(self.catalog.persist, merged)
                     self.catalog.apply(arrows)
             except Exception as exc:  # every writer of this flush learns of the failure
-                logger.error("catalog flush of %d rows failed: %s", len(merged), exc)
-                for future in writers:
+                logger.error("catalog flush of %d batches failed: %s", len(waiting), exc)
+                for _, future in waiting:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self.flushes += 1
-            for future in writers:
-                if not future.done():
-                    future.set_result(True)
+            for (_, future), held in zip(waiting, outcomes, strict=True):
+                if not future.done():  # its writer may have been cancelled meanwhile
+                    future.set_result(held)
+
+    def _merge(self, waiting: list[tuple[Batch, asyncio.Future[bool]]]) -> tuple[Batch, list[bool]]:
+        """The rows to write, conditions applied in arrival order, stamped; and per batch whether all its
+        conditions held."""
+        merged, outcomes, ahead = Batch(), [], _RowsAhead()
+        for batch, _ in waiting:
+            failed = {(c.source, c.sop_uid) for c in batch.only_if if not self._holds(c, ahead)}
+            kept = batch if not failed else _without_instances(batch, failed)
+            merged.extend(kept)
+            ahead.note(kept)
+            outcomes.append(not failed)
+        for table, column in STAMPED:
+            for row in merged.rows.get(table, []):
+                row[column] = now()
+        return merged, outcomes
 
     def _holds(self, condition: Unsettled, ahead: _RowsAhead) -> bool:
         """Whether the instance holds `condition`'s content without a final state, counting the rows of
@@ -87,6 +93,17 @@ class GroupCommitter:
         sha256 = ahead.sha256.get(key, record.sha256 if record else None)
         state = ahead.state.get(key, record.state if record else None)
         return sha256 == condition.sha256 and state is not None and not state.is_final
+
+
+def _without_instances(batch: Batch, instances: set[tuple[str, str]]) -> Batch:
+    return Batch(
+        {
+            table: [row for row in rows if (row["source"], row["sop_uid"]) not in instances]
+            if table in CONDITIONED_TABLES
+            else rows
+            for table, rows in batch.rows.items()
+        }
+    )
 
 
 class _RowsAhead:

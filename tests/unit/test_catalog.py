@@ -136,7 +136,7 @@ def _settle(sop_uid: str, sha: str, state: InstanceState = InstanceState.DONE) -
     """A result written only if the instance still holds content `sha` and is not final."""
     result = ResultRecord(source="site-a", sop_uid=sop_uid, usecase=UseCase.QXR, state=state, reason=sha[:4])
     batch = settled_rows(result)
-    batch.only_if = Unsettled("site-a", sop_uid, sha)
+    batch.only_if = (Unsettled("site-a", sop_uid, sha),)
     return batch
 
 
@@ -179,6 +179,39 @@ def test_a_conditional_settle_counts_an_upload_ahead_of_it_in_the_same_flush(tmp
     assert catalog.result("site-a", "7.2") is None
     assert catalog.instance("site-a", "7.2").state is InstanceState.QUEUED  # type: ignore[union-attr]
     assert catalog.instance("site-a", "7.3").state is InstanceState.QUEUED  # type: ignore[union-attr]
+
+
+def test_a_writer_cancelled_while_its_flush_runs_leaves_the_others_written(tmp_path: Path) -> None:
+    """Serve passes a caller's cancellation on: the flush goes on for every other writer."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    catalog.commit(received_rows(make_record("7.4", sha="aa" * 32)))
+
+    async def writes() -> list[bool]:
+        committer = GroupCommitter(catalog, interval_s=0.05)
+        refused = asyncio.ensure_future(committer.write(_settle("7.4", "bb" * 32)))
+        written = asyncio.ensure_future(committer.write(_settle("7.4", "aa" * 32)))
+        await asyncio.sleep(0)
+        refused.cancel()
+        later = await committer.write(received_rows(make_record("7.5")))
+        return [await written, later]
+
+    assert asyncio.run(writes()) == [True, True]
+    assert catalog.count("results") == 1 and catalog.instance("site-a", "7.5") is not None
+
+
+def test_conditions_leave_out_only_the_instances_whose_condition_fails(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    for sop in ("7.6", "7.7"):
+        catalog.commit(received_rows(make_record(sop, sha="aa" * 32)))
+    batch = Batch(only_if=(Unsettled("site-a", "7.6", "aa" * 32), Unsettled("site-a", "7.7", "bb" * 32)))
+    for sop in ("7.6", "7.7"):
+        batch.add("events", event_row("site-a", sop, InstanceState.DONE))
+    batch.add("results", _settle("7.0", "aa" * 32).rows["results"][0])  # another key: no condition
+
+    assert asyncio.run(GroupCommitter(catalog, interval_s=0.0).write(batch)) is False
+    assert catalog.instance("site-a", "7.6").state is InstanceState.DONE  # type: ignore[union-attr]
+    assert catalog.instance("site-a", "7.7").state is InstanceState.QUEUED  # type: ignore[union-attr]
+    assert catalog.result("site-a", "7.0") is not None
 
 
 def test_failed_flush_reaches_every_writer_and_nothing_becomes_visible(tmp_path: Path) -> None:

@@ -127,23 +127,38 @@ def test_new_content_settled_at_ingest_while_the_old_runs_ends_settled_as_the_ne
     assert catalog.query("SELECT count(*) AS n FROM results").column("n")[0].as_py() == 1
 
 
-def test_an_upload_landing_just_before_the_result_is_written_is_read_too(tmp_path: Path) -> None:
-    """Between the last look at the instance and the write of its result is no window to lose an upload in."""
-    catalog, first, jobs = queued_instance(tmp_path, "5.7")
+def process_with_writes_landing_first(jobs: Any, ref: Any, landing: Callable[[Batch], Batch | None]) -> list[str]:
+    """`_process(ref)` with a workflow that notes the content it reads (its first 4 hex digits), returned; before
+    each of its writes, `landing(batch)` may give another writer's batch that lands first."""
     real_write, reads = jobs._write, []
 
-    async def write(batch: Any) -> None:
-        if isinstance(batch, Batch) and "results" in batch.rows and not reads[1:]:
-            await jobs.catalog.write.remote(received_rows(make_record("5.7", sha="bb" * 32)))
-        await real_write(batch)
+    async def write(batch: Batch) -> bool:
+        if (other := landing(batch)) is not None:
+            await jobs.catalog.write.remote(other)
+        written: bool = await real_write(batch)
+        return written
 
     async def workflow(record: InstanceRecord) -> ResultRecord:
         reads.append(record.sha256[:4])
         return done(record)
 
     jobs._write, jobs._workflow = write, workflow
-    asyncio.run(jobs._process(first.ref))
-    assert reads == ["aaaa", "bbbb"]
+    asyncio.run(jobs._process(ref))
+    return reads
+
+
+def test_an_upload_landing_just_before_the_result_is_written_is_read_too(tmp_path: Path) -> None:
+    """Between the last look at the instance and the write of its result is no window to lose an upload in."""
+    catalog, first, jobs = queued_instance(tmp_path, "5.7")
+    landed: list[Batch] = []
+
+    def upload_before_the_first_result(batch: Batch) -> Batch | None:
+        if "results" not in batch.rows or landed:
+            return None
+        landed.append(received_rows(make_record("5.7", sha="bb" * 32)))
+        return landed[0]
+
+    assert process_with_writes_landing_first(jobs, first.ref, upload_before_the_first_result) == ["aaaa", "bbbb"]
     assert catalog.result("site-a", "5.7").reason == "read content bbbb"  # type: ignore[union-attr]
     assert catalog.instance("site-a", "5.7").state is InstanceState.DONE  # type: ignore[union-attr]
 
@@ -200,6 +215,60 @@ def test_a_failure_of_the_platform_leaves_the_instance_unfinished_for_a_refill(
     asyncio.run(jobs._process(record.ref))
     assert catalog.result("site-a", "6.7") is None
     assert [unfinished.sop_uid for unfinished in catalog.unfinished()] == ["6.7"]
+
+
+def test_an_instance_settled_after_it_was_read_is_not_reopened_by_a_second_job_manager(tmp_path: Path) -> None:
+    """Job manager B reads the instance, A settles it, then B would mark it processing: refused, not run."""
+    catalog, first, jobs = queued_instance(tmp_path, "5.9")
+
+    def settled_by_a(batch: Batch) -> Batch | None:  # between B's read and B's first write
+        return None if catalog.count("results") else settled_rows(dataclasses.replace(done(first), reason="by A"))
+
+    assert process_with_writes_landing_first(jobs, first.ref, settled_by_a) == []
+    assert catalog.count("results") == 1
+    assert catalog.instance("site-a", "5.9").state is InstanceState.DONE  # type: ignore[union-attr]
+    assert catalog.result("site-a", "5.9").reason == "by A"  # type: ignore[union-attr]
+
+
+def test_a_held_slice_is_left_to_its_series(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    record = dataclasses.replace(make_record("9.5"), modality="CT", body_part="HEAD", series_uid="7.5")
+    rows = received_rows(record)
+    rows.add("events", event_row(record.source, "9.5", InstanceState.HELD, "waits for its series"))
+    catalog.commit(rows)
+    jobs, runs = manager(catalog), []
+
+    async def workflow(record: InstanceRecord) -> ResultRecord:
+        runs.append(record.sop_uid)
+        return done(record)
+
+    jobs._workflow = workflow
+    asyncio.run(jobs._process(record.ref))
+    assert runs == [] and catalog.instance("site-a", "9.5").state is InstanceState.HELD  # type: ignore[union-attr]
+
+
+def test_a_slice_given_new_content_while_its_series_runs_is_not_settled_with_the_series(tmp_path: Path) -> None:
+    """The series read the old content: the new one stays queued, to be settled as late (not 'read with')."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    slices = {}
+    for sop in ("9.6", "9.7"):
+        slices[sop] = dataclasses.replace(make_record(sop), modality="CT", body_part="HEAD", series_uid="7.6")
+        rows = received_rows(slices[sop])
+        rows.add("events", event_row("site-a", sop, InstanceState.HELD, "waits for its series"))
+        catalog.commit(rows)
+    catalog.commit(series_start_row("site-a", "7.6", SeriesTrigger.COMPUTE))
+    jobs = manager(catalog)
+
+    async def series_workflow(series: SeriesRef, held: list[InstanceRecord], _: object) -> ResultRecord:
+        new_content = dataclasses.replace(slices["9.7"], sha256="cc" * 32)
+        await jobs.catalog.write.remote(received_rows(new_content))  # uploaded while the slices are read
+        return ResultRecord(source="site-a", sop_uid="7.6", usecase=UseCase.QER, state=InstanceState.DONE)
+
+    jobs._series_workflow = series_workflow
+    asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.6")))
+    assert catalog.result("site-a", "7.6").state is InstanceState.DONE  # type: ignore[union-attr]
+    assert catalog.instance("site-a", "9.6").state is InstanceState.DONE  # type: ignore[union-attr]
+    assert catalog.instance("site-a", "9.7").state is InstanceState.QUEUED  # type: ignore[union-attr]
 
 
 def test_a_held_series_whose_use_case_has_no_model_any_more_is_settled_as_unsupported(tmp_path: Path) -> None:
