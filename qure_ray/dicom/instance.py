@@ -155,6 +155,9 @@ def _extract_metadata(dataset: Dataset, data: bytes) -> InstanceMetadata:
         if not is_valid_uid(text):
             raise Rules.MALFORMED_UID.value.fail(f"{tag} {keyword} is {text[:80]!r}")
         uids[keyword] = text
+    study, series, sop = uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]
+    if len({study, series, sop}) < 3:  # a series' result is keyed by its UID, beside its instances' results
+        raise Rules.UID_REUSED.value.fail(f"Study {study!r}, Series {series!r}, SOP Instance {sop!r}")
     meta_sop = str(dataset.file_meta.get("MediaStorageSOPInstanceUID", "")).strip().rstrip("\x00")
     if meta_sop and meta_sop != uids["SOPInstanceUID"]:
         raise Rules.SOP_MISMATCH.value.fail(f"{meta_sop!r} differs from {uids['SOPInstanceUID']!r}")

@@ -81,6 +81,12 @@ class Rules(Enum):
         "digits and dots, no leading zeros in a component, at most 64 characters (PS3.5 9.1)",
         _F.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
     )
+    UID_REUSED = Rule(
+        "uid-reused",
+        "UID",
+        "different Study, Series and SOP Instance UIDs: each names one study, series or instance (PS3.3 C.7)",
+        _F.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    )
     SOP_MISMATCH = Rule(
         "sop-mismatch",
         "(0002,0003) MediaStorageSOPInstanceUID",

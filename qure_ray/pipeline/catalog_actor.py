@@ -147,8 +147,8 @@ class CatalogActor:
             await asyncio.sleep(STATES_INTERVAL_S)
 
     async def write(self, batch: Batch) -> bool:
-        """Returns once the batch is durable on the object store and visible to reads: True, or False when
-        its condition (`Batch.only_if`) did not hold and nothing of it was written."""
+        """Returns once the batch is durable on the object store and visible to reads: True, or False when a
+        condition (`Batch.only_if`) did not hold and that instance's events and results were left out."""
         return await self.committer.write(batch)
 
     async def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:

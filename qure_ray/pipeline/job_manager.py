@@ -348,7 +348,7 @@ class JobManager:
                     await self.catalog.start_series.remote(due.source, due.series_uid, SeriesTrigger.QUIET_PERIOD)
                 late = await self.catalog.late_slices.remote()
                 if late:  # unless new content was uploaded over a slice meanwhile
-                    batch = Batch(only_if=tuple(_unsettled(record) for record in late))
+                    batch = Batch(only_if=tuple(_still_held(record) for record in late))
                     for record in late:
                         reason = _late_reason(record.series_uid)
                         result = ResultRecord.without_model(
@@ -377,18 +377,21 @@ class JobManager:
             except Exception as exc:  # the catalog failed: the series stays pending, the next round retries
                 logger.error("series %s of %s could not be read: %s", series.series_uid, series.source, exc)
                 return
-            batch = Batch(only_if=tuple(_unsettled(record) for record in held))  # a slice's new content is late
+            batch = Batch(only_if=tuple(_still_held(record) for record in held))  # a slice's new content is late
             batch.add("results", result_row(result))
             for record in held:
                 reason = f"read with series {series.series_uid}" + (f": {result.reason}" if result.reason else "")
                 batch.add("events", event_row(series.source, record.sop_uid, result.state, reason))
             try:
-                await self._write(batch)
+                all_slices = await self._write(batch)
             except Exception as exc:
                 logger.error("result of series %s could not be recorded, retrying: %s", series.series_uid, exc)
                 return
             _observe(result)
             logger.info("series %s of %s (%d slices): %s", series.series_uid, series.source, len(held), result.state)
+            if not all_slices:
+                logger.info("series %s of %s: slices given new content meanwhile are late", series.series_uid,
+                            series.source)  # fmt: skip
 
     async def _series_workflow(
         self, series: SeriesRef, held: list[InstanceRecord], instances: list[InstanceRecord]
@@ -519,8 +522,9 @@ def _observe(result: ResultRecord) -> None:
         metrics.count_failure("processing", result.state.value)
 
 
-def _unsettled(record: InstanceRecord) -> Unsettled:
-    return Unsettled(record.source, record.sop_uid, record.sha256)
+def _still_held(record: InstanceRecord) -> Unsettled:
+    """A slice that still holds the content its series read (or, for a late slice, that was found late)."""
+    return Unsettled(record.source, record.sop_uid, record.sha256, frozenset({InstanceState.HELD}))
 
 
 def _late_reason(series_uid: str) -> str:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from qure_ray.records import (
+    UNFINISHED_STATES,
     DeliveryOutcome,
     IngestOutcomeKind,
     InstanceRecord,
@@ -55,12 +56,14 @@ FOREIGN_LISTING_OVERLAP_NS = 60 * 10**9
 @dataclass(frozen=True)
 class Unsettled:
     """A condition on an instance's rows in a batch: the instance still holds the content that was processed
-    and has no final state yet. Checked by the committer in commit order, so a state or result is never written
-    for content an upload has replaced meanwhile, nor for an instance another job manager settled."""
+    and is still in one of `states`. Checked by the committer in commit order, so a state or result is never
+    written for content an upload has replaced meanwhile, nor for an instance settled (or held for its series)
+    by another writer."""
 
     source: str
     sop_uid: str
     sha256: str
+    states: frozenset[InstanceState] = frozenset(UNFINISHED_STATES)
 
 
 CONDITIONED_TABLES = ("events", "results")

@@ -10,8 +10,8 @@ their writers (ingress replicas, the job manager) may run on machines whose cloc
 stamped by a clock a second behind the ingress's `queued` would have lost to it. Commit order is the order
 of cause and effect: each step of an instance is written, and waited for, before the next one starts.
 
-A batch may carry conditions (`Batch.only_if`: an instance still holds the content processed and is not
-final). They are decided here for the same reason, in commit order, counting the rows merged ahead in the
+A batch may carry conditions (`Batch.only_if`: an instance still holds the content processed and is still
+unfinished, or held). They are decided here for the same reason, in commit order, counting the rows merged ahead in the
 same flush; the events and results of an instance whose condition fails are left out, and the writer is
 told so.
 """
@@ -86,13 +86,13 @@ class GroupCommitter:
         return merged, outcomes
 
     def _holds(self, condition: Unsettled, ahead: _RowsAhead) -> bool:
-        """Whether the instance holds `condition`'s content without a final state, counting the rows of
-        this flush merged ahead of it (an upload and a result may share a flush)."""
+        """Whether the instance holds `condition`'s content in one of its states, counting the rows of this
+        flush merged ahead of it (an upload and a result may share a flush)."""
         key = (condition.source, condition.sop_uid)
         record = self.catalog.instance(*key)
         sha256 = ahead.sha256.get(key, record.sha256 if record else None)
         state = ahead.state.get(key, record.state if record else None)
-        return sha256 == condition.sha256 and state is not None and not state.is_final
+        return sha256 == condition.sha256 and state in condition.states
 
 
 def _without_instances(batch: Batch, instances: set[tuple[str, str]]) -> Batch:

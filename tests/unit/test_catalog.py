@@ -195,7 +195,7 @@ def test_a_writer_cancelled_while_its_flush_runs_leaves_the_others_written(tmp_p
         later = await committer.write(received_rows(make_record("7.5")))
         return [await written, later]
 
-    assert asyncio.run(writes()) == [True, True]
+    assert asyncio.run(asyncio.wait_for(writes(), 10)) == [True, True]  # a dead flusher would leave them waiting
     assert catalog.count("results") == 1 and catalog.instance("site-a", "7.5") is not None
 
 

@@ -37,6 +37,7 @@ class CatalogCalls:
     def __init__(self, catalog: Catalog) -> None:
         committer = GroupCommitter(catalog, interval_s=0.0)
         self.instance = Call(catalog.instance)
+        self.result = Call(catalog.result)
         self.series_instances = Call(catalog.series_instances)
         self.write = Call(committer.write)
 
@@ -217,6 +218,20 @@ def test_a_failure_of_the_platform_leaves_the_instance_unfinished_for_a_refill(
     assert [unfinished.sop_uid for unfinished in catalog.unfinished()] == ["6.7"]
 
 
+def test_a_run_reads_a_bounded_number_of_successive_contents(tmp_path: Path) -> None:
+    """An instance overwritten before every result is left unfinished after a few contents, for a later run."""
+    catalog, first, jobs = queued_instance(tmp_path, "5.4")
+    uploads = iter(range(1, 100))
+
+    def upload_before_each_result(batch: Batch) -> Batch | None:
+        return received_rows(make_record("5.4", sha=f"{next(uploads):02x}" * 32)) if "results" in batch.rows else None
+
+    reads = process_with_writes_landing_first(jobs, first.ref, upload_before_each_result)
+    assert len(reads) == job_manager.MAX_CONTENTS_PER_RUN
+    assert catalog.result("site-a", "5.4") is None
+    assert catalog.instance("site-a", "5.4").state is InstanceState.QUEUED  # type: ignore[union-attr]
+
+
 def test_an_instance_settled_after_it_was_read_is_not_reopened_by_a_second_job_manager(tmp_path: Path) -> None:
     """Job manager B reads the instance, A settles it, then B would mark it processing: refused, not run."""
     catalog, first, jobs = queued_instance(tmp_path, "5.9")
@@ -228,6 +243,18 @@ def test_an_instance_settled_after_it_was_read_is_not_reopened_by_a_second_job_m
     assert catalog.count("results") == 1
     assert catalog.instance("site-a", "5.9").state is InstanceState.DONE  # type: ignore[union-attr]
     assert catalog.result("site-a", "5.9").reason == "by A"  # type: ignore[union-attr]
+
+
+def test_a_slice_held_after_it_was_read_is_not_reopened_by_a_second_job_manager(tmp_path: Path) -> None:
+    catalog, first, jobs = queued_instance(tmp_path, "5.3")
+    held_by_a = ResultRecord.without_model("site-a", "5.3", InstanceState.HELD, "waits for its series")
+
+    def hold_once(batch: Batch) -> Batch | None:
+        state = catalog.instance("site-a", "5.3").state  # type: ignore[union-attr]
+        return settled_rows(held_by_a) if state is InstanceState.QUEUED else None
+
+    assert process_with_writes_landing_first(jobs, first.ref, hold_once) == []
+    assert catalog.instance("site-a", "5.3").state is InstanceState.HELD  # type: ignore[union-attr]
 
 
 def test_a_held_slice_is_left_to_its_series(tmp_path: Path) -> None:
@@ -269,6 +296,9 @@ def test_a_slice_given_new_content_while_its_series_runs_is_not_settled_with_the
     assert catalog.result("site-a", "7.6").state is InstanceState.DONE  # type: ignore[union-attr]
     assert catalog.instance("site-a", "9.6").state is InstanceState.DONE  # type: ignore[union-attr]
     assert catalog.instance("site-a", "9.7").state is InstanceState.QUEUED  # type: ignore[union-attr]
+    asyncio.run(jobs._process(slices["9.7"].ref))  # its queue entry: the series was read without it
+    late = catalog.instance("site-a", "9.7")
+    assert late is not None and late.state is InstanceState.UNUSABLE and "arrived after series 7.6" in late.reason
 
 
 def test_a_held_series_whose_use_case_has_no_model_any_more_is_settled_as_unsupported(tmp_path: Path) -> None:

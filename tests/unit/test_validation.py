@@ -47,6 +47,7 @@ def test_valid_chest_dx_gives_complete_metadata_without_phi() -> None:
         (edit(chest_dx(size=32), StudyInstanceUID=None), Rules.MISSING_UID, "(0020,000D) StudyInstanceUID"),
         (edit(chest_dx(size=32), SeriesInstanceUID="1.2.03"), Rules.MALFORMED_UID, "'1.2.03'"),
         (edit(chest_dx(size=32), SOPInstanceUID="1." + "1" * 70), Rules.MALFORMED_UID, "SOPInstanceUID"),
+        (edit(chest_dx(size=32), SeriesInstanceUID="1.2.9", SOPInstanceUID="1.2.9"), Rules.UID_REUSED, "'1.2.9'"),
         (edit(chest_dx(size=32), PixelData=None), Rules.NO_PIXEL_DATA, "Pixel Data"),
         (edit(chest_dx(size=32), PixelData=b"\x00" * 100), Rules.PIXEL_DATA_SHORT, "needs 2048 bytes"),
         (edit(chest_dx(size=32), Rows=0), Rules.MISSING_IMAGE_ATTRIBUTE, "Rows=0"),
