@@ -170,7 +170,8 @@ CREATE_ATTEMPTS = 3
 async def _store_once(platform: Platform, key: str, data: bytes, metadata: InstanceMetadata, source: str) -> str | None:
     """Store a new original unless its key already holds one: None when stored, else the SHA-256 of the one
     there. That one is another upload's of the same UID, which got there first (two concurrent uploads: without
-    the condition both were told "created" and the last write won), or an orphan, which is replaced."""
+    the condition both were told "created" and the last write won), or one no catalog row names (an orphan),
+    which is replaced, or written afresh when it has this content."""
     for _ in range(CREATE_ATTEMPTS):
         try:
             await asyncio.to_thread(
@@ -184,7 +185,7 @@ async def _store_once(platform: Platform, key: str, data: bytes, metadata: Insta
             except ObjectMissingError:  # S3's 409: another conditional write still in progress, or undone
                 continue
         stored_sha256 = hashlib.sha256(stored).hexdigest()
-        if stored_sha256 == metadata.sha256 or not await _is_orphan(platform, key, source, metadata.sop_uid):
+        if not await _unrecorded_for(platform, key, source, metadata.sop_uid, stored_sha256 == metadata.sha256):
             return stored_sha256
         try:
             await asyncio.to_thread(
@@ -193,19 +194,24 @@ async def _store_once(platform: Platform, key: str, data: bytes, metadata: Insta
             )  # fmt: skip
         except ObjectChangedError:  # written again meanwhile: look once more
             continue
-        logger.warning("replaced an orphaned original of %s of source %s with this upload", metadata.sop_uid, source)
+        logger.info("wrote over an unrecorded original of %s of source %s", metadata.sop_uid, source)
         return None
     raise StorageError(f"storing {key} kept meeting another upload of it; try again")
 
 
-async def _is_orphan(platform: Platform, key: str, source: str, sop_uid: str) -> bool:
-    """An original no catalog row names, written longer ago than reconciliation's grace period: left by an
-    upload that failed after storing it and was never told it was stored. Until the hourly reconciliation
-    removes it, it would refuse a source that may not overwrite every re-upload with other content. A younger
-    one may be another upload's still on its way to the catalog, which must not lose its content."""
+async def _unrecorded_for(platform: Platform, key: str, source: str, sop_uid: str, same_content: bool) -> bool:
+    """Whether the original at `key` is an orphan this upload writes over: left by an upload that failed after
+    storing it and was never told it was stored, so no catalog row names it.
+
+    - Other content: once older than reconciliation's grace period. Until the hourly reconciliation removes it,
+      it would refuse a source that may not overwrite every re-upload. A younger one may be another upload's
+      still on its way to the catalog, which must not lose its content.
+    - The same content: once older than an upload may take to record it. Written afresh, it is young again
+      when reconciliation checks it once more before deleting it (this upload is about to record it)."""
     objects = await asyncio.to_thread(platform.store.list_objects, key)
     written_at = next((info.modified_at for info in objects if info.key == key), None)
-    if written_at is None or written_at > time.time() - ORPHAN_GRACE_S:
+    age_s = RECORD_WITHIN_S if same_content else ORPHAN_GRACE_S
+    if written_at is None or written_at > time.time() - age_s:
         return False
     return await platform.find_instance(source, sop_uid) is None
 

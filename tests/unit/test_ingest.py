@@ -114,3 +114,17 @@ def test_an_upload_that_cannot_record_its_original_in_time_fails(
     monkeypatch.setattr(ingest_module, "RECORD_WITHIN_S", 0.2)
     with pytest.raises(StorageError, match=r"took over 0\.2 s"):
         asyncio.run(ingest(platform, source=SOURCE, field="f", data=chest_dx(seed=9)))
+
+
+def test_an_orphaned_original_with_the_uploaded_content_is_written_afresh(tmp_path: Path) -> None:
+    """Reconciliation checks an orphan's age once more before deleting it: the upload that adopts one makes it
+    young again, so it is not deleted under the catalog row about to name it."""
+    platform = memory_platform(tmp_path)
+    orphan, _, key = two_contents_of_one_uid(seed=11)
+    platform.store.put(key, orphan)
+    hour_ago = time.time() - 3600
+    os.utime(tmp_path / key, (hour_ago, hour_ago))
+
+    outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=orphan))
+    assert outcome.created and platform.enqueued == {sop_of(orphan): 1}
+    assert (tmp_path / key).stat().st_mtime > time.time() - 60 and platform.store.get(key) == orphan
