@@ -16,7 +16,7 @@ from qure_ray.api.ingest import ingest
 from qure_ray.dicom.synthetic import chest_dx, to_bytes
 from qure_ray.errors import StorageError
 from qure_ray.records import InstanceState, UseCase
-from tests.unit.client_platform import SOURCE, memory_platform
+from tests.unit.client_platform import SOURCE, MemoryPlatform, memory_platform
 
 
 def sop_of(data: bytes) -> str:
@@ -83,14 +83,21 @@ def test_a_conditional_create_that_meets_an_unfinished_one_tries_again(tmp_path:
     assert outcome.created and platform.enqueued == {sop_of(data): 1}
 
 
-def test_an_orphaned_original_gives_way_to_an_upload_with_other_content(tmp_path: Path) -> None:
-    """An upload that failed after storing its original left it without a catalog row, and its sender was never
-    told it was stored: past reconciliation's grace period, a new upload of that UID replaces it."""
+def platform_with_an_hour_old_orphan(tmp_path: Path, *, seed: int) -> tuple[MemoryPlatform, bytes, bytes, str]:
+    """A platform whose store holds an original no catalog row names, an hour old; that original, another
+    content of its UID, and its key."""
     platform = memory_platform(tmp_path)
-    orphan, upload, key = two_contents_of_one_uid(seed=5)
+    orphan, other, key = two_contents_of_one_uid(seed=seed)
     platform.store.put(key, orphan)
     hour_ago = time.time() - 3600
     os.utime(tmp_path / key, (hour_ago, hour_ago))
+    return platform, orphan, other, key
+
+
+def test_an_orphaned_original_gives_way_to_an_upload_with_other_content(tmp_path: Path) -> None:
+    """An upload that failed after storing its original left it without a catalog row, and its sender was never
+    told it was stored: past reconciliation's grace period, a new upload of that UID replaces it."""
+    platform, _, upload, key = platform_with_an_hour_old_orphan(tmp_path, seed=5)
 
     outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=upload))
     assert outcome.created and outcome.violation is None
@@ -119,11 +126,7 @@ def test_an_upload_that_cannot_record_its_original_in_time_fails(
 def test_an_orphaned_original_with_the_uploaded_content_is_written_afresh(tmp_path: Path) -> None:
     """Reconciliation checks an orphan's age once more before deleting it: the upload that adopts one makes it
     young again, so it is not deleted under the catalog row about to name it."""
-    platform = memory_platform(tmp_path)
-    orphan, _, key = two_contents_of_one_uid(seed=11)
-    platform.store.put(key, orphan)
-    hour_ago = time.time() - 3600
-    os.utime(tmp_path / key, (hour_ago, hour_ago))
+    platform, orphan, _, key = platform_with_an_hour_old_orphan(tmp_path, seed=11)
 
     outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=orphan))
     assert outcome.created and platform.enqueued == {sop_of(orphan): 1}
