@@ -95,7 +95,7 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
     card = load_registry(settings.models_path)[UseCase.QXR]
     batch_size = card.batching(max_batch_size=settings.model_max_batch_size).max_batch_size
     images = phantom_images(sum(config.concurrencies) * (config.images_per_client + 1), seed=10_000)
-    image = prepare_for_model(images[0][1], size=card.input.size, window_mode=card.preprocessing.window)
+    image = prepare_for_model(images[0][1], size=card.input.size, windowing=card.preprocessing.windowing)
     device = serving_device()
     network = load_network(card, device)  # one load (weights hashed, moved to the device) for limit and sweep
     limit = time_forward(network, card, image, device, batch_size=batch_size, seconds=config.model_seconds)

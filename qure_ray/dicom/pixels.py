@@ -6,8 +6,9 @@ original array is converted to float32 once and never copied again after that.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from io import BytesIO
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -18,6 +19,26 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, pixel_array
 
 from qure_ray.dicom.validation import Rules
+
+
+@dataclass(frozen=True)
+class Windowing:
+    """How a model's input is mapped to [0, 1]. `dataset`: the image's own Window Center/Width, else percentiles
+    (radiographs: their window is chosen per image). `percentile`: always the percentiles. `fixed`: `center` and
+    `width` in modality units for every image, whatever it carries (a head CT's brain window, 40/80 HU: a slice
+    without a window, or with a bone window first, would otherwise look nothing like what the model learned)."""
+
+    mode: Literal["dataset", "percentile", "fixed"] = "dataset"
+    center: float | None = None
+    width: float | None = None
+
+    def window_of(self, dataset: Dataset) -> tuple[float | None, float | None]:
+        if self.mode == "fixed":
+            return self.center, self.width
+        return _window_of(dataset) if self.mode == "dataset" else (None, None)
+
+
+DATASET_WINDOW = Windowing()
 
 
 def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
@@ -32,6 +53,8 @@ def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
             pixels = apply_color_lut(pixels, dataset)
     except Exception as exc:  # pydicom raises many kinds when a codec is missing or the data is corrupt
         raise Rules.UNREADABLE.value.fail(f"pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():  # Float Pixel Data: NaN would score as "routine"
+        raise Rules.UNREADABLE.value.fail("the float pixel data holds NaN or infinite values")
     image = pixels.astype(np.float32)
     if image.ndim == 3:  # colour: luminance
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -42,12 +65,12 @@ def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
     return image
 
 
-def displayed(dataset: Dataset, *, dataset_window: bool = True) -> NDArray[np.float32]:
-    """The first frame in [0, 1] as a reader sees it, bright for dense: windowed (the data set's window when
-    asked for and present, else percentiles), then inverted for MONOCHROME1. The order is the standard's (the
-    VOI LUT applies to modality values, PS3.3 C.11.2); inverting first put a MONOCHROME1 image's window on
-    the wrong values (a chest radiograph came out nearly black)."""
-    center, width = _window_of(dataset) if dataset_window else (None, None)
+def displayed(dataset: Dataset, *, windowing: Windowing = DATASET_WINDOW) -> NDArray[np.float32]:
+    """The first frame in [0, 1] as a reader sees it, bright for dense: windowed (by default the data set's window
+    when present, else percentiles), then inverted for MONOCHROME1. The order is the standard's (the VOI LUT
+    applies to modality values, PS3.3 C.11.2); inverting first put a MONOCHROME1 image's window on the wrong
+    values (a chest radiograph came out nearly black)."""
+    center, width = windowing.window_of(dataset)
     shown = window(decode_grayscale(dataset), center=center, width=width)
     if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         return np.float32(1) - shown
@@ -92,7 +115,7 @@ def _first(value: Any) -> Any:
     return value
 
 
-def prepare_for_model(data: bytes, *, size: int, window_mode: str) -> NDArray[np.float32]:
-    """From stored DICOM bytes to the model's input: decode, window (`dataset` or `percentile`), resize."""
+def prepare_for_model(data: bytes, *, size: int, windowing: Windowing) -> NDArray[np.float32]:
+    """From stored DICOM bytes to the model's input: decode, window (the model card's), resize."""
     dataset = pydicom.dcmread(BytesIO(data))
-    return resize(displayed(dataset, dataset_window=window_mode == "dataset"), size=size)
+    return resize(displayed(dataset, windowing=windowing), size=size)

@@ -26,10 +26,14 @@ def _features_and_head(network: nn.Module, batch: Tensor) -> tuple[Tensor, nn.Li
 
 
 def forward_with_cam(network: nn.Module, batch: Tensor) -> tuple[Tensor, Tensor]:
-    """Logits (B, L) and heatmaps (B, L, h, w) scaled to [0, 1] per image and label."""
+    """Logits (B, L) and heatmaps (B, L, h, w) scaled to [0, 1] per image and label. The head runs in float32
+    even under fp16 autocast: thresholds are fitted to 4 decimals in float32, and fp16 logits resolve a score
+    near 0.5 only to about 5e-4, so a borderline image could flip between a CPU and a GPU replica."""
     feature_map, head = _features_and_head(network, batch)
-    logits = head(feature_map.mean(dim=(2, 3)))
-    cams = torch.einsum("lk,bkhw->blhw", head.weight, feature_map) + head.bias[None, :, None, None]
+    with torch.autocast(batch.device.type, enabled=False):
+        feature_map = feature_map.float()
+        logits = head(feature_map.mean(dim=(2, 3)))
+        cams = torch.einsum("lk,bkhw->blhw", head.weight, feature_map) + head.bias[None, :, None, None]
     cams = cams - cams.amin(dim=(2, 3), keepdim=True)
     cams = cams / cams.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
     return logits, cams

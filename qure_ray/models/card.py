@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from qure_ray.dicom.pixels import Windowing
 from qure_ray.errors import ConfigError
 from qure_ray.models.phantoms import PhantomKind
 from qure_ray.records import ModelInfo, UseCase
@@ -66,8 +67,21 @@ class InputSpec(_Frozen):
 
 
 class Preprocessing(_Frozen):
-    window: Literal["dataset", "percentile"] = "dataset"
-    """`dataset`: the image's own Window Center/Width when present, else percentiles."""
+    window: Literal["dataset", "percentile", "fixed"] = "dataset"
+    """`dataset`: the image's own Window Center/Width when present, else percentiles; `fixed`: `center` and
+    `width` (modality units, e.g. HU) for every image (`qure_ray.dicom.pixels.Windowing`)."""
+    center: float | None = None
+    width: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _fixed_window(self) -> Preprocessing:
+        if (self.window == "fixed") != (self.center is not None and self.width is not None):
+            raise ValueError("window: fixed takes a center and a width, and only it does")
+        return self
+
+    @property
+    def windowing(self) -> Windowing:
+        return Windowing(self.window, self.center, self.width)
 
 
 class Label(_Frozen):
@@ -176,16 +190,23 @@ class ModelCard(_Frozen):
 
     def verify_weights(self) -> Path:
         """The weights file, after checking it exists and matches the card's sha256."""
+        self.verified_weights()
+        return self.weights_path
+
+    def verified_weights(self) -> bytes:
+        """The weights file's bytes, checked against the card's sha256: load these, not the file again (it
+        could change in between)."""
         path = self.weights_path
         if not path.is_file():
             raise ConfigError(f"{self.folder / CARD_FILE}: weights.file {self.weights.file!r} does not exist")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         if digest != self.weights.sha256:
             raise ConfigError(
                 f"{self.folder / CARD_FILE}: weights.sha256 is {self.weights.sha256} but "
                 f"{self.weights.file} hashes to {digest}; the file is corrupt or the card is stale"
             )
-        return path
+        return data
 
 
 def load_card(path: Path) -> ModelCard:

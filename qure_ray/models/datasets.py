@@ -73,7 +73,7 @@ def phantom_set(card: ModelCard, *, images: int, seed: int) -> PhantomSet:
         findings = frozenset(label for label, shown in zip(labels, targets[index], strict=True) if shown)
         phantom = _phantom(training, findings, seed=int(phantom_seeds[index]), position=float(positions[index]))
         pixels[index] = prepare_for_model(
-            to_dicom(phantom), size=card.input.size, window_mode=card.preprocessing.window
+            to_dicom(phantom), size=card.input.size, windowing=card.preprocessing.windowing
         )
     return PhantomSet(pixels, targets, labels)
 

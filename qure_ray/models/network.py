@@ -40,11 +40,13 @@ def _adapt_first_conv(network: nn.Module, channels: int) -> None:
 
 def load_network(card: ModelCard, device: torch.device) -> nn.Module:
     """The card's network with its verified weights, in eval mode on `device` (float32)."""
-    path = card.verify_weights()
+    data = card.verified_weights()
     try:
-        network = load_weights(build_network(card), path.read_bytes())
+        network = load_weights(build_network(card), data)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise ModelError(f"{path}: weights do not fit a {card.architecture.builder} for this card: {exc}") from exc
+        raise ModelError(
+            f"{card.weights_path}: weights do not fit a {card.architecture.builder} for this card: {exc}"
+        ) from exc
     return network.to(device).eval()
 
 

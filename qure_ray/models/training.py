@@ -68,7 +68,7 @@ def train(card_path: Path) -> TrainingOutcome:
     learn, validation = data.split(training.images)
     with deterministic(seed=training.seed, threads=training.threads):
         network = build_network(card)
-        _fit(network, learn, training, name=card.name)
+        _fit(network, learn, training, name=card.name, channels=card.input.channels)
         data_bytes = weights_bytes(network)
         network = load_weights(network, data_bytes).eval()  # judge the float16 weights that ship
         scores = score(network, card, validation.images)
@@ -94,9 +94,11 @@ def train(card_path: Path) -> TrainingOutcome:
     return TrainingOutcome(trained, aucs, seconds)
 
 
-def _fit(network: torch.nn.Module, data: PhantomSet, training: Training, *, name: str) -> None:
+def _fit(network: torch.nn.Module, data: PhantomSet, training: Training, *, name: str, channels: int) -> None:
     """Multi-label BCE, AdamW on a one-cycle schedule, shuffled by a seeded generator."""
     images = torch.from_numpy(data.images).unsqueeze(1)
+    if channels == 3:  # as `predict_batch` feeds it: the grey image in every channel
+        images = images.expand(-1, 3, -1, -1)
     targets = torch.from_numpy(data.targets)
     steps_per_epoch = math.ceil(len(images) / training.batch_size)
     optimiser = torch.optim.AdamW(network.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay)

@@ -11,7 +11,7 @@ import pydicom
 import ray
 from numpy.typing import NDArray
 
-from qure_ray.dicom.pixels import prepare_for_model
+from qure_ray.dicom.pixels import Windowing, prepare_for_model
 from qure_ray.models.card import load_card
 from qure_ray.outputs.assets import render_assets
 from qure_ray.records import ResultRecord
@@ -26,14 +26,15 @@ def _store(location: StoreLocation) -> ObjectStore:
 
 
 @ray.remote(num_cpus=0.5, max_retries=0)
-def preprocess(location: StoreLocation, object_key: str, size: int, window_mode: str) -> NDArray[np.float32]:
+def preprocess(location: StoreLocation, object_key: str, size: int, windowing: Windowing) -> NDArray[np.float32]:
     """Read the original from the object store, decode, window and resize it for the model.
 
-    Returns a float32 `size` x `size` array in [0, 1]; numpy results cross to the model replica zero-copy.
+    Returns a float32 `size` x `size` array in [0, 1] (the job manager checks it is not blank, then sends it on
+    to the model replica).
     Retries are the job manager's (it knows which failures are worth retrying).
     """
     data = _store(location).get(object_key)
-    return prepare_for_model(data, size=size, window_mode=window_mode)
+    return prepare_for_model(data, size=size, windowing=windowing)
 
 
 @ray.remote(num_cpus=0.5, max_retries=0)

@@ -1,4 +1,5 @@
-"""Is an image of a supported modality usable by its model? Lateral views, tiny and blank images are not.
+"""Is an image of a supported modality usable by its model? Lateral and oblique views, tiny and blank images
+are not.
 
 Such images end as `unusable` (HTTP 206 with the reason), not as errors: the modality was right, the
 picture cannot be read.
@@ -11,6 +12,7 @@ import numpy as np
 from qure_ray.records import UseCase
 
 LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD"})
+OBLIQUE_VIEWS = frozenset({"RAO", "LAO", "RPO", "LPO", "RLO", "LLO", "OBLIQUE", "OBL"})
 MIN_SIDE_PX = 64
 MIN_CONTRAST = 0.01
 """Standard deviation of the windowed [0, 1] image below which it is taken as blank."""
@@ -20,6 +22,8 @@ def unusable_reason(*, usecase: UseCase, view_position: str, rows: int, columns:
     """Checks on the tags alone (before any pixel is decoded)."""
     if usecase is UseCase.QXR and view_position.upper() in LATERAL_VIEWS:
         return f"ViewPosition {view_position} is a lateral view; qxr reads frontal (PA or AP) chest radiographs"
+    if usecase is UseCase.QXR and view_position.upper() in OBLIQUE_VIEWS:
+        return f"ViewPosition {view_position} is an oblique view; qxr reads frontal (PA or AP) chest radiographs"
     if min(rows, columns) < MIN_SIDE_PX:
         return f"the image is {rows}x{columns} pixels; at least {MIN_SIDE_PX} on each side is needed"
     return None

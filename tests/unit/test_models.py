@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 import yaml
@@ -37,7 +39,8 @@ def test_shipped_cards_are_valid_and_trained_on_phantoms() -> None:
     chest, head = registry[UseCase.QXR], registry[UseCase.QER]
     assert chest.label_names == ["nodule", "consolidation", "pleural_effusion", "cardiomegaly", "pneumothorax"]
     assert head.label_names == ["intracranial_haemorrhage", "midline_shift"]
-    assert head.preprocessing.window == "dataset"
+    assert chest.preprocessing.window == "dataset"  # a radiograph's window is chosen per image
+    assert (head.preprocessing.window, head.preprocessing.center, head.preprocessing.width) == ("fixed", 40, 80)
     for card in (chest, head):
         assert card.trained is True and card.info.trained_on == "synthetic phantoms — demonstration only"
         assert card.architecture.builder == "densenet" and card.weights_path.stat().st_size < 20 * 1024 * 1024
@@ -80,7 +83,8 @@ def test_network_scores_a_batch_of_preprocessed_images() -> None:
     card = load_card(CARD)
     network = load_network(card, torch.device("cpu"))
     images = [
-        prepare_for_model(chest_dx(seed=i, size=128), size=card.input.size, window_mode="dataset") for i in range(2)
+        prepare_for_model(chest_dx(seed=i, size=128), size=card.input.size, windowing=card.preprocessing.windowing)
+        for i in range(2)
     ]
     assert images[0].shape == (128, 128) and images[0].dtype == np.float32 and 0 <= images[0].min() <= 1
     predictions = predict_batch(network, card, images, torch.device("cpu"))
@@ -146,3 +150,50 @@ def test_only_the_first_frame_is_decoded() -> None:
     ds.PixelData = encapsulate([first, b"\x01not RLE"])  # frame 2 is broken: decoding it would raise
     image = decode_grayscale(ds)
     assert image.shape == (100, 100) and image.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "preprocessing",
+    [{"window": "fixed"}, {"window": "fixed", "center": 40}, {"window": "dataset", "center": 40, "width": 80},
+     {"window": "fixed", "center": 40, "width": 0}],
+)  # fmt: skip
+def test_a_fixed_window_takes_a_center_and_a_width_and_nothing_else_does(
+    tmp_path: Path, preprocessing: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigError, match="preprocessing"):
+        load_card(copy_card(tmp_path, preprocessing=preprocessing))
+
+
+def test_a_head_ct_slice_reaches_the_model_the_same_whatever_window_it_carries() -> None:
+    """Trained on slices written with the brain window: one without a window, or with a bone window first, is
+    read through the brain window too (with its own window it scored 0.004 instead of 0.9996 for a bleed)."""
+    from qure_ray.dicom.synthetic import to_bytes
+    from qure_ray.models.phantoms import head_ct_phantom, to_dicom
+
+    head = load_registry(SHIPPED_MODELS_DIR)[UseCase.QER]
+    brain = to_dicom(head_ct_phantom(seed=3, findings={"intracranial_haemorrhage"}))
+    bone_first, no_window = pydicom.dcmread(io.BytesIO(brain)), pydicom.dcmread(io.BytesIO(brain))
+    bone_first.WindowCenter, bone_first.WindowWidth = [600, 40], [2800, 80]
+    del no_window.WindowCenter, no_window.WindowWidth
+    inputs = [
+        prepare_for_model(data, size=head.input.size, windowing=head.preprocessing.windowing)
+        for data in (brain, to_bytes(bone_first), to_bytes(no_window))
+    ]
+    assert inputs[0].std() > 0.05
+    np.testing.assert_array_equal(inputs[0], inputs[1])
+    np.testing.assert_array_equal(inputs[0], inputs[2])
+
+
+def test_the_head_runs_in_float32_under_autocast() -> None:
+    """Thresholds are fitted in float32 to 4 decimals: a half-precision head could flip a borderline image."""
+    from qure_ray.models.cam import forward_with_cam
+
+    card = load_card(CARD)
+    network = load_network(card, torch.device("cpu"))
+    batch = torch.rand(2, 1, card.input.size, card.input.size)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # as CUDA's fp16 autocast
+        logits, cams = forward_with_cam(network, batch)
+    assert logits.dtype == torch.float32 and cams.dtype == torch.float32
+    with torch.inference_mode():
+        reference, _ = forward_with_cam(network, batch)
+    torch.testing.assert_close(logits, reference, atol=0.05, rtol=0.05)  # features in bfloat16, head not

@@ -228,11 +228,11 @@ def test_monochrome1_is_windowed_before_it_is_inverted(source: pydicom.Dataset) 
 def test_a_palette_colour_image_is_shown_through_its_lookup_table() -> None:
     from pydicom.data import get_testdata_file
 
-    from qure_ray.dicom.pixels import displayed
+    from qure_ray.dicom.pixels import Windowing, displayed
     from qure_ray.outputs.overlay import display_image
 
     ds = pydicom.dcmread(get_testdata_file("examples_palette.dcm"))  # PALETTE COLOR, 8 bit
-    through_lut = displayed(ds, dataset_window=False)
+    through_lut = displayed(ds, windowing=Windowing("percentile"))
     indices = ds.pixel_array.astype(np.float32)
     assert through_lut.shape == indices.shape and display_image(ds).dtype == np.uint8
     lut = pydicom.pixels.apply_color_lut(ds.pixel_array, ds)[..., :3] @ np.array([0.299, 0.587, 0.114])

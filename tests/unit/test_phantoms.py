@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from qure_ray.dicom import read_instance
-from qure_ray.dicom.pixels import prepare_for_model
+from qure_ray.dicom.pixels import DATASET_WINDOW, prepare_for_model
 from qure_ray.models.phantoms import (
     CHEST_FINDINGS,
     HEAD_CT_FINDINGS,
@@ -52,13 +52,13 @@ def test_phantoms_pass_ingest_validation_and_preprocess() -> None:
     chest = to_dicom(chest_phantom(seed=1, findings={"nodule"}))
     metadata = read_instance(chest).metadata
     assert (metadata.modality, metadata.body_part, metadata.view_position) == ("DX", "CHEST", "PA")
-    assert prepare_for_model(chest, size=128, window_mode="dataset").std() > 0.05
+    assert prepare_for_model(chest, size=128, windowing=DATASET_WINDOW).std() > 0.05
     ct = to_dicom(
         head_ct_phantom(seed=1, findings={"intracranial_haemorrhage"}), instance_number=3, slice_location_mm=15
     )
     metadata = read_instance(ct).metadata
     assert (metadata.modality, metadata.body_part) == ("CT", "HEAD")
-    image = prepare_for_model(ct, size=128, window_mode="dataset")
+    image = prepare_for_model(ct, size=128, windowing=DATASET_WINDOW)
     assert image.min() >= 0.0 and image.max() <= 1.0 and image.std() > 0.05
 
 

@@ -28,6 +28,11 @@ def facts(modality: str, body_part: str, view: str, **more: str) -> InstanceFact
         ("DX", "", "LL", "", UseCase.QXR),  # routed, then found unusable (lateral)
         ("CR", "", "", "PA Chest erect", UseCase.QXR),
         ("CR", "", "", "Hand left", UseCase.UNSUPPORTED),
+        ("DX", "", "PA", "CXR_PA", UseCase.QXR),  # "_" is no word boundary for \b
+        ("DX", "", "AP", "AP PORTABLE", UseCase.QXR),
+        ("DX", "", "AP", "ABDOMEN SUPINE", UseCase.UNSUPPORTED),  # a frontal view, not of the chest
+        ("DX", "", "PA", "HAND PA", UseCase.UNSUPPORTED),
+        ("CR", "", "AP", "L-Spine AP", UseCase.UNSUPPORTED),
         ("DX", "HAND", "PA", "", UseCase.UNSUPPORTED),
         ("CT", "CHEST", "", "", UseCase.UNSUPPORTED),
         ("MR", "", "", "", UseCase.UNSUPPORTED),
@@ -77,6 +82,8 @@ def test_usability_of_supported_images() -> None:
     assert unusable_reason(usecase=UseCase.QXR, view_position="PA", rows=512, columns=512) is None
     lateral = unusable_reason(usecase=UseCase.QXR, view_position="LL", rows=512, columns=512)
     assert lateral is not None and "lateral" in lateral
+    oblique = unusable_reason(usecase=UseCase.QXR, view_position="RAO", rows=512, columns=512)
+    assert oblique is not None and "oblique" in oblique
     tiny = unusable_reason(usecase=UseCase.QXR, view_position="PA", rows=32, columns=512)
     assert tiny is not None and "32x512" in tiny
     assert blank_reason(np.full((8, 8), 0.5, np.float32)) is not None

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -15,6 +16,7 @@ from qure_ray.client.cli import main
 from qure_ray.errors import ConfigError
 from qure_ray.models import load_card, load_registry
 from qure_ray.models.evaluation import evaluate, roc_auc, youden_threshold
+from qure_ray.models.inference import predict_batch
 from qure_ray.models.network import load_network
 from qure_ray.models.training import TRAINED_ON, train
 from qure_ray.paths import SHIPPED_MODELS_DIR
@@ -104,6 +106,16 @@ def test_training_is_deterministic_and_rewrites_the_card(tmp_path: Path) -> None
         digests.append(card.weights.sha256)
     assert digests[0] == digests[1]
     assert torch.are_deterministic_algorithms_enabled() is False  # settings restored after training
+
+
+def test_a_three_channel_card_trains_and_serves(tmp_path: Path) -> None:
+    """Serving gives such a network the grey image in each of its 3 channels; training must feed it the same."""
+    path = card_copy(tmp_path, HEAD, training=TINY, input={"size": 32, "channels": 3})
+    card = train(path).card
+    assert card.input.channels == 3 and card.trained
+    network = load_network(card, torch.device("cpu"))
+    [prediction] = predict_batch(network, card, [np.zeros((32, 32), np.float32)], torch.device("cpu"))
+    assert set(prediction.scores) == set(card.label_names)
 
 
 # --- the shipped models --------------------------------------------------------------------------------

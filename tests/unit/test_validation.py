@@ -128,3 +128,24 @@ def test_a_compressed_frame_too_large_to_decode_is_413_before_decoding() -> None
     ds.save_as(buffer, enforce_file_format=True)
     error = refusal(buffer.getvalue())
     assert error.code == "too-large" and "20000" in str(error)
+
+
+def test_float_pixel_data_with_nan_is_unreadable_not_scored() -> None:
+    """NaN windows to NaN, which no threshold exceeds: the image would be reported routine."""
+    import numpy as np
+
+    from qure_ray.dicom.pixels import decode_grayscale
+    from qure_ray.errors import InvalidInstanceError
+
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(size=32)))
+    del ds.PixelData
+    values = np.ones((32, 32), np.float32)
+    values[3, 4] = np.nan
+    ds.FloatPixelData = values.tobytes()
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
+    del ds.PixelRepresentation
+    with pytest.raises(InvalidInstanceError, match="NaN"):
+        decode_grayscale(ds)
+    values[3, 4] = 0.5
+    ds.FloatPixelData = values.tobytes()
+    assert decode_grayscale(ds).shape == (32, 32)
