@@ -58,8 +58,7 @@ def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
     image = pixels.astype(np.float32)
     if image.ndim == 3:  # colour: luminance
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    slope = float(dataset.get("RescaleSlope", 1) or 1)
-    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    slope, intercept = _rescale_of(dataset)
     if slope != 1 or intercept != 0:
         image = image * np.float32(slope) + np.float32(intercept)
     return image
@@ -98,8 +97,28 @@ def resize(image: NDArray[np.float32], *, size: int) -> NDArray[np.float32]:
     return np.asarray(resized, dtype=np.float32)
 
 
+def _frame_0(dataset: Dataset, sequence: str) -> Dataset | None:
+    """Frame 0's item of a functional group macro (enhanced multi-frame objects keep Rescale and Window there,
+    PS3.3 C.7.6.16): the per-frame one, else the shared one."""
+    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        items = dataset.get(groups)
+        if items and sequence in items[0] and items[0][sequence].value:
+            item: Dataset = items[0][sequence].value[0]
+            return item
+    return None
+
+
+def _rescale_of(dataset: Dataset) -> tuple[float, float]:
+    """Rescale Slope and Intercept: the data set's own, else frame 0's Pixel Value Transformation."""
+    source = dataset if "RescaleSlope" in dataset or "RescaleIntercept" in dataset else None
+    source = source or _frame_0(dataset, "PixelValueTransformationSequence") or dataset
+    return float(source.get("RescaleSlope", 1) or 1), float(source.get("RescaleIntercept", 0) or 0)
+
+
 def _window_of(dataset: Dataset) -> tuple[float | None, float | None]:
-    """The first Window Center/Width pair of the data set, if any."""
+    """The first Window Center/Width pair of the data set (or of frame 0's Frame VOI LUT), if any."""
+    if "WindowCenter" not in dataset:
+        dataset = _frame_0(dataset, "FrameVOILUTSequence") or dataset
     try:
         center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
         if center is None or width is None:
@@ -115,7 +134,12 @@ def _first(value: Any) -> Any:
     return value
 
 
-def prepare_for_model(data: bytes, *, size: int, windowing: Windowing) -> NDArray[np.float32]:
-    """From stored DICOM bytes to the model's input: decode, window (the model card's), resize."""
+def prepare_for_model(data: bytes, *, size: int, windowing: Windowing, one_frame: bool = False) -> NDArray[np.float32]:
+    """From stored DICOM bytes to the model's input: decode, window (the model card's), resize. Only the first
+    frame is read; `one_frame` refuses an object with more (a series read slice by slice would score one of
+    its slices and miss the rest)."""
     dataset = pydicom.dcmread(BytesIO(data))
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if one_frame and frames > 1:
+        raise Rules.ONE_FRAME_PER_SLICE.value.fail(f"{frames} frames")
     return resize(displayed(dataset, windowing=windowing), size=size)

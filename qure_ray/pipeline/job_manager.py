@@ -289,7 +289,7 @@ class JobManager:
             image = await self._attempts(
                 "preprocess",
                 lambda: preprocess.options(resources=self.task_resources).remote(
-                    self.location, record.object_key, card.input.size, card.preprocessing.windowing
+                    self.location, record.object_key, card.input.size, card.preprocessing.windowing, False
                 ),
             )
             timings["preprocess"] = time.perf_counter() - started
@@ -467,7 +467,7 @@ class JobManager:
         image = await self._attempts(
             "preprocess",
             lambda: preprocess.options(resources=self.task_resources).remote(
-                self.location, record.object_key, card.input.size, card.preprocessing.windowing
+                self.location, record.object_key, card.input.size, card.preprocessing.windowing, True
             ),
         )
         if (reason := blank_reason(image)) is not None:

@@ -26,15 +26,18 @@ def _store(location: StoreLocation) -> ObjectStore:
 
 
 @ray.remote(num_cpus=0.5, max_retries=0)
-def preprocess(location: StoreLocation, object_key: str, size: int, windowing: Windowing) -> NDArray[np.float32]:
-    """Read the original from the object store, decode, window and resize it for the model.
+def preprocess(
+    location: StoreLocation, object_key: str, size: int, windowing: Windowing, one_frame: bool
+) -> NDArray[np.float32]:
+    """Read the original from the object store, decode, window and resize it for the model. `one_frame`
+    refuses an object of more than one frame (a series is read slice by slice: one frame would be scored).
 
     Returns a float32 `size` x `size` array in [0, 1] (the job manager checks it is not blank, then sends it on
     to the model replica).
     Retries are the job manager's (it knows which failures are worth retrying).
     """
     data = _store(location).get(object_key)
-    return prepare_for_model(data, size=size, windowing=windowing)
+    return prepare_for_model(data, size=size, windowing=windowing, one_frame=one_frame)
 
 
 @ray.remote(num_cpus=0.5, max_retries=0)

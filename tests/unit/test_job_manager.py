@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from ray.exceptions import RayActorError, RayTaskError
 
+from qure_ray.dicom.validation import Rules
 from qure_ray.pipeline import job_manager
 from qure_ray.pipeline.job_manager import JobManager
 from qure_ray.records import InstanceRecord, InstanceState, ResultRecord, SeriesRef, SeriesTrigger, UseCase
@@ -416,3 +417,28 @@ def test_an_instance_queued_again_while_it_runs_is_queued_again_once_the_run_end
 
     asyncio.run(run())
     assert put_back == ["4.5"]
+
+
+def test_a_series_slice_is_preprocessed_one_frame_only_and_a_single_image_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A multi-frame object in a series read slice by slice would be scored on its first frame alone."""
+    asked: list[bool] = []
+
+    class Preprocess:
+        def options(self, **_: object) -> Preprocess:
+            return self
+
+        async def remote(self, *args: Any) -> Any:
+            asked.append(args[-1])
+            raise job_manager.InvalidInstanceError(Rules.ONE_FRAME_PER_SLICE.value.violation("3 frames"))
+
+    monkeypatch.setattr(job_manager, "preprocess", Preprocess())
+    _, record, jobs = queued_instance(tmp_path, "6.1")
+    jobs.location, jobs.max_attempts = None, 1
+    card = SimpleNamespace(input=SimpleNamespace(size=64), preprocessing=SimpleNamespace(windowing=None))
+    with pytest.raises(job_manager.InvalidInstanceError, match="one frame per instance"):
+        asyncio.run(jobs._read_slice(card, UseCase.QER, record))
+    jobs.cards = {UseCase.QXR: card}
+    result = asyncio.run(jobs._workflow(dataclasses.replace(record, rows=512, columns=512)))
+    assert asked == [True, False] and result.state is InstanceState.UNUSABLE

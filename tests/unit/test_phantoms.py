@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from qure_ray.dicom import read_instance
-from qure_ray.dicom.pixels import DATASET_WINDOW, prepare_for_model
+from qure_ray.dicom.pixels import DATASET_WINDOW, decode_grayscale, prepare_for_model
 from qure_ray.models.phantoms import (
     CHEST_FINDINGS,
     HEAD_CT_FINDINGS,
@@ -129,3 +129,43 @@ def test_series_slice_findings_handles_short_series() -> None:
     assert series_slice_findings(both, slices=2) == [frozenset(both), frozenset()]
     with pytest.raises(ValueError, match="at least one slice"):
         series_slice_findings(both, slices=0)
+
+
+def _enhanced_like(data: bytes, *, frames: int = 1) -> bytes:
+    """The slice as an enhanced multi-frame object keeps it: Rescale and Window in the functional groups."""
+    from pydicom.dataset import Dataset
+
+    from qure_ray.dicom.synthetic import to_bytes
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    rescale, window = Dataset(), Dataset()
+    rescale.RescaleSlope, rescale.RescaleIntercept, rescale.RescaleType = ds.RescaleSlope, ds.RescaleIntercept, "HU"
+    window.WindowCenter, window.WindowWidth = ds.WindowCenter, ds.WindowWidth
+    shared = Dataset()
+    shared.PixelValueTransformationSequence, shared.FrameVOILUTSequence = [rescale], [window]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    del ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth
+    if frames > 1:
+        ds.NumberOfFrames = frames
+        ds.PixelData = ds.PixelData * frames
+    return to_bytes(ds)
+
+
+def test_an_enhanced_slice_is_rescaled_and_windowed_from_its_functional_groups() -> None:
+    classic = to_dicom(head_ct_phantom(seed=2, findings={"intracranial_haemorrhage"}))
+    enhanced = _enhanced_like(classic)
+    for data in (classic, enhanced):
+        assert decode_grayscale(pydicom.dcmread(io.BytesIO(data))).min() < -500  # air in HU, not raw stored values
+    np.testing.assert_array_equal(
+        prepare_for_model(enhanced, size=128, windowing=DATASET_WINDOW),
+        prepare_for_model(classic, size=128, windowing=DATASET_WINDOW),
+    )
+
+
+def test_a_slice_of_many_frames_is_refused_where_a_series_is_read_slice_by_slice() -> None:
+    from qure_ray.errors import InvalidInstanceError
+
+    many = _enhanced_like(to_dicom(head_ct_phantom(seed=2)), frames=3)
+    assert prepare_for_model(many, size=64, windowing=DATASET_WINDOW).shape == (64, 64)  # the first frame
+    with pytest.raises(InvalidInstanceError, match="3 frames; expected one frame per instance"):
+        prepare_for_model(many, size=64, windowing=DATASET_WINDOW, one_frame=True)
