@@ -172,13 +172,21 @@ def series_start_row(source: str, series_uid: str, trigger: SeriesTrigger) -> Ba
 
 def webhook_row(source: str, url: str, secret: str, *, active: bool, registered_at: datetime | None = None) -> Batch:
     """A source's webhook; `registered_at` is kept when only the stored secret changes (results finished since
-    the registration stay due), otherwise now."""
+    the registration stay due), otherwise stamped as it commits (`stamp_registrations`)."""
     batch = Batch()
     batch.add(
         "webhooks",
-        {"source": source, "url": url, "secret": secret, "active": active, "registered_at": registered_at or now()},
+        {"source": source, "url": url, "secret": secret, "active": active, "registered_at": registered_at},
     )
     return batch
+
+
+def stamp_registrations(batch: Batch) -> None:
+    """Stamp new webhook registrations now, where they commit: which results a webhook announces compares its
+    registration with results' `finished_at`, which the committer stamps, not with the ingress's clock."""
+    for row in batch.rows.get("webhooks", []):
+        if row["registered_at"] is None:
+            row["registered_at"] = now()
 
 
 def delivery_row(
@@ -337,7 +345,8 @@ class Catalog:
             self.current.add(table, arrow)
 
     def commit(self, batch: Batch) -> None:
-        """Make the batch durable, then visible."""
+        """Make the batch durable, then visible (single-threaded use; `GroupCommitter` for concurrent writers)."""
+        stamp_registrations(batch)
         self.apply(self.persist(batch))
 
     # -- queries -----------------------------------------------------------------------------------

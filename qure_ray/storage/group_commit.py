@@ -22,7 +22,7 @@ import asyncio
 import logging
 
 from qure_ray.records import InstanceState
-from qure_ray.storage.catalog import CONDITIONED_TABLES, Batch, Catalog, Unsettled, now
+from qure_ray.storage.catalog import CONDITIONED_TABLES, Batch, Catalog, Unsettled, now, stamp_registrations
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class GroupCommitter:
         for table, column in STAMPED:
             for row in merged.rows.get(table, []):
                 row[column] = now()
+        stamp_registrations(merged)
         return merged, outcomes
 
     def _holds(self, condition: Unsettled, ahead: _RowsAhead) -> bool:

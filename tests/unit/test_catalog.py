@@ -578,3 +578,28 @@ def test_a_catalog_stamps_after_every_event_it_loaded(tmp_path: Path, monkeypatc
     Catalog(LocalObjectStore(tmp_path)).commit(batch)
     Catalog(LocalObjectStore(tmp_path))
     assert now() > later
+
+
+def test_a_registration_is_stamped_where_it_commits_not_by_its_writer_s_clock(tmp_path: Path) -> None:
+    """An ingress whose clock is behind the committer's: a result settled before the registration committed
+    is not announced, one settled after it is."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    for sop in ("1.2.3.2.1", "1.2.3.2.2"):
+        catalog.commit(received_rows(make_record(sop)))
+
+    def settle(sop_uid: str) -> Batch:
+        return settled_rows(
+            ResultRecord(source="site-a", sop_uid=sop_uid, usecase=UseCase.QXR, state=InstanceState.DONE)
+        )
+
+    async def writes() -> None:
+        committer = GroupCommitter(catalog, interval_s=0.0)
+        registration = webhook_row("site-a", "http://127.0.0.1:9/hook", "s" * 32, active=True)  # made first
+        await committer.write(settle("1.2.3.2.1"))
+        await committer.write(registration)
+        await committer.write(settle("1.2.3.2.2"))
+
+    asyncio.run(writes())
+    assert [n.uid for n in catalog.undelivered(limit=10)] == ["1.2.3.2.2"]
+    reopened = Catalog(LocalObjectStore(tmp_path))  # decided by the stamps alone
+    assert [n.uid for n in reopened.undelivered(limit=10)] == ["1.2.3.2.2"]
