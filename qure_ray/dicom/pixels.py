@@ -53,14 +53,15 @@ def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
             pixels = apply_color_lut(pixels, dataset)
     except Exception as exc:  # pydicom raises many kinds when a codec is missing or the data is corrupt
         raise Rules.UNREADABLE.value.fail(f"pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
-    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():  # Float Pixel Data: NaN would score as "routine"
-        raise Rules.UNREADABLE.value.fail("the float pixel data holds NaN or infinite values")
     image = pixels.astype(np.float32)
     if image.ndim == 3:  # colour: luminance
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     slope, intercept = _rescale_of(dataset)
     if slope != 1 or intercept != 0:
         image = image * np.float32(slope) + np.float32(intercept)
+    if (pixels.dtype.kind == "f" or slope != 1 or intercept != 0) and not np.isfinite(image).all():
+        # float pixel data or a rescale with NaN or infinity: NaN windows to NaN, which would score as "routine"
+        raise Rules.UNREADABLE.value.fail("the pixel values are NaN or infinite (float pixel data or rescale)")
     return image
 
 

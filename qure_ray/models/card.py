@@ -75,7 +75,8 @@ class Preprocessing(_Frozen):
 
     @model_validator(mode="after")
     def _fixed_window(self) -> Preprocessing:
-        if (self.window == "fixed") != (self.center is not None and self.width is not None):
+        given = (self.center is not None, self.width is not None)
+        if given != ((True, True) if self.window == "fixed" else (False, False)):
             raise ValueError("window: fixed takes a center and a width, and only it does")
         return self
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qure_ray.dicom.pixels import DATASET_WINDOW, Windowing
 from qure_ray.models.card import ModelCard
 from qure_ray.records import InstanceState, ModelInfo, ResultRecord, TriageStatus
 
@@ -29,6 +30,8 @@ class ReportContent:
     """(labels, h, w) in [0, 1], in the order of `findings`."""
     unusable_reason: str | None = None
     """Set when the image could not be read by the model: outputs say so instead of showing findings."""
+    windowing: Windowing = DATASET_WINDOW
+    """How the image is shown: as the model saw it (a head CT through the brain window)."""
 
     @classmethod
     def from_result(cls, result: ResultRecord, card: ModelCard, heatmaps: np.ndarray | None) -> ReportContent:
@@ -39,6 +42,7 @@ class ReportContent:
                 model=card.info,
                 trained_on=card.trained_on,
                 unusable_reason=result.reason or "the image cannot be read by the model",
+                windowing=card.preprocessing.windowing,
             )
         findings = tuple(
             LabelFinding(
@@ -56,6 +60,7 @@ class ReportContent:
             model=card.info,
             trained_on=card.trained_on,
             heatmaps=heatmaps,
+            windowing=card.preprocessing.windowing,
         )
 
     @property

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
-from qure_ray.dicom.pixels import displayed
+from qure_ray.dicom.pixels import DATASET_WINDOW, Windowing, displayed
 from qure_ray.outputs.content import ReportContent
 
 # One colour per positive finding, in legend order (red, yellow, cyan, magenta, green, orange).
@@ -16,14 +16,14 @@ HEAT_FLOOR = 0.4
 LEGEND_MIN_PX = 10
 
 
-def display_image(dataset: Dataset) -> np.ndarray:
-    """The first frame as 8-bit grayscale, windowed as the data set says (or by percentiles)."""
-    return (displayed(dataset) * 255).astype(np.uint8)
+def display_image(dataset: Dataset, windowing: Windowing = DATASET_WINDOW) -> np.ndarray:
+    """The first frame as 8-bit grayscale, windowed as the data set says (or by percentiles), or as given."""
+    return (displayed(dataset, windowing=windowing) * 255).astype(np.uint8)
 
 
 def overlay(dataset: Dataset, content: ReportContent) -> np.ndarray:
     """RGB uint8 (rows, columns, 3): the image, heat of each positive finding in its colour, a legend."""
-    gray = display_image(dataset).astype(np.float32)
+    gray = display_image(dataset, content.windowing).astype(np.float32)
     rgb = np.repeat(gray[..., None], 3, axis=2)
     rows, columns = gray.shape
     positives = [i for i, finding in enumerate(content.findings) if finding.positive]

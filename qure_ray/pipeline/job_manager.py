@@ -408,6 +408,7 @@ class JobManager:
         base: dict[str, Any] = {"source": series.source, "sop_uid": series.series_uid, "usecase": usecase}
         timings: dict[str, float] = {"queue": max(0.0, (now() - min(r.received_at for r in held)).total_seconds())}
         in_flight = asyncio.Semaphore(MAX_SLICES_IN_FLIGHT)
+        unreadable: list[str] = []
 
         async def read(record: InstanceRecord) -> Prediction | None:
             async with in_flight:
@@ -417,6 +418,7 @@ class JobManager:
                     outcome = str(exc)
                 if isinstance(outcome, str):
                     logger.warning("slice %s of series %s is unusable: %s", record.sop_uid, series.series_uid, outcome)
+                    unreadable.append(outcome)
                     return None
                 return outcome
 
@@ -431,7 +433,8 @@ class JobManager:
         timings["slices"] = time.perf_counter() - started
         read_slices = {sop: p for sop, p in predictions.items() if p is not None}
         if not read_slices:
-            return ResultRecord(**base, state=InstanceState.UNUSABLE, reason="no slice of the series could be read")
+            reason = f"no slice of the series could be read: {unreadable[0] if unreadable else 'none held'}"
+            return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason)
         slices = {sop: p.scores for sop, p in read_slices.items()}
         scores = {label: max(s[label] for s in slices.values()) for label in card.label_names}
         triage, decisions = verdict(card, scores)

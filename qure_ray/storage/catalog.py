@@ -106,12 +106,19 @@ def now() -> datetime:
 
 
 def _not_before(table: str, rows: pa.Table) -> None:
-    """After loading another writer's events, `now()` stamps later than all of them, even should this
-    machine's clock be behind that writer's: a state this catalog writes is newer than every one it read."""
+    """After loading another writer's rows, `now()` stamps later than all of them, even should this machine's
+    clock be behind that writer's: a state, result or registration this catalog writes is newer than every one
+    it read."""
     global _last_timestamp
-    if table == "events" and len(rows):
-        newest = pc.max(rows.column("event_at")).as_py()
-        _last_timestamp = max(_last_timestamp, newest)
+    column = LOADED_STAMPS.get(table)
+    if column is not None and len(rows):
+        newest = pc.max(rows.column(column)).as_py()
+        if newest is not None:
+            _last_timestamp = max(_last_timestamp, newest)
+
+
+LOADED_STAMPS = {"events": "event_at", "results": "finished_at", "webhooks": "registered_at"}
+"""The columns whose newest row per key wins: stamps this catalog writes must come after the loaded ones."""
 
 
 def received_rows(record: InstanceRecord, *, settled: ResultRecord | None = None) -> Batch:

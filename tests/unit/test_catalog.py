@@ -603,3 +603,14 @@ def test_a_registration_is_stamped_where_it_commits_not_by_its_writer_s_clock(tm
     assert [n.uid for n in catalog.undelivered(limit=10)] == ["1.2.3.2.2"]
     reopened = Catalog(LocalObjectStore(tmp_path))  # decided by the stamps alone
     assert [n.uid for n in reopened.undelivered(limit=10)] == ["1.2.3.2.2"]
+
+
+def test_a_catalog_stamps_after_every_registration_and_result_it_loaded(tmp_path: Path) -> None:
+    """A catalog restarted on a node whose clock is behind: its new registration must still be the newest."""
+    ahead = now() + timedelta(hours=1)  # written by a catalog whose clock ran an hour ahead
+    Catalog(LocalObjectStore(tmp_path)).commit(
+        webhook_row("site-a", "http://127.0.0.1:9/old", "s" * 32, active=True, registered_at=ahead)
+    )
+    reopened = Catalog(LocalObjectStore(tmp_path))
+    reopened.commit(webhook_row("site-a", "http://127.0.0.1:9/new", "s" * 32, active=True))
+    assert reopened.webhook("site-a").url.endswith("/new")  # type: ignore[union-attr]

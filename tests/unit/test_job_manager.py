@@ -442,3 +442,19 @@ def test_a_series_slice_is_preprocessed_one_frame_only_and_a_single_image_is_not
     jobs.cards = {UseCase.QXR: card}
     result = asyncio.run(jobs._workflow(dataclasses.replace(record, rows=512, columns=512)))
     assert asked == [True, False] and result.state is InstanceState.UNUSABLE
+
+
+def test_a_series_of_which_no_slice_can_be_read_says_why(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    held = []
+    for sop in ("9.8", "9.9"):
+        held.append(dataclasses.replace(make_record(sop), modality="CT", body_part="HEAD", series_uid="7.8"))
+    jobs = manager(catalog)
+
+    async def read_slice(card: Any, usecase: UseCase, record: InstanceRecord) -> str:
+        raise job_manager.InvalidInstanceError(Rules.ONE_FRAME_PER_SLICE.value.violation("40 frames"))
+
+    jobs._read_slice = read_slice
+    result = asyncio.run(jobs._series_workflow(SeriesRef(source="site-a", series_uid="7.8"), held, held))
+    assert result.state is InstanceState.UNUSABLE
+    assert result.reason.startswith("no slice of the series could be read: (0028,0008) NumberOfFrames: 40 frames")

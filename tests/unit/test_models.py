@@ -155,6 +155,7 @@ def test_only_the_first_frame_is_decoded() -> None:
 @pytest.mark.parametrize(
     "preprocessing",
     [{"window": "fixed"}, {"window": "fixed", "center": 40}, {"window": "dataset", "center": 40, "width": 80},
+     {"window": "dataset", "center": 40},
      {"window": "fixed", "center": 40, "width": 0}],
 )  # fmt: skip
 def test_a_fixed_window_takes_a_center_and_a_width_and_nothing_else_does(

@@ -278,3 +278,18 @@ def test_the_pdf_embeds_the_overlay_at_most_at_print_resolution(content: ReportC
     pdf = pdf_report(study={}, content=content, overlay=np.zeros((3000, 2400, 3), np.uint8))
     widths = [int(w) for w in re.findall(rb"/Width (\d+)", pdf)]
     assert widths and max(widths) <= PDF_IMAGE_PX
+
+
+def test_a_head_ct_slice_is_shown_through_the_window_its_model_read_it_with() -> None:
+    """A slice stored with a bone window first: its key-slice image shows the brain, as the model saw it."""
+    from qure_ray.models.phantoms import head_ct_phantom, to_dicom
+
+    head = load_card(SHIPPED_MODELS_DIR / "qer-densenet" / "model.yaml")
+    result = ResultRecord.without_model("site-a", "1.2.3", InstanceState.UNUSABLE, "for the picture only")
+    content = ReportContent.from_result(result, head, None)
+    assert content.windowing == head.preprocessing.windowing
+    brain = pydicom.dcmread(io.BytesIO(to_dicom(head_ct_phantom(seed=4))))
+    bone_first = pydicom.dcmread(io.BytesIO(to_dicom(head_ct_phantom(seed=4))))
+    bone_first.WindowCenter, bone_first.WindowWidth = [600, 40], [2800, 80]
+    shown = [overlay(ds, content)[200:, :].astype(int) for ds in (brain, bone_first)]  # below the legend
+    assert np.array_equal(shown[0], shown[1])

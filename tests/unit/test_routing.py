@@ -33,6 +33,10 @@ def facts(modality: str, body_part: str, view: str, **more: str) -> InstanceFact
         ("DX", "", "AP", "ABDOMEN SUPINE", UseCase.UNSUPPORTED),  # a frontal view, not of the chest
         ("DX", "", "PA", "HAND PA", UseCase.UNSUPPORTED),
         ("CR", "", "AP", "L-Spine AP", UseCase.UNSUPPORTED),
+        ("DX", "", "AP", "AP WHEELCHAIR", UseCase.QXR),  # "heel" inside a word names no body part
+        ("DX", "", "AP", "HANDHELD AP", UseCase.QXR),
+        ("DX", "", "AP", "HEAD AP", UseCase.UNSUPPORTED),
+        ("DX", "", "PA", "RIBS PA", UseCase.UNSUPPORTED),
         ("DX", "HAND", "PA", "", UseCase.UNSUPPORTED),
         ("CT", "CHEST", "", "", UseCase.UNSUPPORTED),
         ("MR", "", "", "", UseCase.UNSUPPORTED),

@@ -149,3 +149,12 @@ def test_float_pixel_data_with_nan_is_unreadable_not_scored() -> None:
     values[3, 4] = 0.5
     ds.FloatPixelData = values.tobytes()
     assert decode_grayscale(ds).shape == (32, 32)
+
+
+def test_a_rescale_of_nan_is_unreadable_not_scored() -> None:
+    from qure_ray.dicom.pixels import decode_grayscale
+
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(size=32)))
+    ds.RescaleSlope, ds.RescaleIntercept = "NaN", "0"
+    with pytest.raises(InvalidInstanceError, match="NaN or infinite"):
+        decode_grayscale(ds)
