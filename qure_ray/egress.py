@@ -126,6 +126,8 @@ class CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
                 addresses = await reachable_addresses(host, port, self.allowed)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"host {host!r} did not resolve within {timeout:g} s") from exc
+        if not addresses:
+            raise EgressRefused(f"host {host!r} resolves to no address")
         each = timeout / len(addresses) if timeout is not None else None
         failure: Exception = EgressRefused(f"host {host!r} resolves to no address")
         for address in addresses:

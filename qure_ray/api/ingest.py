@@ -192,7 +192,7 @@ async def _store_once(platform: Platform, key: str, data: bytes, metadata: Insta
                 platform.store.put_unless_changed,
                 key, data, version=version, media_type=DICOM_MEDIA_TYPE, sha256=metadata.sha256,
             )  # fmt: skip
-        except ObjectChangedError:  # written again meanwhile: look once more
+        except (ObjectChangedError, ObjectMissingError):  # written again, or reconciled away, meanwhile: look again
             continue
         logger.info("wrote over an unrecorded original of %s of source %s", metadata.sop_uid, source)
         return None

@@ -373,6 +373,8 @@ class JobManager:
                 if any(record.state in UNFINISHED_STATES for record in instances):
                     return  # slices still being routed: the next round looks again
                 held = [record for record in instances if record.state is InstanceState.HELD]
+                if not held and await self.catalog.result.remote(series.source, series.series_uid) is not None:
+                    return  # settled already (a stale round, or another job manager): not again, as unsupported
                 result = await self._series_workflow(series, held, instances)
             except Exception as exc:  # the catalog failed: the series stays pending, the next round retries
                 logger.error("series %s of %s could not be read: %s", series.series_uid, series.source, exc)

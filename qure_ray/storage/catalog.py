@@ -117,7 +117,12 @@ def _not_before(table: str, rows: pa.Table) -> None:
             _last_timestamp = max(_last_timestamp, newest)
 
 
-LOADED_STAMPS = {"events": "event_at", "results": "finished_at", "webhooks": "registered_at"}
+LOADED_STAMPS = {
+    "instances": "received_at",
+    "events": "event_at",
+    "results": "finished_at",
+    "webhooks": "registered_at",
+}
 """The columns whose newest row per key wins: stamps this catalog writes must come after the loaded ones."""
 
 

@@ -27,9 +27,10 @@ from qure_ray.storage.catalog import CONDITIONED_TABLES, Batch, Catalog, Unsettl
 logger = logging.getLogger(__name__)
 
 
-STAMPED = (("events", "event_at"), ("results", "finished_at"))
-"""What decides which row of a key is the newest: an instance's state, and its result (written by the job
-manager, and at ingest for what no use case reads)."""
+STAMPED = (("instances", "received_at"), ("events", "event_at"), ("results", "finished_at"))
+"""What decides which row of a key is the newest: an instance's content (two uploads of one UID through
+ingress replicas whose clocks disagree), its state, and its result (written by the job manager, and at ingest
+for what no use case reads)."""
 
 
 class GroupCommitter:

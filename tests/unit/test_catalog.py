@@ -614,3 +614,23 @@ def test_a_catalog_stamps_after_every_registration_and_result_it_loaded(tmp_path
     reopened = Catalog(LocalObjectStore(tmp_path))
     reopened.commit(webhook_row("site-a", "http://127.0.0.1:9/new", "s" * 32, active=True))
     assert reopened.webhook("site-a").url.endswith("/new")  # type: ignore[union-attr]
+
+
+def test_the_newest_content_is_the_last_committed_whatever_its_writer_s_clock() -> None:
+    """Two uploads of one UID through ingress replicas whose clocks disagree: the store holds the second, so
+    the catalog must name the second, even though the first was stamped by a clock running ahead."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        catalog = Catalog(LocalObjectStore(Path(folder)))
+        first = make_record("7.8", sha="aa" * 32)
+        first = InstanceRecord(**{**first.__dict__, "received_at": now() + timedelta(seconds=5)})
+
+        async def writes() -> None:
+            committer = GroupCommitter(catalog, interval_s=0.0)
+            await committer.write(received_rows(first))
+            await committer.write(received_rows(make_record("7.8", sha="bb" * 32)))
+
+        asyncio.run(writes())
+        assert catalog.instance("site-a", "7.8").sha256 == "bb" * 32  # type: ignore[union-attr]
+        assert Catalog(LocalObjectStore(Path(folder))).instance("site-a", "7.8").sha256 == "bb" * 32  # type: ignore[union-attr]

@@ -96,3 +96,13 @@ def test_a_name_that_does_not_resolve_in_time_is_a_connect_timeout(monkeypatch: 
     backend = CheckedNetworkBackend((), connect=Dialer(silent=set()))
     with pytest.raises(httpcore.ConnectTimeout, match=r"did not resolve within 0\.1 s"):
         asyncio.run(backend.connect_tcp("partner.example", 443, timeout=0.1))
+
+
+def test_a_name_that_resolves_to_nothing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def nothing(host: str, port: int, allowed: object) -> list[str]:
+        return []
+
+    monkeypatch.setattr(egress, "reachable_addresses", nothing)
+    backend = CheckedNetworkBackend((), connect=Dialer(silent=set()))
+    with pytest.raises(EgressRefused, match="resolves to no address"):
+        asyncio.run(backend.connect_tcp("partner.example", 443, timeout=10.0))

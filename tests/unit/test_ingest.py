@@ -131,3 +131,23 @@ def test_an_orphaned_original_with_the_uploaded_content_is_written_afresh(tmp_pa
     outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=orphan))
     assert outcome.created and platform.enqueued == {sop_of(orphan): 1}
     assert (tmp_path / key).stat().st_mtime > time.time() - 60 and platform.store.get(key) == orphan
+
+
+def test_an_orphan_reconciled_away_while_it_is_replaced_is_stored_anew(tmp_path: Path) -> None:
+    """Reconciliation deleted the orphan between the look at it and the write over it: S3 answers the
+    conditional write 404, and the upload stores its original as new."""
+    from qure_ray.errors import ObjectMissingError
+    from qure_ray.storage import LocalObjectStore
+
+    platform, _, upload, key = platform_with_an_hour_old_orphan(tmp_path, seed=13)
+
+    class ReconciledMeanwhile(LocalObjectStore):
+        def put_unless_changed(self, key: str, data: bytes, **options: object) -> str:
+            if options.get("version") is not None:
+                self.delete(key)
+                raise ObjectMissingError(f"{key} is gone")
+            return super().put_unless_changed(key, data, **options)  # type: ignore[arg-type]
+
+    platform.store = ReconciledMeanwhile(tmp_path)
+    outcome = asyncio.run(ingest(platform, source=SOURCE, field="f", data=upload))
+    assert outcome.created and platform.store.get(key) == upload

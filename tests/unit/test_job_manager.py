@@ -458,3 +458,20 @@ def test_a_series_of_which_no_slice_can_be_read_says_why(tmp_path: Path) -> None
     result = asyncio.run(jobs._series_workflow(SeriesRef(source="site-a", series_uid="7.8"), held, held))
     assert result.state is InstanceState.UNUSABLE
     assert result.reason.startswith("no slice of the series could be read: (0028,0008) NumberOfFrames: 40 frames")
+
+
+def test_a_settled_series_is_not_settled_again_by_a_stale_round(tmp_path: Path) -> None:
+    """Its slices are final, none held: a late round (or a second job manager) must not call it unsupported."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    record = dataclasses.replace(make_record("9.4"), modality="CT", body_part="HEAD", series_uid="7.4")
+    rows = received_rows(record)
+    rows.add("events", event_row("site-a", "9.4", InstanceState.DONE, "read with series 7.4"))
+    catalog.commit(rows)
+    catalog.commit(series_start_row("site-a", "7.4", SeriesTrigger.COMPUTE))
+    series_result = ResultRecord(source="site-a", sop_uid="7.4", usecase=UseCase.QER, state=InstanceState.DONE)
+    catalog.commit(settled_rows(series_result))
+    jobs = manager(catalog)
+
+    asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.4")))
+    assert catalog.result("site-a", "7.4").state is InstanceState.DONE  # type: ignore[union-attr]
+    assert catalog.count("results") == 1

@@ -37,6 +37,8 @@ def facts(modality: str, body_part: str, view: str, **more: str) -> InstanceFact
         ("DX", "", "AP", "HANDHELD AP", UseCase.QXR),
         ("DX", "", "AP", "HEAD AP", UseCase.UNSUPPORTED),
         ("DX", "", "PA", "RIBS PA", UseCase.UNSUPPORTED),
+        ("DX", "", "AP", "UPPER ARM AP", UseCase.UNSUPPORTED),
+        ("DX", "", "AP", "AP ARMS RAISED", UseCase.QXR),
         ("DX", "HAND", "PA", "", UseCase.UNSUPPORTED),
         ("CT", "CHEST", "", "", UseCase.UNSUPPORTED),
         ("MR", "", "", "", UseCase.UNSUPPORTED),
