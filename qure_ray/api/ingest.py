@@ -206,11 +206,11 @@ async def _unrecorded_for(platform: Platform, key: str, source: str, sop_uid: st
     - Other content: once older than reconciliation's grace period. Until the hourly reconciliation removes it,
       it would refuse a source that may not overwrite every re-upload. A younger one may be another upload's
       still on its way to the catalog, which must not lose its content.
-    - The same content: once older than an upload may take to record it. Written afresh, it is young again
+    - The same content: once well older than an upload may take to record it. Written afresh, it is young again
       when reconciliation checks it once more before deleting it (this upload is about to record it)."""
     objects = await asyncio.to_thread(platform.store.list_objects, key)
     written_at = next((info.modified_at for info in objects if info.key == key), None)
-    age_s = RECORD_WITHIN_S if same_content else ORPHAN_GRACE_S
+    age_s = RECORD_WITHIN_S + 60 if same_content else ORPHAN_GRACE_S  # a minute past any live upload's deadline
     if written_at is None or written_at > time.time() - age_s:
         return False
     return await platform.find_instance(source, sop_uid) is None
