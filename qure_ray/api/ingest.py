@@ -27,7 +27,7 @@ from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState, R
 from qure_ray.routing import InstanceFacts
 from qure_ray.storage.catalog import ingest_log_row, now
 from qure_ray.storage.keys import dicom_key
-from qure_ray.storage.reconcile import DEFAULT_GRACE_S as ORPHAN_GRACE_S
+from qure_ray.storage.reconcile import DEFAULT_GRACE_S as ORPHAN_GRACE_S, modified_at
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +208,7 @@ async def _unrecorded_for(platform: Platform, key: str, source: str, sop_uid: st
       still on its way to the catalog, which must not lose its content.
     - The same content: once well older than an upload may take to record it. Written afresh, it is young again
       when reconciliation checks it once more before deleting it (this upload is about to record it)."""
-    objects = await asyncio.to_thread(platform.store.list_objects, key)
-    written_at = next((info.modified_at for info in objects if info.key == key), None)
+    written_at = await asyncio.to_thread(modified_at, platform.store, key)
     age_s = RECORD_WITHIN_S + 60 if same_content else ORPHAN_GRACE_S  # a minute past any live upload's deadline
     if written_at is None or written_at > time.time() - age_s:
         return False

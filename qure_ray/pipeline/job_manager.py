@@ -238,7 +238,7 @@ class JobManager:
             for _ in range(MAX_CONTENTS_PER_RUN):
                 if record is None or record.state not in UNFINISHED_STATES:
                     return
-                unsettled = (Unsettled(ref.source, ref.sop_uid, record.sha256),)
+                unsettled = (Unsettled.of(record),)
                 processing = Batch(only_if=unsettled)
                 processing.add("events", event_row(ref.source, ref.sop_uid, InstanceState.PROCESSING))
                 if await self._write(processing):
@@ -508,13 +508,8 @@ class JobManager:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _write(self, batch_or_row: Batch | dict[str, Any]) -> bool:
-        """False when the batch's condition did not hold and nothing was written."""
-        if isinstance(batch_or_row, dict):
-            batch = Batch()
-            batch.add("events", batch_or_row)
-        else:
-            batch = batch_or_row
+    async def _write(self, batch: Batch) -> bool:
+        """False when a condition of the batch did not hold (that instance's rows were left out)."""
         written: bool = await self.catalog.write.remote(batch)
         return written
 
@@ -529,7 +524,7 @@ def _observe(result: ResultRecord) -> None:
 
 def _still_held(record: InstanceRecord) -> Unsettled:
     """A slice that still holds the content its series read (or, for a late slice, that was found late)."""
-    return Unsettled(record.source, record.sop_uid, record.sha256, frozenset({InstanceState.HELD}))
+    return Unsettled.of(record, states=frozenset({InstanceState.HELD}))
 
 
 def _late_reason(series_uid: str) -> str:

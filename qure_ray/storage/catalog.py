@@ -42,7 +42,7 @@ from qure_ray.storage.current import INDEX_ORDER, CurrentState
 from qure_ray.storage.keys import CATALOG_PREFIX, segment_key, segment_named_ns
 from qure_ray.storage.merging import MERGE_FAN_IN, merge_groups
 from qure_ray.storage.object_store import ObjectStore
-from qure_ray.storage.schema import TABLES
+from qure_ray.storage.schema import NEWEST_BY, TABLES
 from qure_ray.storage.segment_reading import read_live_segments, read_segment, unique_rows
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,13 @@ class Unsettled:
     sop_uid: str
     sha256: str
     states: frozenset[InstanceState] = frozenset(UNFINISHED_STATES)
+
+    @classmethod
+    def of(
+        cls, record: InstanceRecord, *, states: frozenset[InstanceState] = frozenset(UNFINISHED_STATES)
+    ) -> Unsettled:
+        """The condition that `record`'s content is still the instance's, in one of `states`."""
+        return cls(record.source, record.sop_uid, record.sha256, states)
 
 
 CONDITIONED_TABLES = ("events", "results")
@@ -110,20 +117,11 @@ def _not_before(table: str, rows: pa.Table) -> None:
     clock be behind that writer's: a state, result or registration this catalog writes is newer than every one
     it read."""
     global _last_timestamp
-    column = LOADED_STAMPS.get(table)
+    column = NEWEST_BY.get(table)
     if column is not None and len(rows):
         newest = pc.max(rows.column(column)).as_py()
         if newest is not None:
             _last_timestamp = max(_last_timestamp, newest)
-
-
-LOADED_STAMPS = {
-    "instances": "received_at",
-    "events": "event_at",
-    "results": "finished_at",
-    "webhooks": "registered_at",
-}
-"""The columns whose newest row per key wins: stamps this catalog writes must come after the loaded ones."""
 
 
 def received_rows(record: InstanceRecord, *, settled: ResultRecord | None = None) -> Batch:

@@ -30,7 +30,7 @@ from qure_ray.records import (
     Webhook,
 )
 from qure_ray.storage.latest import Key, LatestRows
-from qure_ray.storage.schema import TABLES
+from qure_ray.storage.schema import NEWEST_BY, TABLES
 from qure_ray.storage.table_rows import TableRows
 
 INDEX_ORDER = ("webhooks", "instances", "events", "series", "results", "webhook_deliveries", "ingest_log")
@@ -49,10 +49,10 @@ class CurrentState:
         self.rows = {table: TableRows(schema) for table, schema in TABLES.items()}
         """Every row of every table, numbered in the order they were added."""
         self._keys: dict[Key, Key] = {}  # one tuple per (source, uid), shared by the indexes below
-        self.instances = LatestRows(("source", "sop_uid"), "received_at", rows=self.rows["instances"])
-        self.events = LatestRows(("source", "sop_uid"), "event_at", payload_columns=("state", "reason"))
-        self.results = LatestRows(("source", "sop_uid"), "finished_at", rows=self.rows["results"])
-        self.webhooks = LatestRows(("source",), "registered_at", rows=self.rows["webhooks"])
+        self.instances = LatestRows(("source", "sop_uid"), NEWEST_BY["instances"], rows=self.rows["instances"])
+        self.events = LatestRows(("source", "sop_uid"), NEWEST_BY["events"], payload_columns=("state", "reason"))
+        self.results = LatestRows(("source", "sop_uid"), NEWEST_BY["results"], rows=self.rows["results"])
+        self.webhooks = LatestRows(("source",), NEWEST_BY["webhooks"], rows=self.rows["webhooks"])
         self.by_state: dict[str, set[Key]] = defaultdict(set)
         self._series_members: dict[Key, Key | set[Key]] = {}
         """(source, SeriesInstanceUID) → its instances' keys (`members_of`): the one key itself while the series has

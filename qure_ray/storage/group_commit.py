@@ -23,14 +23,15 @@ import logging
 
 from qure_ray.records import InstanceState
 from qure_ray.storage.catalog import CONDITIONED_TABLES, Batch, Catalog, Unsettled, now, stamp_registrations
+from qure_ray.storage.schema import NEWEST_BY
 
 logger = logging.getLogger(__name__)
 
 
-STAMPED = (("instances", "received_at"), ("events", "event_at"), ("results", "finished_at"))
-"""What decides which row of a key is the newest: an instance's content (two uploads of one UID through
-ingress replicas whose clocks disagree), its state, and its result (written by the job manager, and at ingest
-for what no use case reads)."""
+STAMPED = ("instances", "events", "results")
+"""The tables whose `NEWEST_BY` column the committer stamps on every row: an instance's content (two uploads of
+one UID through ingress replicas whose clocks disagree), its state, and its result (written by the job manager,
+and at ingest for what no use case reads). Webhooks are stamped only when new (`stamp_registrations`)."""
 
 
 class GroupCommitter:
@@ -81,9 +82,9 @@ class GroupCommitter:
             merged.extend(kept)
             ahead.note(kept)
             outcomes.append(not failed)
-        for table, column in STAMPED:
+        for table in STAMPED:
             for row in merged.rows.get(table, []):
-                row[column] = now()
+                row[NEWEST_BY[table]] = now()
         stamp_registrations(merged)
         return merged, outcomes
 

@@ -36,7 +36,8 @@ async def remove_orphans(store: ObjectStore, catalog: Catalog, *, grace_s: float
     objects = await asyncio.to_thread(store.list_objects, DICOM_PREFIX)
     removed = []
     for key in select_orphans(objects, catalog.object_keys(), grace_s=grace_s, now_s=now_s):
-        if await asyncio.to_thread(_written_before, store, key, now_s - grace_s) and not _recorded(catalog, key):
+        written_at = await asyncio.to_thread(modified_at, store, key)
+        if written_at is not None and written_at < now_s - grace_s and not _recorded(catalog, key):
             await asyncio.to_thread(store.delete, key)
             removed.append(key)
     if removed:
@@ -44,8 +45,9 @@ async def remove_orphans(store: ObjectStore, catalog: Catalog, *, grace_s: float
     return removed
 
 
-def _written_before(store: ObjectStore, key: str, cutoff_s: float) -> bool:
-    return any(info.key == key and info.modified_at < cutoff_s for info in store.list_objects(key))
+def modified_at(store: ObjectStore, key: str) -> float | None:
+    """When the object at `key` was last written (seconds since the epoch), or None when there is none."""
+    return next((info.modified_at for info in store.list_objects(key) if info.key == key), None)
 
 
 def _recorded(catalog: Catalog, key: str) -> bool:

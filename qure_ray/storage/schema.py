@@ -126,3 +126,13 @@ TABLES: dict[str, pa.Schema] = {
     "webhooks": WEBHOOKS,
     "webhook_deliveries": WEBHOOK_DELIVERIES,
 }
+
+NEWEST_BY: dict[str, str] = {
+    "instances": "received_at",
+    "events": "event_at",
+    "results": "finished_at",
+    "webhooks": "registered_at",
+}
+"""The tables whose newest row per key counts (an instance's content, state, result; a source's webhook), and the
+column that decides it. The catalog's committer stamps these columns, and a catalog stamps later than every such
+row it loaded."""

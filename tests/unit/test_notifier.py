@@ -258,7 +258,8 @@ def test_a_delivery_connects_to_the_very_addresses_the_egress_check_resolved(mon
 
 
 def test_a_delivery_takes_no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A proxy would resolve the partner's host itself, past the egress check: deliveries connect directly."""
+    """A proxy would resolve the partner's host itself, past the egress check: deliveries connect directly. (A
+    plain httpx client takes the proxy from the environment; `checked_client`'s own transport never does.)"""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
