@@ -27,7 +27,8 @@ from qure_ray.records import IngestOutcomeKind, InstanceRecord, InstanceState, R
 from qure_ray.routing import InstanceFacts
 from qure_ray.storage.catalog import ingest_log_row, now
 from qure_ray.storage.keys import dicom_key
-from qure_ray.storage.reconcile import DEFAULT_GRACE_S as ORPHAN_GRACE_S, modified_at
+from qure_ray.storage.reconcile import DEFAULT_GRACE_S as ORPHAN_GRACE_S
+from qure_ray.storage.reconcile import modified_at
 
 logger = logging.getLogger(__name__)
 
