@@ -108,10 +108,7 @@ async def _ingest(
         return IngestOutcome(field, False, violation.message, metadata, violation)
     existing = await platform.find_instance(source, metadata.sop_uid)
     if existing is not None and existing.sha256 == metadata.sha256:
-        await platform.log_ingest(
-            ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.DUPLICATE, metadata.sha256)
-        )
-        return IngestOutcome(field, False, "already stored with the same content; not processed again", metadata)
+        return await _duplicate(platform, source, field, metadata)
     if existing is not None and not platform.settings.may_overwrite(source):
         return await _conflict(platform, source, field, metadata, existing.sha256)
     try:
@@ -148,18 +145,23 @@ async def _store_and_record(
     record = InstanceRecord(
         **metadata.to_row(), source=source, object_key=key, received_at=now(), state=InstanceState.QUEUED
     )
+    decision = platform.router.route(InstanceFacts.of(metadata, source=source))
+    unsupported = decision.usecase is UseCase.UNSUPPORTED
+    if unsupported:
+        result = ResultRecord.without_model(source, metadata.sop_uid, InstanceState.UNSUPPORTED, decision.reason)
+        recorded = await platform.record_settled(record, result)
+    else:
+        recorded = await platform.record_and_enqueue(record)
+    if not recorded:  # another upload of this content recorded it first (both stored the same bytes)
+        return await _duplicate(platform, source, field, metadata)
     if overwrite:
         await platform.log_ingest(
             ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.OVERWRITTEN, metadata.sha256, replaced or "")
         )
-    decision = platform.router.route(InstanceFacts.of(metadata, source=source))
-    if decision.usecase is UseCase.UNSUPPORTED:
-        unsupported = ResultRecord.without_model(source, metadata.sop_uid, InstanceState.UNSUPPORTED, decision.reason)
-        await platform.record_settled(record, unsupported)
+    if unsupported:
         metrics.count_failure("processing", InstanceState.UNSUPPORTED.value)  # as when the job manager settled it
         logger.info("stored %s of source %s (%d bytes), unsupported", metadata.sop_uid, source, metadata.size_bytes)
         return IngestOutcome(field, True, f"stored; not processed: {decision.reason}", metadata)
-    await platform.record_and_enqueue(record)
     logger.info("stored %s of source %s (%d bytes), queued", metadata.sop_uid, source, metadata.size_bytes)
     message = "overwrote the earlier content and queued it again" if overwrite else "stored and queued for processing"
     return IngestOutcome(field, True, message, metadata)
@@ -214,6 +216,11 @@ async def _unrecorded_for(platform: Platform, key: str, source: str, sop_uid: st
     if written_at is None or written_at > time.time() - age_s:
         return False
     return await platform.find_instance(source, sop_uid) is None
+
+
+async def _duplicate(platform: Platform, source: str, field: str, metadata: InstanceMetadata) -> IngestOutcome:
+    await platform.log_ingest(ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.DUPLICATE, metadata.sha256))
+    return IngestOutcome(field, False, "already stored with the same content; not processed again", metadata)
 
 
 async def _conflict(

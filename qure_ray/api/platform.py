@@ -32,8 +32,8 @@ class Platform(Protocol):
     async def instances_of_series(self, source: str, series_uid: str) -> list[InstanceRecord]: ...
     async def lookup_result(self, source: str, uid: str) -> ResultLookup: ...
     async def start_series(self, source: str, series_uid: str) -> SeriesStart: ...
-    async def record_and_enqueue(self, record: InstanceRecord) -> None: ...
-    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> None: ...
+    async def record_and_enqueue(self, record: InstanceRecord) -> bool: ...
+    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> bool: ...
     async def webhook(self, source: str) -> Webhook | None: ...
     async def set_webhook(self, source: str, url: str, secret: str, *, active: bool) -> None: ...
     async def log_ingest(self, batch: Batch) -> None: ...
@@ -105,14 +105,19 @@ class RayPlatform:
         outcome: SeriesStart = await self.catalog.start_series.remote(source, series_uid, SeriesTrigger.COMPUTE)
         return outcome
 
-    async def record_and_enqueue(self, record: InstanceRecord) -> None:
-        """Durable first (catalog row + `queued` event), then the queue; a lost enqueue is resynced."""
-        await self.catalog.write.remote(received_rows(record))
-        await self.queue.put.remote(record.ref)
+    async def record_and_enqueue(self, record: InstanceRecord) -> bool:
+        """Durable first (catalog row + `queued` event), then the queue; a lost enqueue is resynced. False when
+        the instance already held this content (another upload of it recorded it first): nothing written."""
+        recorded: bool = await self.catalog.write.remote(received_rows(record))
+        if recorded:
+            await self.queue.put.remote(record.ref)
+        return recorded
 
-    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> None:
-        """A stored instance and its final result in one durable write: the queue never sees it."""
-        await self.catalog.write.remote(received_rows(record, settled=result))
+    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> bool:
+        """A stored instance and its final result in one durable write: the queue never sees it. False as for
+        `record_and_enqueue`."""
+        recorded: bool = await self.catalog.write.remote(received_rows(record, settled=result))
+        return recorded
 
     async def webhook(self, source: str) -> Webhook | None:
         webhook: Webhook | None = await self.catalog.webhook.remote(source)

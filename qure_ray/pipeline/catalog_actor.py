@@ -148,7 +148,7 @@ class CatalogActor:
 
     async def write(self, batch: Batch) -> bool:
         """Returns once the batch is durable on the object store and visible to reads: True, or False when a
-        condition (`Batch.only_if`) did not hold and that instance's events and results were left out."""
+        condition (`Batch.only_if`) did not hold and the rows it drops for that instance were left out."""
         return await self.committer.write(batch)
 
     async def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:

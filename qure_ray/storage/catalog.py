@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 import pyarrow as pa
@@ -58,12 +58,14 @@ class Unsettled:
     """A condition on an instance's rows in a batch: the instance still holds the content that was processed
     and is still in one of `states`. Checked by the committer in commit order, so a state or result is never
     written for content an upload has replaced meanwhile, nor for an instance settled (or held for its series)
-    by another writer."""
+    by another writer. When it fails, the instance's events and results are left out."""
 
     source: str
     sop_uid: str
     sha256: str
     states: frozenset[InstanceState] = frozenset(UNFINISHED_STATES)
+
+    drops: ClassVar[tuple[str, ...]] = ("events", "results")
 
     @classmethod
     def of(
@@ -72,9 +74,29 @@ class Unsettled:
         """The condition that `record`'s content is still the instance's, in one of `states`."""
         return cls(record.source, record.sop_uid, record.sha256, states)
 
+    def holds(self, sha256: str | None, state: InstanceState | None) -> bool:
+        return sha256 == self.sha256 and state in self.states
 
-CONDITIONED_TABLES = ("events", "results")
-"""The tables whose rows a failed `Unsettled` condition drops: those keyed by the instance (source, SOP UID)."""
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """A condition on an upload's rows: the instance does not already hold this content. Two uploads of the
+    same content at once both find no record and both store it; only the first to commit records it. The
+    second is a duplicate: its `queued` would have reopened an instance the job manager may have settled
+    meanwhile, for a second result and a second webhook. When it fails, all of the instance's rows are left
+    out."""
+
+    source: str
+    sop_uid: str
+    sha256: str
+
+    drops: ClassVar[tuple[str, ...]] = ("instances", "events", "results")
+
+    def holds(self, sha256: str | None, state: InstanceState | None) -> bool:
+        return sha256 != self.sha256
+
+
+Condition = Unsettled | Unrecorded
 
 
 @dataclass
@@ -82,9 +104,9 @@ class Batch:
     """Rows to append, per table. Rows are plain dicts in the table's schema, without `row_id`."""
 
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    only_if: tuple[Unsettled, ...] = ()
-    """Conditions checked as the batch commits (`GroupCommitter`): the events and results rows of an instance
-    whose condition fails are not written; the other rows are."""
+    only_if: tuple[Condition, ...] = ()
+    """Conditions checked as the batch commits (`GroupCommitter`): the rows an instance's failed condition
+    `drops` are not written; the other rows are."""
 
     def add(self, table: str, row: dict[str, Any]) -> None:
         if table not in TABLES:
@@ -126,8 +148,9 @@ def _not_before(table: str, rows: pa.Table) -> None:
 
 def received_rows(record: InstanceRecord, *, settled: ResultRecord | None = None) -> Batch:
     """The batch that makes a stored instance visible: its metadata row, its `received` event, then its `queued`
-    event, or, for an instance settled at ingest (no use case reads it), its result and final event."""
-    batch = Batch()
+    event, or, for an instance settled at ingest (no use case reads it), its result and final event. Written
+    only if the instance does not hold this content already (`Unrecorded`)."""
+    batch = Batch(only_if=(Unrecorded(record.source, record.sop_uid, record.sha256),))
     batch.add(
         "instances",
         {name: getattr(record, name) for name in TABLES["instances"].names if name != "row_id"},

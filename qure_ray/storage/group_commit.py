@@ -10,10 +10,10 @@ their writers (ingress replicas, the job manager) may run on machines whose cloc
 stamped by a clock a second behind the ingress's `queued` would have lost to it. Commit order is the order
 of cause and effect: each step of an instance is written, and waited for, before the next one starts.
 
-A batch may carry conditions (`Batch.only_if`: an instance still holds the content processed and is still
-unfinished, or held). They are decided here for the same reason, in commit order, counting the rows merged ahead in the
-same flush; the events and results of an instance whose condition fails are left out, and the writer is
-told so.
+A batch may carry conditions (`Batch.only_if`): an instance still holds the content processed and is still
+unfinished, or held (`Unsettled`); an upload's content is not recorded already (`Unrecorded`). They are decided
+here for the same reason, in commit order, counting the rows merged ahead in the same flush; the rows of an
+instance whose condition fails are left out, and the writer is told so.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncio
 import logging
 
 from qure_ray.records import InstanceState
-from qure_ray.storage.catalog import CONDITIONED_TABLES, Batch, Catalog, Unsettled, now, stamp_registrations
+from qure_ray.storage.catalog import Batch, Catalog, Condition, now, stamp_registrations
 from qure_ray.storage.schema import NEWEST_BY
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class GroupCommitter:
 
     async def write(self, batch: Batch) -> bool:
         """Returns once the batch is durable and visible: True, or False when a condition (`Batch.only_if`)
-        did not hold and that instance's events and results were left out."""
+        did not hold and the rows it drops for that instance were left out."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((batch, future))
         if self._flusher is None or self._flusher.done():
@@ -77,8 +77,8 @@ class GroupCommitter:
         conditions held."""
         merged, outcomes, ahead = Batch(), [], _RowsAhead()
         for batch, _ in waiting:
-            failed = {(c.source, c.sop_uid) for c in batch.only_if if not self._holds(c, ahead)}
-            kept = batch if not failed else _without_instances(batch, failed)
+            failed = [c for c in batch.only_if if not self._holds(c, ahead)]
+            kept = batch if not failed else _without(batch, failed)
             merged.extend(kept)
             ahead.note(kept)
             outcomes.append(not failed)
@@ -88,22 +88,22 @@ class GroupCommitter:
         stamp_registrations(merged)
         return merged, outcomes
 
-    def _holds(self, condition: Unsettled, ahead: _RowsAhead) -> bool:
-        """Whether the instance holds `condition`'s content in one of its states, counting the rows of this
-        flush merged ahead of it (an upload and a result may share a flush)."""
+    def _holds(self, condition: Condition, ahead: _RowsAhead) -> bool:
+        """Whether `condition` holds for the instance's content and state, counting the rows of this flush
+        merged ahead of it (an upload and a result may share a flush)."""
         key = (condition.source, condition.sop_uid)
         record = self.catalog.instance(*key)
         sha256 = ahead.sha256.get(key, record.sha256 if record else None)
         state = ahead.state.get(key, record.state if record else None)
-        return sha256 == condition.sha256 and state in condition.states
+        return condition.holds(sha256, state)
 
 
-def _without_instances(batch: Batch, instances: set[tuple[str, str]]) -> Batch:
+def _without(batch: Batch, failed: list[Condition]) -> Batch:
+    """`batch` without the rows each failed condition drops for its instance."""
+    dropped = {(table, c.source, c.sop_uid) for c in failed for table in c.drops}
     return Batch(
         {
-            table: [row for row in rows if (row["source"], row["sop_uid"]) not in instances]
-            if table in CONDITIONED_TABLES
-            else rows
+            table: [row for row in rows if (table, row.get("source"), row.get("sop_uid")) not in dropped]
             for table, rows in batch.rows.items()
         }
     )

@@ -122,14 +122,25 @@ class MemoryPlatform:
             self.instances[record.sop_uid] = _with_state(record, InstanceState.DONE)
         return SeriesStart.STARTED
 
-    async def record_and_enqueue(self, record: InstanceRecord) -> None:
+    async def record_and_enqueue(self, record: InstanceRecord) -> bool:
+        if self._recorded(record):
+            return False
         self.enqueued[record.sop_uid] += 1
         held = record.modality == "CT"
         self.instances[record.sop_uid] = _with_state(record, InstanceState.HELD if held else InstanceState.QUEUED)
+        return True
 
-    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> None:
+    async def record_settled(self, record: InstanceRecord, result: ResultRecord) -> bool:
+        if self._recorded(record):
+            return False
         self.instances[record.sop_uid] = _with_state(record, result.state)
         self.results[record.sop_uid] = result
+        return True
+
+    def _recorded(self, record: InstanceRecord) -> bool:
+        """As the catalog's `Unrecorded` condition: this content is the instance's already."""
+        known = self.instances.get(record.sop_uid)
+        return known is not None and known.sha256 == record.sha256
 
     async def log_ingest(self, batch: Batch) -> None:
         pass

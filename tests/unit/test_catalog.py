@@ -181,6 +181,27 @@ def test_a_conditional_settle_counts_an_upload_ahead_of_it_in_the_same_flush(tmp
     assert catalog.instance("site-a", "7.3").state is InstanceState.QUEUED  # type: ignore[union-attr]
 
 
+def test_an_upload_of_content_already_recorded_writes_nothing(tmp_path: Path) -> None:
+    """Two uploads of the same content at once both find no record: the second to commit must not queue the
+    instance again, least of all once the first was settled (a second result, a second webhook)."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+
+    async def writes() -> list[bool]:
+        committer = GroupCommitter(catalog, interval_s=0.05)
+        together = await asyncio.gather(
+            committer.write(received_rows(make_record("7.6", sha="aa" * 32))),
+            committer.write(received_rows(make_record("7.6", sha="aa" * 32))),  # the same flush
+        )
+        settled = await committer.write(_settle("7.6", "aa" * 32))
+        late = await committer.write(received_rows(make_record("7.6", sha="aa" * 32)))  # after the settle
+        other = await committer.write(received_rows(make_record("7.6", sha="bb" * 32)))  # new content: recorded
+        return [*together, settled, late, other]
+
+    assert asyncio.run(writes()) == [True, False, True, False, True]
+    assert catalog.count("instances") == 2 and catalog.count("events") == 2 + 1 + 2
+    assert catalog.instance("site-a", "7.6").sha256 == "bb" * 32  # type: ignore[union-attr]
+
+
 def test_a_writer_cancelled_while_its_flush_runs_leaves_the_others_written(tmp_path: Path) -> None:
     """Serve passes a caller's cancellation on: the flush goes on for every other writer."""
     catalog = Catalog(LocalObjectStore(tmp_path))

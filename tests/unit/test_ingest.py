@@ -62,6 +62,24 @@ def test_an_original_another_upload_stored_first_is_never_overwritten(tmp_path: 
     assert platform.store.get(key) == winner
 
 
+def test_the_second_of_two_uploads_of_the_same_content_at_once_is_a_duplicate(tmp_path: Path) -> None:
+    """Both find no record (the first has not recorded yet when the second looks) and both store the same bytes;
+    the catalog records only the first, and the second is answered as a duplicate, not queued again."""
+
+    class LookingTooEarly(MemoryPlatform):
+        async def find_instance(self, source: str, sop_uid: str) -> None:
+            return None
+
+    plain = memory_platform(tmp_path)
+    platform = LookingTooEarly(plain.settings, plain.store, plain.router)
+    chest = chest_dx(seed=9)
+    first, second = (asyncio.run(ingest(platform, source=SOURCE, field="f", data=chest)) for _ in range(2))
+
+    assert first.created and not second.created and second.accepted
+    assert second.message == "already stored with the same content; not processed again"
+    assert platform.enqueued == {sop_of(chest): 1}
+
+
 def test_a_conditional_create_that_meets_an_unfinished_one_tries_again(tmp_path: Path) -> None:
     """S3 answers 409 to the second of two conditional writes in flight together; the first may yet fail."""
     from qure_ray.errors import ObjectChangedError
