@@ -9,6 +9,7 @@ setting, the value and what is allowed.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -97,6 +98,50 @@ class TokenTable:
         return ",".join(f"{token}:{source}" for token, source in self.sources_by_token.items())
 
 
+@dataclass(frozen=True)
+class CallingAE:
+    """A calling AE title that may store over DIMSE: as which source, and from which networks (any when none).
+    DIMSE has no credentials, so an AE title alone is a name anyone who reaches the port can claim."""
+
+    source: str
+    networks: tuple[IPNetwork, ...] = ()
+
+    def allows(self, address: str) -> bool:
+        """Whether a peer at `address` (as the socket gives it) may use this AE title."""
+        if not self.networks:
+            return True
+        try:
+            peer = ipaddress.ip_address(address.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
+        except ValueError:
+            return False
+        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:  # a dual-stack socket's
+            peer = peer.ipv4_mapped
+        return any(peer in network for network in self.networks)
+
+
+def parse_calling_aes(text: str) -> dict[str, CallingAE]:
+    """`AE:source,AE:source@network,...` → {AE title: CallingAE}; an AE title may be listed once per network."""
+    table: dict[str, CallingAE] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        title, sep, rest = entry.partition(":")
+        source, at, network = (part.strip() for part in rest.partition("@"))
+        title = title.strip()
+        if not sep or not 0 < len(title) <= 16 or not _SOURCE_PATTERN.match(source) or (at and not network):
+            raise ConfigError(
+                f"QURE_DIMSE_CALLING_AES: {entry!r} is not AE:source or AE:source@network (AE title 1-16 "
+                "characters, a valid source, a network such as 10.20.0.0/24)"
+            )
+        networks = parse_networks("QURE_DIMSE_CALLING_AES", network)
+        known = table.get(title)
+        if known is not None and (known.source != source or not known.networks or not networks):
+            raise ConfigError(
+                f"QURE_DIMSE_CALLING_AES: {title!r} is listed more than once; list an AE title once, or once per "
+                "network with the same source"
+            )
+        table[title] = CallingAE(source, (known.networks if known else ()) + networks)
+    return table
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Validated settings; build with `Settings.load(args, env)`."""
@@ -128,7 +173,8 @@ class Settings:
     dimse_host: str = "127.0.0.1"
     dimse_ae_title: str = "QURE_RAY"
     dimse_calling_aes: str = ""
-    """`AE:source,AE:source`: which calling AE titles may send, and as which source."""
+    """`AE:source,AE:source@network`: which calling AE titles may send, as which source, and, where a network
+    (an address or CIDR) is named, only from it (`parse_calling_aes`)."""
     url_secret: str = field(default="", repr=False)
     """Key of the HMAC that signs local asset URLs; empty: see `url_signing_key`."""
     asset_url_expiry_s: int = 3600
@@ -272,12 +318,7 @@ class Settings:
                 "QURE_DIMSE_CALLING_AES: empty while QURE_DIMSE_PORT is set; list the calling AE titles that may "
                 "send, as AE:source,AE:source"
             )
-        for entry in filter(None, (part.strip() for part in self.dimse_calling_aes.split(","))):
-            title, sep, source = entry.partition(":")
-            if not sep or not 0 < len(title.strip()) <= 16 or not _SOURCE_PATTERN.match(source.strip()):
-                raise ConfigError(
-                    f"QURE_DIMSE_CALLING_AES: {entry!r} is not AE:source (AE title 1-16 characters, a valid source)"
-                )
+        parse_calling_aes(self.dimse_calling_aes)  # a bad entry is a ConfigError
         if self.public_url and not re.match(r"^https?://[^/\s]+", self.public_url):
             raise ConfigError(
                 f"QURE_PUBLIC_URL: {self.public_url!r} is not an http(s) URL such as https://ai.example.org"

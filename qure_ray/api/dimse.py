@@ -1,9 +1,10 @@
 """`DimseGateway`: a DICOM C-STORE SCP (pynetdicom) so modalities can send directly, as a Serve deployment.
 
-Calling AE titles map to sources (`QURE_DIMSE_CALLING_AES=CT01:site-a,...`); unknown callers are refused
-at association. Each received instance takes the same path as an HTTP upload (`qure_ray.api.ingest`);
-its refusal reason becomes the C-STORE status (0xA900, 0xC000, 0x0122, 0xC122; 0xA700 when the queue is
-full), so a modality sees exactly why an image was not taken.
+Calling AE titles map to sources (`QURE_DIMSE_CALLING_AES=CT01:site-a@10.20.0.0/24,...`); unknown callers,
+and known ones calling from outside the networks listed for them, are refused at association. Each received
+instance takes the same path as an HTTP upload (`qure_ray.api.ingest`); its refusal reason becomes the C-STORE
+status (0xA900, 0xC000, 0x0122, 0xC122; 0xA700 when the queue is full), so a modality sees exactly why an image
+was not taken.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray.api.ingest import ingest
 from qure_ray.api.platform import RayPlatform
-from qure_ray.config import BACKGROUND_LOGGING
+from qure_ray.config import BACKGROUND_LOGGING, parse_calling_aes
 from qure_ray.dicom.standards import SUPPORTED_TRANSFER_SYNTAXES
 from qure_ray.dicom.validation import FailureReason
 from qure_ray.errors import OverloadedError, StorageError
@@ -44,13 +45,8 @@ def _try_later(exc: BaseException) -> bool:
     return is_platform_failure(exc, also=BUSY_OR_STORE_DOWN)
 
 
-def parse_calling_aes(text: str) -> dict[str, str]:
-    """`AE:source,AE:source` → {AE title: source}."""
-    table: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        title, _, source = entry.partition(":")
-        table[title.strip()] = source.strip()
-    return table
+CALLING_AE_NOT_RECOGNISED = (0x01, 0x01, 0x03)
+"""A-ASSOCIATE-RJ: rejected permanent, by the service user, calling AE title not recognised (PS3.8 9.3.4)."""
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config=BACKGROUND_LOGGING)
@@ -66,7 +62,7 @@ class DimseGateway:
         log_to_replica_file()
         self.platform = RayPlatform.from_args(settings_args, catalog=catalog, queue=queue, jobs=jobs)
         settings = self.platform.settings
-        self.sources = parse_calling_aes(settings.dimse_calling_aes)
+        self.callers = parse_calling_aes(settings.dimse_calling_aes)
         self.loop = asyncio.get_running_loop()
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its debug output can include data sets
         ae = AE(ae_title=settings.dimse_ae_title)
@@ -74,26 +70,41 @@ class DimseGateway:
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
                 ae.add_supported_context(context.abstract_syntax, transfer_syntaxes)
-        ae.require_calling_aet = list(self.sources)
+        ae.require_calling_aet = list(self.callers)
         ae.maximum_pdu_size = 0
         ae.network_timeout = NETWORK_TIMEOUT_S
         server = ae.start_server(
             (settings.dimse_host, settings.dimse_port),
             block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._on_c_store), (evt.EVT_C_ECHO, lambda event: SUCCESS)],
+            evt_handlers=[
+                (evt.EVT_REQUESTED, self._on_association_request),
+                (evt.EVT_C_STORE, self._on_c_store),
+                (evt.EVT_C_ECHO, lambda event: SUCCESS),
+            ],
         )
         assert server is not None  # block=False returns the running server
         self.server: ThreadedAssociationServer = server
         logger.info(
             "C-STORE SCP %s listening on %s:%d for %d calling AE title(s)",
-            settings.dimse_ae_title, settings.dimse_host, settings.dimse_port, len(self.sources),
+            settings.dimse_ae_title, settings.dimse_host, settings.dimse_port, len(self.callers),
         )  # fmt: skip
+
+    def _on_association_request(self, event: Any) -> None:
+        """Rejects a listed calling AE title calling from outside its networks, as if unknown (pynetdicom itself
+        rejects unlisted titles right after this)."""
+        title = str(event.assoc.requestor.primitive.calling_ae_title).strip()
+        caller, address = self.callers.get(title), event.assoc.requestor.address
+        if caller is not None and not caller.allows(address):
+            logger.warning("refused an association from %s calling as %s: not from its networks", address, title)
+            event.assoc.acse.send_reject(*CALLING_AE_NOT_RECOGNISED)
+            event.assoc.kill()
 
     def _on_c_store(self, event: Any) -> int:
         """Runs on pynetdicom's thread; the ingest itself runs on the replica's event loop."""
-        source = self.sources.get(str(event.assoc.requestor.ae_title).strip())
-        if source is None:  # pragma: no cover - refused at association already
+        caller = self.callers.get(str(event.assoc.requestor.ae_title).strip())
+        if caller is None:  # pragma: no cover - refused at association already
             return int(FailureReason.PROCESSING_FAILURE)
+        source = caller.source
         data = event.encoded_dataset(include_meta=True)
         future = asyncio.run_coroutine_threadsafe(self._store(source, data), self.loop)
         try:

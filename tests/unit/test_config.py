@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from qure_ray.config import Settings, TokenTable
+from qure_ray.config import Settings, TokenTable, parse_calling_aes
 from qure_ray.errors import ConfigError
 
 
@@ -64,15 +64,26 @@ def test_dev_token_is_made_once_and_kept(tmp_path: Path) -> None:
 
 
 def test_dimse_settings_are_checked() -> None:
-    from qure_ray.api.dimse import parse_calling_aes
-
-    settings = Settings.load({"QURE_DIMSE_PORT": 11112, "QURE_DIMSE_CALLING_AES": "CT01:site-a, MR02:site-b"}, {})
-    assert parse_calling_aes(settings.dimse_calling_aes) == {"CT01": "site-a", "MR02": "site-b"}
+    aes = "CT01:site-a, MR02:site-b@10.20.0.0/24, MR02:site-b@fd00::7"
+    settings = Settings.load({"QURE_DIMSE_PORT": 11112, "QURE_DIMSE_CALLING_AES": aes}, {})
+    callers = parse_calling_aes(settings.dimse_calling_aes)
+    assert {title: caller.source for title, caller in callers.items()} == {"CT01": "site-a", "MR02": "site-b"}
+    assert callers["CT01"].allows("192.0.2.1")  # no network listed: any
+    peers = ("10.20.0.9", "::ffff:10.20.0.9", "fd00::7", "10.20.1.9", "fd00::8")
+    assert [callers["MR02"].allows(peer) for peer in peers] == [True, True, True, False, False]
+    assert not callers["MR02"].allows("not an address")
     assert Settings.load({}, {}).dimse_port == 0
     with pytest.raises(ConfigError, match="QURE_DIMSE_CALLING_AES"):
         Settings.load({"QURE_DIMSE_PORT": 11112}, {})
-    with pytest.raises(ConfigError, match="AE:source"):
-        Settings.load({"QURE_DIMSE_PORT": 11112, "QURE_DIMSE_CALLING_AES": "WAY_TOO_LONG_AE_TITLE_X:site-a"}, {})
+    for bad, why in (
+        ("WAY_TOO_LONG_AE_TITLE_X:site-a", "AE:source"),
+        ("CT01:site-a@", "AE:source@network"),
+        ("CT01:site-a@10.20.0.0/33", "not a network"),
+        ("CT01:site-a,CT01:site-b", "listed more than once"),
+        ("CT01:site-a@10.0.0.1,CT01:site-a", "listed more than once"),  # one entry would open the other to all
+    ):
+        with pytest.raises(ConfigError, match=why):
+            Settings.load({"QURE_DIMSE_PORT": 11112, "QURE_DIMSE_CALLING_AES": bad}, {})
 
 
 def test_the_secrets_key_is_checked_and_kept_locally_only_for_local_data(tmp_path: Path) -> None:

@@ -25,9 +25,13 @@ from tests.unit.client_platform import SOURCE, MemoryPlatform, memory_platform
 
 
 @pytest.fixture
-def scp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[MemoryPlatform, int]]:
+def scp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[tuple[MemoryPlatform, int]]:
+    """The SCP on a free port; `QURE_DIMSE_CALLING_AES` is CT01 for the source, or the test's parameter."""
     platform = memory_platform(tmp_path)
-    settings = {**platform.settings.to_args(), "QURE_DIMSE_CALLING_AES": f"CT01:{SOURCE}"}  # port 0: any free one
+    calling_aes = getattr(request, "param", f"CT01:{SOURCE}")
+    settings = {**platform.settings.to_args(), "QURE_DIMSE_CALLING_AES": calling_aes}  # port 0: any free one
     platform.settings = Settings.load(settings, {})
     monkeypatch.setattr(dimse.RayPlatform, "from_args", staticmethod(lambda *args, **kwargs: platform))
     monkeypatch.setattr(dimse, "log_to_replica_file", lambda: None)
@@ -47,9 +51,9 @@ def scp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Memor
         loop.call_soon_threadsafe(loop.stop)
 
 
-def c_store(port: int, data: bytes) -> int:
+def c_store(port: int, data: bytes, *, calling: str = "CT01") -> int:
     ds = pydicom.dcmread(io.BytesIO(data))
-    ae = AE(ae_title="CT01")
+    ae = AE(ae_title=calling)
     ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
     association = ae.associate("127.0.0.1", port, ae_title="QURE_RAY")
     assert association.is_established
@@ -100,3 +104,18 @@ def test_an_association_left_idle_is_closed_by_the_scp(scp: tuple[MemoryPlatform
     while association.is_established and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not association.is_established and association.is_aborted
+
+
+@pytest.mark.parametrize("scp", [f"CT01:{SOURCE}@10.99.0.0/16,CT02:{SOURCE}@127.0.0.0/8"], indirect=True)
+def test_a_calling_ae_title_from_outside_its_networks_is_rejected(scp: tuple[MemoryPlatform, int]) -> None:
+    """DIMSE has no credentials: where the operator names a sender's network, its AE title alone is not enough."""
+    platform, port = scp
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(seed=6, size=32)))
+    ae = AE(ae_title="CT01")  # listed, but only for 10.99.0.0/16; this test calls from 127.0.0.1
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    association = ae.associate("127.0.0.1", port, ae_title="QURE_RAY")
+    assert association.is_rejected and not association.is_established
+    assert association.acceptor.primitive.result_source == 0x01 and association.acceptor.primitive.diagnostic == 0x03
+    assert platform.instances == {}
+    assert c_store(port, chest_dx(seed=7, size=32), calling="CT02") == 0x0000  # its network: stored
+    assert len(platform.instances) == 1
