@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -18,8 +19,17 @@ from qure_ray.errors import (
     QureError,
     StorageError,
 )
+from qure_ray.media_types import accepts
 
 logger = logging.getLogger(__name__)
+
+
+def require_acceptable(headers: Headers, *offered: str, answer: str) -> None:
+    """A 406 unless the request's Accept header admits one of the `offered` media types. `answer`: what the
+    route answers with, as the start of the message."""
+    accept = headers.get("accept", "")
+    if not accepts(accept, *offered):
+        raise BadRequestError(f"{answer}, which the Accept header ({accept[:200]!r}) does not admit", http_status=406)
 
 
 def error_response(status: int, message: str, **extra: object) -> JSONResponse:

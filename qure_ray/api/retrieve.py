@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from qure_ray.api.auth import authenticate
+from qure_ray.api.errors import require_acceptable
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.multipart import DICOM_MULTIPART, closing_delimiter, dicom_multipart, dicom_part
 from qure_ray.dicom.uids import require_uid
-from qure_ray.errors import BadRequestError, NotFoundError, ObjectMissingError
-from qure_ray.media_types import accepts
-from qure_ray.storage.keys import dicom_prefix
+from qure_ray.errors import NotFoundError, ObjectMissingError
+from qure_ray.storage.keys import dicom_key_parts, dicom_prefix
 from qure_ray.storage.object_store import ObjectStore
 
 
@@ -50,7 +50,7 @@ async def _get_many(request: Request, *, series: str | None) -> Response:
     study = require_uid(request.path_params["study"], "StudyInstanceUID")
     if series is None:
         listed = await asyncio.to_thread(platform.store.list_keys, dicom_prefix(source, study))
-        series_uids = sorted({key.split("/")[3] for key in listed})
+        series_uids = sorted({parts[2] for parts in map(dicom_key_parts, listed) if parts is not None})
     else:
         series_uids = [series]
     keys = [
@@ -82,9 +82,6 @@ def _retrieving(request: Request) -> tuple[Platform, str]:
     """The platform and the authenticated source of a retrieve this server can answer as asked."""
     platform: Platform = request.app.state.platform
     source = authenticate(request.headers, platform.settings.tokens)
-    if not accepts(request.headers.get("accept", ""), DICOM_MULTIPART):
-        raise BadRequestError(
-            f"this server answers a retrieve with {DICOM_MULTIPART} (Accept: {request.headers['accept'][:200]!r})",
-            http_status=406,
-        )
+    answer = f"this server answers a retrieve with {DICOM_MULTIPART}"
+    require_acceptable(request.headers, DICOM_MULTIPART, answer=answer)
     return platform, source

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from qure_ray.api.asset_urls import public_base_url
 from qure_ray.api.auth import authenticate
 from qure_ray.api.bodies import body_of_at_most
+from qure_ray.api.errors import require_acceptable
 from qure_ray.api.ingest import IngestOutcome, count_outcome, ingest, qure_reply, refused
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.archive import zip_members
@@ -31,7 +32,7 @@ from qure_ray.dicom.stow import FailedInstance, StoredInstance, store_instances_
 from qure_ray.dicom.uids import require_uid
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import BadRequestError, Violation
-from qure_ray.media_types import DICOM_JSON_MEDIA_TYPE, DICOM_MEDIA_TYPE, accepts
+from qure_ray.media_types import DICOM_JSON_MEDIA_TYPE, DICOM_MEDIA_TYPE
 
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
 REST_OF_REQUEST = "(rest of the request)"
@@ -156,12 +157,8 @@ async def post_studies(request: Request) -> Response:
         require_uid(study, "StudyInstanceUID")
     media_type = MediaType.parse(request.headers.get("content-type", ""))
     if media_type.value == "multipart/related":
-        if not accepts(request.headers.get("accept", ""), DICOM_JSON_MEDIA_TYPE, "application/json"):
-            raise BadRequestError(
-                f"STOW-RS answers with {DICOM_JSON_MEDIA_TYPE}, which the Accept header "
-                f"({request.headers['accept'][:200]!r}) does not admit",
-                http_status=406,
-            )
+        answer = f"STOW-RS answers with {DICOM_JSON_MEDIA_TYPE}"
+        require_acceptable(request.headers, DICOM_JSON_MEDIA_TYPE, "application/json", answer=answer)
         declared = media_type.params.get("type", DICOM_MEDIA_TYPE).lower()
         if declared != DICOM_MEDIA_TYPE:
             raise BadRequestError(

@@ -23,6 +23,14 @@ def dicom_key(source: str, study_uid: str, series_uid: str, sop_uid: str) -> str
     return f"{dicom_prefix(source, study_uid, series_uid)}{_check('UID', sop_uid, is_valid_uid(sop_uid))}.dcm"
 
 
+def dicom_key_parts(key: str) -> tuple[str, str, str, str] | None:
+    """(source, StudyUID, SeriesUID, SOPUID) of a `dicom_key`; None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 5 or parts[0] != "dicom" or not parts[4].endswith(".dcm"):
+        return None
+    return parts[1], parts[2], parts[3], parts[4].removesuffix(".dcm")
+
+
 def dicom_prefix(source: str, study_uid: str, series_uid: str | None = None) -> str:
     """`dicom/<source>/<StudyUID>/[<SeriesUID>/]`: where a study's originals, or one series', are."""
     _check("source", source, bool(_SOURCE.match(source)))

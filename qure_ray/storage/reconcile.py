@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 
 from qure_ray.storage.catalog import Catalog
+from qure_ray.storage.keys import dicom_key_parts
 from qure_ray.storage.object_store import ObjectInfo, ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,6 @@ def modified_at(store: ObjectStore, key: str) -> float | None:
 def _recorded(catalog: Catalog, key: str) -> bool:
     """Whether the catalog now names `key` (`dicom/<source>/<study>/<series>/<sop>.dcm`): a row recorded since
     `object_keys()` is its instance's newest."""
-    parts = key.split("/")
-    record = catalog.instance(parts[1], parts[-1].removesuffix(".dcm")) if len(parts) == 5 else None
+    parts = dicom_key_parts(key)
+    record = catalog.instance(parts[0], parts[3]) if parts is not None else None
     return record is not None and record.object_key == key

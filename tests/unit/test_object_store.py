@@ -6,6 +6,7 @@ import pytest
 
 from qure_ray.errors import StorageError
 from qure_ray.storage import LocalObjectStore, asset_key, dicom_key
+from qure_ray.storage.keys import dicom_key_parts
 
 
 def test_local_store_round_trip_list_delete(tmp_path: Path) -> None:
@@ -29,6 +30,12 @@ def test_local_store_round_trip_list_delete(tmp_path: Path) -> None:
 def test_keys_refuse_anything_but_uids_and_sources(source: str, uid: str) -> None:
     with pytest.raises(StorageError, match="refusing"):
         dicom_key(source, uid, "1.2", "1.2")
+
+
+def test_a_dicom_key_reads_back_as_its_parts() -> None:
+    assert dicom_key_parts(dicom_key("site-a", "1.2", "1.2.3", "1.2.3.4")) == ("site-a", "1.2", "1.2.3", "1.2.3.4")
+    for other in ("assets/site-a/1.2.3/sr.dcm", "dicom/site-a/1.2/1.2.3.dcm", "dicom/site-a/1.2/1.2.3/1.2.3.4.png"):
+        assert dicom_key_parts(other) is None
 
 
 def test_asset_names_cannot_escape(tmp_path: Path) -> None:
