@@ -132,7 +132,11 @@ def parse_calling_aes(text: str) -> dict[str, CallingAE]:
                 "characters, a valid source, a network such as 10.20.0.0/24)"
             )
         networks = parse_networks("QURE_DIMSE_CALLING_AES", network)
+        if any(n.version == 6 and n.network_address.ipv4_mapped is not None for n in networks):
+            raise ConfigError(f"QURE_DIMSE_CALLING_AES: {entry!r}: write an IPv4 network as IPv4 (10.20.0.0/24)")
         known = table.get(title)
+        if known == CallingAE(source) and not networks:  # the same open entry twice
+            continue
         if known is not None and (known.source != source or not known.networks or not networks):
             raise ConfigError(
                 f"QURE_DIMSE_CALLING_AES: {title!r} is listed more than once; list an AE title once, or once per "

@@ -102,8 +102,8 @@ class DimseGateway:
     def _on_c_store(self, event: Any) -> int:
         """Runs on pynetdicom's thread; the ingest itself runs on the replica's event loop."""
         caller = self.callers.get(str(event.assoc.requestor.ae_title).strip())
-        if caller is None:  # pragma: no cover - refused at association already
-            return int(FailureReason.PROCESSING_FAILURE)
+        if caller is None or not caller.allows(event.assoc.requestor.address):  # refused at association already,
+            return int(FailureReason.PROCESSING_FAILURE)  # unless that handler failed: pynetdicom only logs it
         source = caller.source
         data = event.encoded_dataset(include_meta=True)
         future = asyncio.run_coroutine_threadsafe(self._store(source, data), self.loop)

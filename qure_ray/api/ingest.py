@@ -145,6 +145,10 @@ async def _store_and_record(
     record = InstanceRecord(
         **metadata.to_row(), source=source, object_key=key, received_at=now(), state=InstanceState.QUEUED
     )
+    if overwrite:  # logged as the store changed, whether or not the record below lands
+        await platform.log_ingest(
+            ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.OVERWRITTEN, metadata.sha256, replaced or "")
+        )
     decision = platform.router.route(InstanceFacts.of(metadata, source=source))
     unsupported = decision.usecase is UseCase.UNSUPPORTED
     if unsupported:
@@ -154,10 +158,6 @@ async def _store_and_record(
         recorded = await platform.record_and_enqueue(record)
     if not recorded:  # another upload of this content recorded it first (both stored the same bytes)
         return await _duplicate(platform, source, field, metadata)
-    if overwrite:
-        await platform.log_ingest(
-            ingest_log_row(source, metadata.sop_uid, IngestOutcomeKind.OVERWRITTEN, metadata.sha256, replaced or "")
-        )
     if unsupported:
         metrics.count_failure("processing", InstanceState.UNSUPPORTED.value)  # as when the job manager settled it
         logger.info("stored %s of source %s (%d bytes), unsupported", metadata.sop_uid, source, metadata.size_bytes)

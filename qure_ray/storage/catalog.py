@@ -114,8 +114,10 @@ class Batch:
         self.rows.setdefault(table, []).append(row)
 
     def extend(self, other: Batch) -> None:
+        """Add `other`'s rows and its conditions."""
         for table, rows in other.rows.items():
             self.rows.setdefault(table, []).extend(rows)
+        self.only_if += other.only_if
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.rows.values())

@@ -79,6 +79,8 @@ class MemoryPlatform:
     """SOPInstanceUID → how often it was stored and queued: more than once would be a duplicate."""
     fail: set[str] = field(default_factory=set)
     """SOPInstanceUIDs whose processing fails."""
+    logged: list[dict[str, Any]] = field(default_factory=list)
+    """`ingest_log` rows written."""
 
     async def find_instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         record = self.instance(source, sop_uid)
@@ -143,7 +145,7 @@ class MemoryPlatform:
         return known is not None and known.sha256 == record.sha256
 
     async def log_ingest(self, batch: Batch) -> None:
-        pass
+        self.logged.extend(batch.rows.get("ingest_log", []))
 
     async def check_capacity(self) -> None:
         pass

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from qure_ray.config import Settings, TokenTable, parse_calling_aes
+from qure_ray.config import CallingAE, Settings, TokenTable, parse_calling_aes
 from qure_ray.errors import ConfigError
 
 
@@ -72,6 +72,7 @@ def test_dimse_settings_are_checked() -> None:
     peers = ("10.20.0.9", "::ffff:10.20.0.9", "fd00::7", "10.20.1.9", "fd00::8")
     assert [callers["MR02"].allows(peer) for peer in peers] == [True, True, True, False, False]
     assert not callers["MR02"].allows("not an address")
+    assert parse_calling_aes("CT01:site-a,CT01:site-a") == {"CT01": CallingAE("site-a")}  # the same entry twice
     assert Settings.load({}, {}).dimse_port == 0
     with pytest.raises(ConfigError, match="QURE_DIMSE_CALLING_AES"):
         Settings.load({"QURE_DIMSE_PORT": 11112}, {})
@@ -81,6 +82,8 @@ def test_dimse_settings_are_checked() -> None:
         ("CT01:site-a@10.20.0.0/33", "not a network"),
         ("CT01:site-a,CT01:site-b", "listed more than once"),
         ("CT01:site-a@10.0.0.1,CT01:site-a", "listed more than once"),  # one entry would open the other to all
+        ("CT01:site-a,CT01:site-a@10.0.0.1", "listed more than once"),
+        ("CT01:site-a@::ffff:10.0.0.0/120", "write an IPv4 network as IPv4"),  # it would match no peer
     ):
         with pytest.raises(ConfigError, match=why):
             Settings.load({"QURE_DIMSE_PORT": 11112, "QURE_DIMSE_CALLING_AES": bad}, {})

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pydicom
@@ -18,7 +19,7 @@ from pynetdicom import AE
 from ray.exceptions import RayTaskError
 
 from qure_ray.api import dimse
-from qure_ray.config import Settings
+from qure_ray.config import Settings, parse_calling_aes
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.errors import StorageError
 from tests.unit.client_platform import SOURCE, MemoryPlatform, memory_platform
@@ -116,6 +117,12 @@ def test_a_calling_ae_title_from_outside_its_networks_is_rejected(scp: tuple[Mem
     association = ae.associate("127.0.0.1", port, ae_title="QURE_RAY")
     assert association.is_rejected and not association.is_established
     assert association.acceptor.primitive.result_source == 0x01 and association.acceptor.primitive.diagnostic == 0x03
-    assert platform.instances == {}
     assert c_store(port, chest_dx(seed=7, size=32), calling="CT02") == 0x0000  # its network: stored
     assert len(platform.instances) == 1
+
+
+def test_a_store_from_outside_the_networks_is_refused_should_the_association_check_fail() -> None:
+    """pynetdicom only logs a failure of the association handler and goes on: the store checks again."""
+    gateway = SimpleNamespace(callers=parse_calling_aes(f"CT01:{SOURCE}@10.99.0.0/16"))
+    event = SimpleNamespace(assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title="CT01", address="127.0.0.1")))
+    assert dimse.DimseGateway.func_or_class._on_c_store(gateway, event) == 0x0110

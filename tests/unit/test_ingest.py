@@ -78,6 +78,7 @@ def test_the_second_of_two_uploads_of_the_same_content_at_once_is_a_duplicate(tm
     assert first.created and not second.created and second.accepted
     assert second.message == "already stored with the same content; not processed again"
     assert platform.enqueued == {sop_of(chest): 1}
+    assert [row["outcome"] for row in platform.logged] == ["duplicate"]
 
 
 def test_a_conditional_create_that_meets_an_unfinished_one_tries_again(tmp_path: Path) -> None:
