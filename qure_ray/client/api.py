@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from http import HTTPStatus
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Self, TypedDict, TypeVar, Unpack
@@ -39,6 +40,7 @@ from qure_ray.client.errors import (
     NotFound,
     ProcessingFailed,
     ProtocolError,
+    RequestError,
     ServerBusy,
     ServerError,
     UploadRefused,
@@ -204,7 +206,7 @@ class AsyncQureClient:
         outcomes: list[FileOutcome] = []
         limits = self.batch
         for group in batches(files, lambda f: f.size_bytes, max_items=limits.max_files, max_bytes=limits.max_bytes):
-            outcomes += await self._upload_batch(group)
+            outcomes += await self._upload_splitting(group)
             progress = UploadProgress(
                 files_done=progress.files_done + len(group),
                 files_total=progress.files_total,
@@ -217,6 +219,19 @@ class AsyncQureClient:
         if not report.accepted:
             raise UploadRefused(report)
         return report
+
+    async def _upload_splitting(self, group: Sequence[DicomFile]) -> list[FileOutcome]:
+        """One request for `group`, or, when it is too large for the platform or a proxy before it (413), one per
+        half in turn, down to one file: a file too large alone is refused, and the rest are still sent."""
+        try:
+            return await self._upload_batch(group)
+        except RequestError as exc:
+            if exc.status != HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+                raise
+            if len(group) == 1:
+                return [FileOutcome.refused(group[0].path, str(exc), code="too-large")]
+        middle = len(group) // 2
+        return await self._upload_splitting(group[:middle]) + await self._upload_splitting(group[middle:])
 
     async def _upload_batch(self, group: Sequence[DicomFile]) -> list[FileOutcome]:
         contents = await asyncio.to_thread(lambda: [f.read() for f in group])

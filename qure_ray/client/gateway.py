@@ -28,11 +28,11 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from qure_ray.client.errors import NotFound, ProcessingFailed, QureClientError, UploadRefused
+from qure_ray.client.errors import NotFound, ProcessingFailed, QureClientError, ServerBusy, UploadRefused
 from qure_ray.client.files import DicomFile
 from qure_ray.client.forward import Destination, DimseDestination
 from qure_ray.client.models import PACS_KINDS, Result, ResultStatus, UploadReport
-from qure_ray.client.spool import Spool, SpoolItem, SpoolState
+from qure_ray.client.spool import Spool, SpoolItem, SpoolLock, SpoolState
 from qure_ray.dicom.standards import SUPPORTED_TRANSFER_SYNTAXES
 from qure_ray.dicom.uids import is_valid_uid
 
@@ -138,7 +138,14 @@ class GatewayWorker:
                 continue
             except NotFound:  # the platform lost it (its data was reset): send it again
                 logger.warning("the platform no longer knows %s; uploading it again", item.sop_uid)
-                self.spool.move(item.sop_uid, SpoolState.UPLOADED, SpoolState.INCOMING)
+                self.spool.send_again(item.sop_uid)
+                continue
+            except ServerBusy as exc:  # busy or unreachable through every retry: no use asking for the rest now
+                logger.error("asking for results failed (%s); asking again next step", exc)
+                return finished, failed, pending + 1
+            except QureClientError as exc:  # this answer only (a 5xx, a reply this client cannot read): the rest
+                self._defer(item.sop_uid, exc)  # go on, or one result would hold up every later one for good
+                pending += 1
                 continue
             if not result.status.is_final:
                 waiting_series.add(series)
@@ -157,7 +164,7 @@ class GatewayWorker:
                 assets = self.client.download(result, self.spool.assets_dir(key), kinds=PACS_KINDS)
                 paths = [path for kind in PACS_KINDS for path in assets.get(kind, [])]
                 stored = self.client.forward(paths, self.destination, headers=self.destination_headers)
-            except QureClientError as exc:
+            except (QureClientError, OSError) as exc:  # OSError: the spool's disk (full, unwritable)
                 self._defer(key, exc)
                 return set()
             self.spool.mark_forwarded(key, {"status": result.status.value, "forwarded": stored})
@@ -179,11 +186,11 @@ class GatewayWorker:
     def _deferred(self, result_uid: str) -> bool:
         return self._retry_at.get(result_uid, (0, 0.0))[1] > time.monotonic()
 
-    def _defer(self, result_uid: str, exc: QureClientError) -> None:
+    def _defer(self, result_uid: str, exc: Exception) -> None:
         failures = self._retry_at.get(result_uid, (0, 0.0))[0] + 1
         delay = self._backoff(failures)
         self._retry_at[result_uid] = (failures, time.monotonic() + delay)
-        logger.error("delivering the result of %s failed (%s); retrying in %.0f s", result_uid, exc, delay)
+        logger.error("reading or delivering the result of %s failed (%s); retrying in %.0f s", result_uid, exc, delay)
 
 
 def _version(path: Path) -> tuple[int, int] | None:
@@ -218,6 +225,7 @@ class Gateway:
         start_worker: bool = True,
     ) -> None:
         self.listen = listen
+        self._lock: SpoolLock | None = SpoolLock(spool_dir)  # before `Spool` empties tmp/ and assets/
         self.spool = Spool(spool_dir)
         self.worker = GatewayWorker(
             spool=self.spool,
@@ -240,6 +248,8 @@ class Gateway:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
+        if self._lock is None:  # started again after a stop
+            self._lock = SpoolLock(self.spool.root)
         ae = AE(ae_title=self.listen.ae_title)
         syntaxes = sorted(SUPPORTED_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:
@@ -273,6 +283,9 @@ class Gateway:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Gateway:
         self.start()

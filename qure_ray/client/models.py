@@ -56,6 +56,12 @@ class FileOutcome:
     """The refusal's rule code (`no-preamble`, `duplicate-conflict`, ...), empty when accepted."""
 
     @classmethod
+    def refused(cls, path: str, message: str, *, code: str) -> FileOutcome:
+        """A file the platform refused without reading it (the request that carried it alone was refused)."""
+        unread = {"sop_uid": "", "series_uid": "", "study_uid": ""}
+        return cls(path=path, **unread, accepted=False, created=False, message=message, code=code)
+
+    @classmethod
     def from_reply(cls, path: str, entry: Mapping[str, Any]) -> FileOutcome:
         """One `messages.<field>` entry of the Qure-style upload reply."""
         metadata = _mapping(entry.get("metadata") or {}, "messages.<field>.metadata")

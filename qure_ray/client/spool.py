@@ -17,6 +17,7 @@ only if the process dies between the destination's success and the `forwarded/` 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from qure_ray.client.errors import ClientConfigError
 from qure_ray.dicom.uids import is_valid_uid
 from qure_ray.fileio import atomic_write, fsync_dir
 
@@ -42,6 +44,25 @@ class SpoolItem:
     sop_uid: str
     state: SpoolState
     path: Path
+
+
+class SpoolLock:
+    """One gateway per spool: an exclusive lock on `<spool>/.lock`, held until `release` (or the process ends).
+    A second gateway would empty the first's `tmp/` (failing C-STOREs in progress), then upload and forward
+    every result twice."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self._file = open(root / ".lock", "a")  # held open for the lock's life
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._file.close()
+            message = f"another gateway is using the spool {root}; stop it, or give another --spool"
+            raise ClientConfigError(message) from exc
+
+    def release(self) -> None:
+        self._file.close()  # closing the file releases the lock
 
 
 class Spool:
@@ -74,6 +95,19 @@ class Spool:
     def move(self, sop_uid: str, source: SpoolState, target: SpoolState) -> None:
         os.replace(self._path(source, sop_uid), self._path(target, sop_uid))
         fsync_dir(self.root / target)
+
+    def send_again(self, sop_uid: str) -> None:
+        """Back from `uploaded/` to `incoming/`, unless the instance was received again meanwhile: that newer copy
+        is the one to upload (linking refuses to replace it, where a rename would not)."""
+        uploaded = self._path(SpoolState.UPLOADED, sop_uid)
+        try:
+            os.link(uploaded, self._path(SpoolState.INCOMING, sop_uid))
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(self.root / SpoolState.INCOMING)
+        uploaded.unlink()
+        fsync_dir(self.root / SpoolState.UPLOADED)
 
     def finish(self, sop_uid: str, source: SpoolState, record: dict[str, Any]) -> None:
         """Record the outcome in `done/`, then drop the image."""

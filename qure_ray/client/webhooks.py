@@ -43,20 +43,23 @@ def verify_signature(
     body: bytes, header: str, secret: str, *, tolerance_s: float = DEFAULT_TOLERANCE_S, now: float | None = None
 ) -> None:
     """Return when `header` is a valid signature of `body` with `secret`, made within `tolerance_s` of `now`;
-    raise `WebhookSignatureError` saying why otherwise."""
+    raise `WebhookSignatureError` saying why otherwise. An empty `secret` (an unset variable) verifies nothing."""
+    if not secret:
+        raise WebhookSignatureError("no webhook secret to verify with: set the secret the webhook was registered with")
     fields: dict[str, list[str]] = {}
     for item in header.split(","):
         key, sep, value = item.strip().partition("=")
         if sep:
             fields.setdefault(key, []).append(value)
     stamps, signatures = fields.get("t", []), fields.get(SCHEME, [])
-    if len(stamps) != 1 or not stamps[0].isdigit() or not signatures:
+    if len(stamps) != 1 or not _ascii_digits(stamps[0]) or not signatures:
         raise WebhookSignatureError(
             f"the {SIGNATURE_HEADER} header is not of the form t=<unix seconds>,{SCHEME}=<hex HMAC-SHA256>"
         )
     timestamp = int(stamps[0])
     expected = _digest(body, secret, timestamp)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+    given = [candidate.encode("utf-8", "replace") for candidate in signatures]  # bytes: any text compares
+    if not any(hmac.compare_digest(expected.encode(), candidate) for candidate in given):
         raise WebhookSignatureError(
             "the signature does not match the body: check the webhook secret, and verify the raw body as received"
         )
@@ -66,3 +69,8 @@ def verify_signature(
             f"the notification was signed {age_s:.0f} s ago, beyond the {tolerance_s:g} s tolerance: a replay, or "
             "clocks that disagree (check NTP on both sides)"
         )
+
+
+def _ascii_digits(text: str) -> bool:
+    """`str.isdigit` admits "²" and other digits `int` refuses or reads otherwise."""
+    return text.isascii() and text.isdigit()

@@ -23,6 +23,7 @@ from qure_ray.client import (
     ResultStatus,
     UploadRefused,
 )
+from qure_ray.config import Settings
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.records import TriageStatus
 from tests.unit.client_platform import SOURCE, TOKEN, MemoryPlatform, running_platform
@@ -90,6 +91,25 @@ def test_refusals_are_per_file_and_all_refused_raises(client: QureClient, tmp_pa
     with pytest.raises(UploadRefused) as none:
         client.upload([bad])
     assert none.value.report.refused[0].path == str(bad)
+
+
+def test_a_request_too_large_for_the_platform_is_split_and_a_file_too_large_alone_is_refused(
+    client: QureClient, platform: tuple[MemoryPlatform, str], tmp_path: Path
+) -> None:
+    """A 413 for a whole request (the platform's, or a proxy's, body limit) must not refuse or stall the rest."""
+    small = [write(tmp_path / f"s{i}.dcm", chest_dx(seed=20 + i, size=64)) for i in range(3)]
+    big = write(tmp_path / "big.dcm", chest_dx(seed=30, size=256))
+    limit = 3 * small[0].stat().st_size
+    assert big.stat().st_size > limit
+    served = platform[0]
+    served.settings = Settings.load({**served.settings.to_args(), "QURE_MAX_REQUEST_BYTES": limit}, {})
+
+    report = client.upload([*small, big])
+
+    assert [f.path for f in report.accepted] == list(map(str, small))
+    assert [(f.path, f.code) for f in report.refused] == [(str(big), "too-large")]
+    assert "HTTP 413" in report.refused[0].message
+    assert all(served.enqueued[sop_of(path.read_bytes())] == 1 for path in small)
 
 
 def test_nothing_to_upload_and_missing_paths_are_input_errors(client: QureClient, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from qure_ray.client import NotFound, ProcessingFailed, QureClient, UploadRefused
-from qure_ray.client.errors import ForwardError, ServerError
+from qure_ray.client.errors import ClientConfigError, ForwardError, ServerError
 from qure_ray.client.files import DicomFile
 from qure_ray.client.forward import Destination, DimseDestination
 from qure_ray.client.gateway import Gateway, GatewayWorker
@@ -42,6 +42,8 @@ class FakePlatform:
     crash_after: str = ""
     pending: set[str] = field(default_factory=set)
     failing: set[str] = field(default_factory=set)
+    unreadable: set[str] = field(default_factory=set)
+    """UIDs whose result request fails with a 5xx the client cannot read as a result."""
     series_results: bool = False
     forward_fails: bool = False
     upload_fails: bool = False
@@ -92,6 +94,8 @@ class FakePlatform:
             raise NotFound(uid, "unknown")
         if uid in self.failing:
             raise ProcessingFailed(uid, "the model failed")
+        if uid in self.unreadable:
+            raise ServerError("an internal error", status=500)
         if uid in self.pending:
             return Result(uid=uid, status=ResultStatus.PENDING, message="queued", state="queued")
         series = None
@@ -256,6 +260,51 @@ def test_an_instance_the_platform_forgot_is_uploaded_again(tmp_path: Path) -> No
     assert spool.count(SpoolState.INCOMING) == 1
     run_until_idle(worker)
     assert platform.created[sop] == 2 and spool.count(SpoolState.DONE) == 1
+
+
+def test_a_result_that_cannot_be_read_waits_alone_and_holds_up_no_other(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    stuck, *others = received(spool, 3)  # the oldest first: asked for first on every step
+    platform = FakePlatform(unreadable={stuck})
+    worker = GatewayWorker(spool=spool, client=platform, destination=PACS, retry_base_s=60)
+    worker.step()
+    worker.step()  # within its pause: not asked again
+    assert {i.sop_uid for i in spool.items(SpoolState.DONE)} == set(others)
+    assert [i.sop_uid for i in spool.items(SpoolState.UPLOADED)] == [stuck] and platform.asked[stuck] == 1
+    platform.unreadable.clear()
+    worker._retry_at.clear()  # the pause is over
+    run_until_idle(worker)
+    assert spool.count(SpoolState.DONE) == 3
+
+
+def test_a_copy_received_again_is_not_replaced_when_the_platform_forgot_the_first(tmp_path: Path) -> None:
+    """The modality was told the newer copy is stored: the forgotten older one must not overwrite it."""
+    spool = Spool(tmp_path)
+    sop = "1.2.826.0.1.3680043.10.999.66"
+    spool.receive(sop, chest_dx(seed=66, size=32, sop_uid=sop))
+    platform = FakePlatform(pending={sop})
+    worker = GatewayWorker(spool=spool, client=platform, destination=PACS)
+    worker.step()
+    newer = chest_dx(seed=67, size=32, sop_uid=sop)
+    spool.receive(sop, newer)
+    platform.stored.clear()  # the platform's data was reset
+    worker._collect()
+    assert spool.count(SpoolState.UPLOADED) == 0
+    assert [i.path.read_bytes() for i in spool.items(SpoolState.INCOMING)] == [newer]
+
+
+def test_one_gateway_per_spool(tmp_path: Path) -> None:
+    platform = FakePlatform()
+    listen = DimseDestination(ae_title="GW", host="127.0.0.1", port=0)
+    first = Gateway(listen=listen, spool_dir=tmp_path, destination=PACS, client=platform, start_worker=False)
+    spool_file = tmp_path / "tmp" / "1.2.3.dcm.receiving"
+    spool_file.write_bytes(b"a C-STORE the first gateway is receiving")
+    with pytest.raises(ClientConfigError, match="another gateway is using the spool"):
+        Gateway(listen=listen, spool_dir=tmp_path, destination=PACS, client=platform)
+    assert spool_file.exists()  # the second did not empty the first's tmp/
+    first.start()
+    first.stop()
+    Gateway(listen=listen, spool_dir=tmp_path, destination=PACS, client=platform).stop()  # free once stopped
 
 
 def test_partial_receipts_left_by_a_crash_are_discarded(tmp_path: Path) -> None:
