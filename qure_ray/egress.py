@@ -75,7 +75,10 @@ class EgressRefused(Exception):
 
 async def check_url(url: str, allowed: Sequence[IPNetwork]) -> None:
     """Resolve `url`'s host and raise EgressRefused unless every address it has may be reached."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket
+        raise EgressRefused(f"{url[:100]!r} is not a URL ({exc})") from exc
     host = parts.hostname
     if not host:
         raise EgressRefused(f"{url[:100]!r} names no host")
@@ -90,7 +93,7 @@ async def reachable_addresses(host: str, port: int, allowed: Sequence[IPNetwork]
     """The addresses `host` resolves to, in the resolver's order; EgressRefused unless every one may be reached."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (an empty or long label)
         raise EgressRefused(f"host {host!r} does not resolve ({exc})") from exc
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if refused_address(addresses, allowed) is not None:

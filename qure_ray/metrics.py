@@ -53,7 +53,8 @@ def histogram(name: str) -> Histogram:
 
 def count_upload(source: str, outcome: str, size_bytes: int) -> None:
     counter("qure_uploads_total").inc(1, tags={"source": source, "outcome": outcome})
-    counter("qure_upload_bytes_total").inc(size_bytes, tags={"source": source, "outcome": outcome})
+    if size_bytes > 0:  # Ray's Counter.inc refuses 0: an empty part, or a refusal that read no bytes
+        counter("qure_upload_bytes_total").inc(size_bytes, tags={"source": source, "outcome": outcome})
 
 
 def count_failure(stage: str, reason: str) -> None:

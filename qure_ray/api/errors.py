@@ -40,7 +40,9 @@ async def handle_qure_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ForbiddenError):
         return error_response(403, str(exc))
     if isinstance(exc, AuthError):
-        return error_response(401, str(exc), headers_hint="Authorization: Token <token>; Source: <source>")
+        response = error_response(401, str(exc), headers_hint="Authorization: Token <token>; Source: <source>")
+        response.headers["WWW-Authenticate"] = 'Token realm="qure_ray"'  # RFC 9110: a 401 names its scheme
+        return response
     if isinstance(exc, InvalidInstanceError):
         return error_response(exc.http_status, str(exc), code=exc.code)
     if isinstance(exc, BadRequestError):
@@ -62,7 +64,9 @@ async def handle_qure_error(request: Request, exc: Exception) -> Response:
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, exc.detail or "request failed")
+    response = error_response(exc.status_code, exc.detail or "request failed")
+    response.headers.update(exc.headers or {})  # a 405's Allow
+    return response
 
 
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:

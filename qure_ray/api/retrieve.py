@@ -25,7 +25,10 @@ from qure_ray.storage.object_store import ObjectStore
 
 async def get_instance(request: Request) -> Response:
     platform, source = _retrieving(request)
-    study, series, sop = (request.path_params[name] for name in ("study", "series", "sop"))
+    study, series, sop = (
+        require_uid(request.path_params[name], label)
+        for name, label in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"), ("sop", "SOPInstanceUID"))
+    )
     record = await platform.find_instance(source, sop)
     if record is None or record.study_uid != study or record.series_uid != series:
         raise NotFoundError(f"no instance {sop} in series {series} of study {study} for this source")

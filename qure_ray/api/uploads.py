@@ -85,16 +85,13 @@ async def _ingest_part(
 
 async def _form_data(request: Request, platform: Platform, source: str, media_type: MediaType) -> JSONResponse:
     outcomes: list[IngestOutcome] = []
-    seen: dict[str, int] = {}
+    fields = _FieldNames()
     try:
         async for part in _parts(request, media_type, _limits(platform)):
             if not part.is_file:
                 part.close()  # plain form fields carry no instance
                 continue
-            count = seen.get(part.name, 0)
-            seen[part.name] = count + 1
-            field = part.name if count == 0 else f"{part.name}[{count}]"
-            outcomes.append(await _ingest_part(platform, source, part, field))
+            outcomes.append(await _ingest_part(platform, source, part, fields.unique(part.name)))
     except BadRequestError as exc:
         if not any(outcome.accepted for outcome in outcomes):
             raise
@@ -222,15 +219,29 @@ async def _zip(request: Request, platform: Platform, source: str) -> JSONRespons
             spool.write(chunk)
         spool.seek(0)
         outcomes: list[IngestOutcome] = []
+        fields = _FieldNames()
         members = zip_members(spool, limits)
         while (member := await asyncio.to_thread(next, members, None)) is not None:
+            field = fields.unique(member.name)  # a zip may hold two members of one name, in two entries
             if member.data is None:
                 assert member.refusal is not None
-                outcomes.append(refused(member.name, member.refusal))
+                outcomes.append(refused(field, member.refusal))
                 count_outcome(source, outcomes[-1], 0)
             else:
-                outcomes.append(await ingest(platform, source=source, field=member.name, data=member.data))
+                outcomes.append(await ingest(platform, source=source, field=field, data=member.data))
     if not outcomes:
         raise BadRequestError("the zip holds no files; put one DICOM file per member")
     status, body = qure_reply(outcomes)
     return JSONResponse(body, status_code=status)
+
+
+class _FieldNames:
+    """Each part's key in the reply's `messages`: its name, and `name[n]` for the n-th repeat of a name."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def unique(self, name: str) -> str:
+        count = self._seen.get(name, 0)
+        self._seen[name] = count + 1
+        return name if count == 0 else f"{name}[{count}]"

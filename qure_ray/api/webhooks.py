@@ -30,7 +30,7 @@ async def put_webhook(request: Request) -> JSONResponse:
     body = await body_of_at_most(request, MAX_BODY_BYTES)
     try:
         document = json.loads(body) if body is not None else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
         raise BadRequestError(f"the body is not JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
     if not isinstance(document, dict):
         raise BadRequestError(

@@ -41,10 +41,10 @@ ENTRIES_PER_PART = 4
 
 
 def zip_members(file: IO[bytes], limits: MultipartLimits) -> Iterator[Member]:
-    _check_entry_count(file, limits.max_parts * ENTRIES_PER_PART)
     try:
+        _check_entry_count(file, limits.max_parts * ENTRIES_PER_PART)
         archive = zipfile.ZipFile(file)
-    except zipfile.BadZipFile as exc:
+    except _UNREADABLE_MEMBER as exc:  # a multi-disk zip, a name not in its declared UTF-8, a newer zip version
         raise BadRequestError(f"the application/zip body is not a readable zip archive: {exc}") from exc
     with archive:
         infos = [info for info in archive.infolist() if not info.is_dir() and not info.filename.startswith("__MACOSX/")]
