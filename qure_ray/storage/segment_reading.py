@@ -2,7 +2,7 @@
 
 A merge writes the merged segment before it deletes the segments it replaces (`Catalog._replace_segments`), so
 a segment that goes missing between a listing and its read has its rows in a segment a later listing shows.
-`read_live_segments` lists again and reads only keys it has not seen; rows it read twice (from a segment and
+`read_live_segments` lists again and reads the keys it has not read yet; rows it read twice (from a segment and
 from the one it was merged into) are kept once, by `row_id`.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +24,10 @@ from qure_ray.storage.schema import TABLES
 logger = logging.getLogger(__name__)
 
 MAX_LISTINGS = 20
-"""Each listing after the first follows a merge that raced the reads; merges come at most every few flushes."""
+"""Each listing after the first follows a merge that raced the reads (merges come at most every few flushes), or
+a store whose listings and reads disagreed for a moment."""
+RELIST_PAUSE_S = 0.05
+"""The pause before the second listing, doubling for each further one up to a second (about 15 s in all)."""
 
 
 def read_segment(store: ObjectStore, table: str, key: str) -> pa.Table:
@@ -32,25 +36,28 @@ def read_segment(store: ObjectStore, table: str, key: str) -> pa.Table:
 
 
 def read_live_segments(store: ObjectStore, table: str) -> tuple[list[str], pa.Table | None]:
-    """The keys a table's last listing showed and every row they hold (None when there are none)."""
+    """The keys a table's last listing showed and every row they hold (None when there are none).
+
+    A listed key that cannot be read is looked for again in a new listing: gone from it, it was merged away;
+    still listed, it is read again (a store whose reads lag its listings answers 404 for a moment). It is never
+    skipped while listed: a catalog loaded without it would lose its rows, and reconciliation would then
+    remove the originals they name."""
     read: dict[str, pa.Table] = {}
-    missing: set[str] = set()
-    for _ in range(MAX_LISTINGS):
+    for attempt in range(MAX_LISTINGS):
         listed = store.list_keys(f"{CATALOG_PREFIX}{table}/")
-        went_away = False
+        unread = False
         for key in listed:
-            if key in read or key in missing:
+            if key in read:
                 continue
             try:
                 read[key] = read_segment(store, table, key)
             except ObjectMissingError:
-                missing.add(key)
-                went_away = True
-        if not went_away:
-            live = [key for key in listed if key in read]
-            return live, unique_rows(pa.concat_tables([read[key] for key in live])) if live else None
-        logger.info("a %s segment was merged away while being read: listing again", table)
-    raise StorageError(f"{table} segments kept being merged away while read ({MAX_LISTINGS} listings)")
+                unread = True
+        if not unread:
+            return listed, unique_rows(pa.concat_tables([read[key] for key in listed])) if listed else None
+        logger.info("a listed %s segment could not be read (merged away meanwhile?): listing again", table)
+        time.sleep(min(1.0, RELIST_PAUSE_S * 2**attempt))
+    raise StorageError(f"{table} segments listed could not be read ({MAX_LISTINGS} listings)")
 
 
 def unique_rows(table: pa.Table) -> pa.Table:

@@ -11,11 +11,16 @@ import pytest
 
 from qure_ray.errors import ObjectMissingError, StorageError
 from qure_ray.records import InstanceState
-from qure_ray.storage import Batch, Catalog, LocalObjectStore, event_row
+from qure_ray.storage import Batch, Catalog, LocalObjectStore, event_row, segment_reading
 from qure_ray.storage.keys import segment_key
 from qure_ray.storage.segment_reading import read_live_segments, unique_rows
 
 PREFIX = "catalog/events/"
+
+
+@pytest.fixture(autouse=True)
+def no_pause_between_listings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segment_reading, "RELIST_PAUSE_S", 0.0)
 
 
 def three_segments(root: Path) -> set[str]:
@@ -30,13 +35,13 @@ def three_segments(root: Path) -> set[str]:
 
 class MergesDuringReads(LocalObjectStore):
     """Another writer merges every events segment into one the moment the first of them is read, as
-    `Catalog._replace_segments` does: the merged segment is written, then the old ones are deleted. With
-    `listed_stale`, listings keep showing the deleted keys (a listing that lags deletes)."""
+    `Catalog._replace_segments` does: the merged segment is written, then the old ones are deleted. The first
+    `stale_listings` listings still show the deleted keys (a listing that lags deletes for a moment)."""
 
-    def __init__(self, root: Path, *, merges: int = 1, listed_stale: bool = False) -> None:
+    def __init__(self, root: Path, *, merges: int = 1, stale_listings: int = 0) -> None:
         super().__init__(root)
         self.merges_left = merges
-        self.listed_stale = listed_stale
+        self.stale_listings = stale_listings
         self.deleted: list[str] = []
         self.merged_keys: list[str] = []
 
@@ -60,7 +65,10 @@ class MergesDuringReads(LocalObjectStore):
 
     def list_keys(self, prefix: str, *, start_after: str | None = None) -> list[str]:
         keys = super().list_keys(prefix, start_after=start_after)
-        return sorted({*keys, *self.deleted}) if self.listed_stale else keys
+        if self.stale_listings:
+            self.stale_listings -= 1
+            return sorted({*keys, *self.deleted})
+        return keys
 
 
 def read_ids(store: LocalObjectStore) -> tuple[list[str], list[str]]:
@@ -84,7 +92,7 @@ def test_segments_merged_away_mid_read_give_every_row_once(tmp_path: Path) -> No
 
 def test_a_listing_that_still_shows_deleted_segments_ends_and_loses_no_row(tmp_path: Path) -> None:
     ids = three_segments(tmp_path)
-    store = MergesDuringReads(tmp_path, merges=2, listed_stale=True)
+    store = MergesDuringReads(tmp_path, merges=2, stale_listings=3)
     keys, read = read_ids(store)
     assert keys == [store.merged_keys[-1]] and sorted(read) == sorted(ids)
 
@@ -105,8 +113,32 @@ def test_a_segment_read_before_its_merge_is_not_counted_twice(tmp_path: Path) ->
 def test_a_table_whose_segments_keep_going_away_is_an_error_not_a_loop(tmp_path: Path) -> None:
     three_segments(tmp_path)
     store = MergesDuringReads(tmp_path, merges=10**9)  # a merge before every read
-    with pytest.raises(StorageError, match="kept being merged away"):
+    with pytest.raises(StorageError, match="could not be read"):
         read_live_segments(store, "events")
+
+
+class ReadsLagListings(LocalObjectStore):
+    """Answers 404 for the first read of each listed segment, though it is there (reads lag listings)."""
+
+    def __init__(self, root: Path, *, always: bool = False) -> None:
+        super().__init__(root)
+        self.always = always
+        self.refused: set[str] = set()
+
+    def get(self, key: str) -> bytes:
+        if key.startswith(PREFIX) and (self.always or key not in self.refused):
+            self.refused.add(key)
+            raise ObjectMissingError(f"{key}: 404 for a moment")
+        return super().get(key)
+
+
+def test_a_listed_segment_that_cannot_be_read_for_a_moment_is_read_again_not_dropped(tmp_path: Path) -> None:
+    """Dropped, its rows would be lost at the next start, and reconciliation would remove their originals."""
+    ids = three_segments(tmp_path)
+    keys, read = read_ids(ReadsLagListings(tmp_path))
+    assert len(keys) == 3 and sorted(read) == sorted(ids)
+    with pytest.raises(StorageError, match="could not be read"):  # still listed, never readable: not a load
+        read_live_segments(ReadsLagListings(tmp_path, always=True), "events")
 
 
 def test_unique_rows_keeps_the_first_of_each_row_id_in_order() -> None:
