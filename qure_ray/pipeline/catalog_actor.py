@@ -212,8 +212,8 @@ class CatalogActor:
         await self.committer.write(batch)
         return True
 
-    async def undelivered(self, limit: int) -> list[Notification]:
-        return self.catalog.undelivered(limit=limit)
+    async def undelivered(self, limit: int, exclude: frozenset[str] = frozenset()) -> list[Notification]:
+        return self.catalog.undelivered(limit=limit, exclude=exclude)
 
 
 def _this_replica() -> LeaseHolder:

@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
 BATCH = 100
+MAX_IN_FLIGHT = 1000
+"""Deliveries at once (most of them waiting out a retry's pause): one partner whose endpoint fails holds up
+only its own, never the others' (each round asks for results not in flight)."""
+RECORD_RETRY_MAX_S = 60.0
 TIMEOUT_S = 10.0
 ATTEMPT_TIMEOUT_S = 30.0
 """The most one delivery attempt may take in all: `TIMEOUT_S` bounds each read, not a reply sent slowly."""
@@ -61,8 +65,11 @@ class WebhookNotifier:
         async with self.http_client() as client:
             while True:
                 await asyncio.sleep(POLL_S)
+                room = min(BATCH, MAX_IN_FLIGHT - len(self.in_flight))
+                if room <= 0:
+                    continue
                 try:
-                    pending: list[Notification] = await self.catalog.undelivered.remote(BATCH)
+                    pending: list[Notification] = await self.catalog.undelivered.remote(room, frozenset(self.in_flight))
                 except Exception as exc:  # the catalog is briefly unavailable: the next round asks again
                     logger.warning("webhook round failed, retrying: %s", exc)
                     continue
@@ -116,27 +123,31 @@ class WebhookNotifier:
                 outcome = DeliveryOutcome.DELIVERED
             else:
                 outcome = DeliveryOutcome.GAVE_UP if attempt == self.max_attempts else DeliveryOutcome.RETRYING
-            if not await self._record(notification, attempt, outcome, status_code, error):
-                return
+            await self._record(notification, attempt, outcome, status_code, error)
             if outcome is not DeliveryOutcome.RETRYING:
                 return
             await asyncio.sleep(self.base_delay_s * 2 ** (attempt - 1))
 
     async def _record(
         self, notification: Notification, attempt: int, outcome: DeliveryOutcome, status_code: int | None, error: str
-    ) -> bool:
-        """Write the attempt's delivery row; False when it could not be written."""
+    ) -> None:
+        """Write the attempt's delivery row, trying again with doubling pauses while the catalog cannot take it:
+        the delivery stays in flight meanwhile, so the partner is not POSTed again (once a second, as before)
+        for an attempt already made. Should this process end first, the next one makes the attempt again."""
         metrics.counter("qure_webhook_deliveries_total").inc(1, tags={"outcome": outcome.value})
-        try:
-            await self.catalog.write.remote(
-                delivery_row(notification, attempt=attempt, outcome=outcome, status_code=status_code, error=error)
-            )
-        except Exception as exc:  # unrecorded: the notification stays pending and is tried again later
-            logger.error("webhook attempt for %s could not be recorded: %s", notification.uid, exc)
-            return False
+        row = delivery_row(notification, attempt=attempt, outcome=outcome, status_code=status_code, error=error)
+        pause_s = self.base_delay_s
+        while True:
+            try:
+                await self.catalog.write.remote(row)
+                break
+            except Exception as exc:
+                logger.error("webhook attempt for %s could not be recorded, retrying in %.0f s: %s",
+                             notification.uid, pause_s, exc)  # fmt: skip
+                await asyncio.sleep(pause_s)
+                pause_s = min(RECORD_RETRY_MAX_S, pause_s * 2)
         if outcome is DeliveryOutcome.GAVE_UP:
             logger.warning("gave up notifying source %s of %s: %s", notification.source, notification.uid, error)
-        return True
 
     async def _post(
         self, client: httpx.AsyncClient, notification: Notification, body: bytes, secret: str

@@ -17,6 +17,7 @@ import io
 import logging
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -437,9 +438,10 @@ class Catalog:
     def newest_webhook_row(self, source: str) -> dict[str, Any] | None:
         return self.current.newest_webhook_row(source)
 
-    def undelivered(self, *, limit: int) -> list[Notification]:
-        """Final results finished since their source registered its webhook, not yet delivered or given up."""
-        return self.current.undelivered(limit=limit)
+    def undelivered(self, *, limit: int, exclude: Collection[str] = ()) -> list[Notification]:
+        """Final results finished since their source registered its webhook, not yet delivered or given up (not
+        those whose result row_id is in `exclude`)."""
+        return self.current.undelivered(limit=limit, exclude=exclude)
 
     def unfinished(self) -> list[InstanceRecord]:
         """Instances whose latest state is received, queued or processing, oldest first."""

@@ -234,9 +234,11 @@ class CurrentState:
         """Every source's newest `webhooks` row, active or not."""
         return [row for key in self.webhooks.newest_keys() if (row := self.webhooks.row(key)) is not None]
 
-    def undelivered(self, *, limit: int) -> list[Notification]:
-        """Final results finished since their source registered its webhook, not yet delivered or given up."""
-        oldest = sorted(self.awaiting_delivery.items(), key=lambda item: item[1][1])[:limit]
+    def undelivered(self, *, limit: int, exclude: Collection[str] = ()) -> list[Notification]:
+        """Final results finished since their source registered its webhook, not yet delivered or given up, oldest
+        first; not those whose result row_id is in `exclude` (being delivered already)."""
+        waiting = (item for item in self.awaiting_delivery.items() if item[0] not in exclude)
+        oldest = sorted(waiting, key=lambda item: item[1][1])[:limit]
         notifications = []
         for row_id, (key, _) in oldest:
             result, hook = self.results.row(key), self.webhook(key[0])

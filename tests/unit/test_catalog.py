@@ -334,6 +334,8 @@ def test_results_after_a_webhook_is_registered_are_pending_until_delivered_or_gi
     finish("1.2.3.1.3")
     pending = catalog.undelivered(limit=10)
     assert [n.uid for n in pending] == ["1.2.3.1.2", "1.2.3.1.3"]
+    in_flight = {pending[0].result_row_id}  # being delivered: the next oldest instead
+    assert [n.uid for n in catalog.undelivered(limit=1, exclude=in_flight)] == ["1.2.3.1.3"]
     payload = pending[0].payload("https://ai.example.org/")
     assert payload["result_url"] == "https://ai.example.org/results/1.2.3.1.2"
     assert payload["sop_instance_uid"] == "1.2.3.1.2" and payload["study_instance_uid"] == "1.2.3"

@@ -316,3 +316,63 @@ def test_a_delivery_reads_the_url_as_httpx_does() -> None:
 
         assert asyncio.run(attempt()) == (204, "")
     assert seen == [(host, "Basic cGFydG5lcjpzQGNyZXQ=", "/hooks/a b")]
+
+
+def test_an_attempt_that_cannot_be_recorded_is_recorded_later_not_posted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the catalog cannot take the row, the partner must not get the same attempt POSTed again."""
+    rows: list[dict[str, object]] = []
+    failures = iter([RuntimeError("catalog down"), RuntimeError("still down")])
+
+    async def write(batch: Batch) -> None:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        rows.extend(batch.rows["webhook_deliveries"])
+
+    catalog = cast(DeploymentHandle, SimpleNamespace(write=SimpleNamespace(remote=write)))
+    notifier = WebhookNotifier(catalog, results_base_url="http://x", max_attempts=1, base_delay_s=0.0)
+    posts: list[str] = []
+
+    async def post(*args: Any) -> tuple[int | None, str]:
+        posts.append("POST")
+        return 200, ""
+
+    monkeypatch.setattr(notifier, "_post", post)
+    _deliver(notifier, _notification())
+    assert posts == ["POST"] and [row["outcome"] for row in rows] == ["delivered"]
+
+
+def test_deliveries_in_flight_leave_room_for_other_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partner whose endpoint keeps failing (its deliveries waiting out their pauses) holds up no other."""
+    stuck, other = _notification(), dataclasses.replace(_notification(), result_row_id="r2", source="site-b")
+    asked: list[frozenset[str]] = []
+
+    async def undelivered(limit: int, exclude: frozenset[str] = frozenset()) -> list[Notification]:
+        asked.append(exclude)
+        return [n for n in (stuck, other) if n.result_row_id not in exclude][:limit]
+
+    catalog = cast(DeploymentHandle, SimpleNamespace(undelivered=SimpleNamespace(remote=undelivered)))
+    notifier = WebhookNotifier(catalog, results_base_url="http://x", max_attempts=3)
+    delivered: list[str] = []
+    release = asyncio.Event()
+
+    async def deliver(client: Any, notification: Notification) -> None:
+        if notification is stuck:
+            await release.wait()  # in its retry pause
+        delivered.append(notification.source)
+
+    async def run() -> None:
+        monkeypatch.setattr(notifier, "_deliver", deliver)
+        monkeypatch.setattr(notifier, "reseal_secrets", lambda: asyncio.sleep(0, 0))
+        loop = asyncio.create_task(notifier.run())
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if delivered:
+                break
+        release.set()
+        await asyncio.sleep(0.05)
+        loop.cancel()
+
+    monkeypatch.setattr("qure_ray.pipeline.notifier.POLL_S", 0.01)
+    monkeypatch.setattr("qure_ray.pipeline.notifier.BATCH", 1)  # one at a time: the stuck one first
+    asyncio.run(run())
+    assert delivered[0] == "site-b" and frozenset({"r1"}) in asked
