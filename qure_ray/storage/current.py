@@ -66,6 +66,9 @@ class CurrentState:
         self.final_deliveries: set[str] = set()
         self.attempts_made: dict[str, int] = {}
         """Result row_id → its webhook attempts so far, while not final (a restart resumes the count)."""
+        self.webhook_active_since: dict[str, int] = {}
+        """Source → when its webhook became active (µs): registering again (a new URL or secret) keeps the
+        time, so the results still pending then go to the new registration; removing it ends it."""
         self.awaiting_delivery: dict[str, tuple[Key, int]] = {}
         """Result row_id → (its key, finished µs): final results a registered webhook has not had yet."""
 
@@ -137,10 +140,19 @@ class CurrentState:
                     self.awaiting_delivery[row_id] = (self._keys.get((source, sop_uid), (source, sop_uid)), finished)
 
     def _add_webhooks(self, arrow: pa.Table, first: int) -> None:
-        for (source,), _, _ in self.webhooks.add(arrow, first):
-            for row_id, ((owner, _), finished) in list(self.awaiting_delivery.items()):
-                if owner == source and not self._hook_wants(source, finished):
-                    del self.awaiting_delivery[row_id]
+        self.webhooks.add(arrow, first)
+        columns = ("source", "active", "registered_at")
+        rows = zip(*(arrow.column(name).to_pylist() for name in columns), strict=True)
+        changed = set()
+        for source, active, registered_at in sorted(rows, key=lambda row: row[2]):
+            changed.add(source)
+            if not active:
+                self.webhook_active_since.pop(source, None)
+            elif source not in self.webhook_active_since:
+                self.webhook_active_since[source] = _micros(registered_at)
+        for row_id, ((owner, _), finished) in list(self.awaiting_delivery.items()):
+            if owner in changed and not self._hook_wants(owner, finished):
+                del self.awaiting_delivery[row_id]
 
     def _add_webhook_deliveries(self, arrow: pa.Table, first: int) -> None:
         columns = ("result_row_id", "outcome", "attempt")
@@ -153,10 +165,9 @@ class CurrentState:
                 self.attempts_made[row_id] = max(attempt, self.attempts_made.get(row_id, 0))
 
     def _hook_wants(self, source: str, finished: int) -> bool:
-        """Whether the source's current webhook is active and was registered before the result finished."""
-        hook = self.webhooks.row((source,))
-        registered = self.webhooks.time((source,))
-        return bool(hook and hook["active"] and registered is not None and finished >= registered)
+        """Whether the source has had an active webhook since before the result finished."""
+        since = self.webhook_active_since.get(source)
+        return since is not None and finished >= since
 
     # -- questions ---------------------------------------------------------------------------------
 

@@ -354,6 +354,26 @@ def test_results_after_a_webhook_is_registered_are_pending_until_delivered_or_gi
     assert catalog.webhook("site-a") is None and catalog.undelivered(limit=10) == []
 
 
+def test_registering_a_webhook_again_keeps_the_results_still_pending(tmp_path: Path) -> None:
+    """A partner whose endpoint failed fixes its URL: what was not delivered yet goes to the new one (a restart
+    too); after a removal, nothing from before it is sent."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    catalog.commit(webhook_row("site-a", "http://127.0.0.1:9/broken", "s" * 32, active=True))
+    result = ResultRecord(source="site-a", sop_uid="1.2.3.8.1", usecase=UseCase.QXR, state=InstanceState.DONE)
+    batch = received_rows(make_record("1.2.3.8.1"))
+    batch.add("results", {**result.to_row(), "finished_at": now()})
+    catalog.commit(batch)
+    catalog.commit(webhook_row("site-a", "http://127.0.0.1:9/fixed", "t" * 32, active=True))
+
+    for current in (catalog, Catalog(LocalObjectStore(tmp_path))):
+        [pending] = current.undelivered(limit=10)
+        assert (pending.uid, pending.webhook.url) == ("1.2.3.8.1", "http://127.0.0.1:9/fixed")
+    catalog.commit(webhook_row("site-a", "", "", active=False))
+    catalog.commit(webhook_row("site-a", "http://127.0.0.1:9/again", "u" * 32, active=True))
+    assert catalog.undelivered(limit=10) == []
+    assert Catalog(LocalObjectStore(tmp_path)).undelivered(limit=10) == []
+
+
 def test_a_webhook_secret_replaced_in_place_keeps_its_registration_and_wins_after_a_restart(tmp_path: Path) -> None:
     catalog = Catalog(LocalObjectStore(tmp_path))
     catalog.commit(webhook_row("site-a", "http://127.0.0.1:9/hook", "sealed-under-old", active=True))

@@ -97,9 +97,15 @@ def _sql_undelivered(catalog: Catalog) -> list[str]:
         """
         WITH hooks AS (
             SELECT * FROM webhooks QUALIFY row_number() OVER (PARTITION BY source ORDER BY registered_at DESC) = 1
+        ), last_off AS (
+            SELECT source, max(registered_at) AS off_at FROM webhooks WHERE NOT active GROUP BY source
+        ), active_since AS (  -- the first registration since the webhook was last removed
+            SELECT w.source, min(w.registered_at) AS since FROM webhooks w LEFT JOIN last_off o USING (source)
+            WHERE w.active AND (o.off_at IS NULL OR w.registered_at > o.off_at) GROUP BY w.source
         )
         SELECT r.row_id FROM results r
-        JOIN hooks h ON h.source = r.source AND h.active AND r.finished_at >= h.registered_at
+        JOIN hooks h ON h.source = r.source AND h.active
+        JOIN active_since a ON a.source = r.source AND r.finished_at >= a.since
         WHERE NOT EXISTS (SELECT 1 FROM webhook_deliveries d
                           WHERE d.result_row_id = r.row_id AND d.outcome IN ('delivered', 'gave_up'))
         ORDER BY r.finished_at
