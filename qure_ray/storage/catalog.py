@@ -125,12 +125,15 @@ class Batch:
 
 
 _last_timestamp = datetime.min.replace(tzinfo=UTC)
+_ahead = timedelta(0)
+"""How far `now()` runs ahead of this machine's clock: as far as the newest stamp loaded was (`_not_before`)."""
+AHEAD_WARNING = timedelta(seconds=1)
 
 
 def now() -> datetime:
     """The current UTC time, strictly increasing within this process (so events of one writer order)."""
     global _last_timestamp
-    current = datetime.now(UTC)
+    current = datetime.now(UTC) + _ahead
     if current <= _last_timestamp:
         current = _last_timestamp + timedelta(microseconds=1)
     _last_timestamp = current
@@ -140,13 +143,20 @@ def now() -> datetime:
 def _not_before(table: str, rows: pa.Table) -> None:
     """After loading another writer's rows, `now()` stamps later than all of them, even should this machine's
     clock be behind that writer's: a state, result or registration this catalog writes is newer than every one
-    it read."""
-    global _last_timestamp
+    it read. It then runs ahead by as much, at the clock's pace: pinned to the newest stamp, it would creep a
+    microsecond per call, and durations between its stamps (a head-CT series' quiet period) would never pass."""
+    global _last_timestamp, _ahead
     column = NEWEST_BY.get(table)
     if column is not None and len(rows):
         newest = pc.max(rows.column(column)).as_py()
         if newest is not None:
             _last_timestamp = max(_last_timestamp, newest)
+            ahead = newest - datetime.now(UTC)
+            if ahead > _ahead:
+                if ahead > AHEAD_WARNING:
+                    logger.warning("a %s row is stamped %.0f s ahead of this clock; stamps now follow it (check NTP)",
+                                   table, ahead.total_seconds())  # fmt: skip
+                _ahead = ahead
 
 
 def received_rows(record: InstanceRecord, *, settled: ResultRecord | None = None) -> Batch:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -611,16 +612,15 @@ def test_the_committer_stamps_results_in_commit_order_too(tmp_path: Path) -> Non
     assert catalog.result("site-a", "3.5").reason == "a knee now"  # type: ignore[union-attr]
 
 
-def test_a_catalog_stamps_after_every_event_it_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from qure_ray.storage import catalog as catalog_module
-
-    monkeypatch.setattr(catalog_module, "_last_timestamp", catalog_module._last_timestamp)  # restored afterwards
+def test_a_catalog_stamps_after_every_event_it_loaded(tmp_path: Path) -> None:
     batch = received_rows(make_record("3.4"))
     later = now() + timedelta(minutes=1)  # written by a replica whose clock was ahead of this machine's
     batch.rows["events"][-1]["event_at"] = later
     Catalog(LocalObjectStore(tmp_path)).commit(batch)
     Catalog(LocalObjectStore(tmp_path))
     assert now() > later
+    time.sleep(0.2)  # and then time passes at the clock's pace, not a microsecond per stamp
+    assert now() - later > timedelta(seconds=0.15)
 
 
 def test_a_registration_is_stamped_where_it_commits_not_by_its_writer_s_clock(tmp_path: Path) -> None:
