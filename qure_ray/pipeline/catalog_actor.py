@@ -87,7 +87,10 @@ class CatalogActor:
                 logger.warning("renewing the catalog's writer lease failed: %s", exc)
 
     async def _reconcile_forever(self) -> None:
-        """Remove orphaned originals at start-up and then hourly (see `qure_ray.storage.reconcile`)."""
+        """Remove orphaned originals at start-up and then hourly (see `qure_ray.storage.reconcile`): once this is
+        the only catalog replica and has every segment the replaced one wrote, or it would take the originals
+        those segments name for orphans."""
+        await self._sole_writer.wait()
         while True:
             try:
                 await remove_orphans(self.store, self.catalog)
@@ -107,14 +110,15 @@ class CatalogActor:
                 announced = True
             await self._load_foreign_segments()
             await asyncio.sleep(REFRESH_INTERVAL_S)
-        while not await self._load_foreign_segments():
+        while not await self._load_foreign_segments(whole=True):
             await asyncio.sleep(REFRESH_INTERVAL_S)
         self._sole_writer.set()
 
-    async def _load_foreign_segments(self) -> bool:
+    async def _load_foreign_segments(self, *, whole: bool = False) -> bool:
         """Load segments another writer added; False when the store could not be read (try again later)."""
         try:
-            for table, keys in (await asyncio.to_thread(self.catalog.foreign_segments)).items():
+            found = await asyncio.to_thread(self.catalog.foreign_segments, whole=whole)
+            for table, keys in found.items():
                 loaded = await asyncio.to_thread(self.catalog.read_segments, table, keys)
                 self.catalog.insert_segments(table, keys, loaded)
                 logger.info("loaded %d %s segment(s) written by the replica this one replaces", len(keys), table)

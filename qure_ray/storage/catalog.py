@@ -308,12 +308,17 @@ class Catalog:
         _not_before(table, fresh)
         self.segments.update(keys)
 
-    def foreign_segments(self) -> dict[str, list[str]]:
+    def foreign_segments(self, *, whole: bool = False) -> dict[str, list[str]]:
         """Segments another writer has added since this catalog loaded (during a rolling update the catalog
-        actor being replaced still writes for a while), per table. Store only: safe off the owner's thread."""
+        actor being replaced still writes for a while), per table. Store only: safe off the owner's thread.
+
+        Each listing starts shortly before the newest key the last one saw; `whole` lists every key, for the
+        last look once the other writer is gone (a segment it named long before its upload landed, after slow
+        retries or with a clock behind, sorts before that start)."""
         found = {}
         for table in INDEX_ORDER:
-            listed = self.store.list_keys(f"{CATALOG_PREFIX}{table}/", start_after=self._listed_after.get(table))
+            start_after = None if whole else self._listed_after.get(table)
+            listed = self.store.list_keys(f"{CATALOG_PREFIX}{table}/", start_after=start_after)
             named_ns = segment_named_ns(listed[-1]) if listed else None
             if named_ns is not None:  # keys sort by naming time: the next listing starts shortly before the newest
                 self._listed_after[table] = segment_key(table, max(0, named_ns - FOREIGN_LISTING_OVERLAP_NS))

@@ -452,6 +452,7 @@ def test_foreign_listing_starts_shortly_before_the_newest_key_it_saw(tmp_path: P
     store.delete(segment)
     assert too_late in store.list_keys("catalog/instances/")
     assert new.foreign_segments()["instances"] == [late]  # not `too_late`: the next listing starts after it
+    assert too_late in new.foreign_segments(whole=True)["instances"]  # the last look, once the old one is gone
 
 
 def test_merge_groups_take_a_full_tier_of_similar_sizes_only() -> None:
@@ -677,3 +678,31 @@ def test_the_newest_content_is_the_last_committed_whatever_its_writer_s_clock() 
         asyncio.run(writes())
         assert catalog.instance("site-a", "7.8").sha256 == "bb" * 32  # type: ignore[union-attr]
         assert Catalog(LocalObjectStore(Path(folder))).instance("site-a", "7.8").sha256 == "bb" * 32  # type: ignore[union-attr]
+
+
+def test_orphans_are_looked_for_only_once_the_replaced_catalog_s_segments_are_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before that, the originals the old replica's latest segments name look like orphans."""
+    from types import SimpleNamespace
+
+    from qure_ray.pipeline import catalog_actor
+
+    swept: list[str] = []
+
+    async def remove_orphans(store: object, catalog: object) -> None:
+        swept.append("swept")
+
+    monkeypatch.setattr(catalog_actor, "remove_orphans", remove_orphans)
+    actor = SimpleNamespace(store=None, catalog=None, _sole_writer=asyncio.Event())
+
+    async def run() -> list[str]:
+        sweeping = asyncio.create_task(catalog_actor.CatalogActor.func_or_class._reconcile_forever(actor))
+        await asyncio.sleep(0.05)
+        before = list(swept)
+        actor._sole_writer.set()
+        await asyncio.sleep(0.05)
+        sweeping.cancel()
+        return before
+
+    assert asyncio.run(run()) == [] and swept == ["swept"]
