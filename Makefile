@@ -38,6 +38,10 @@ bench: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+integration: $(STAMP)
+	scripts/install-test-peers
+	$(BIN)/python -m pytest tests/integration
+
 lint: $(STAMP)
 	$(BIN)/ruff check qure_ray tests
 	$(BIN)/ruff format --check qure_ray tests

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -57,6 +58,9 @@ INGRESS_LOGGING: dict[str, Any] = {"encoding": "JSON"}
 Log messages name sources, UIDs and states only, never patient data."""
 BACKGROUND_LOGGING: dict[str, Any] = {**INGRESS_LOGGING, "enable_access_log": False}
 DEV_SOURCE = "dev"
+MAX_BATCH_SIZE = 1024
+MAX_BATCH_WAIT_S = 10.0
+"""The model card's own limits on `serving:` (`models.card.Serving`): an override past them is refused here."""
 CPU_WORKER_SLIVER = 0.001
 """How much of QURE_CPU_WORKER_RESOURCE one replica or task takes: only placement, never a limit."""
 DEV_TOKEN_FILE = "dev-token"
@@ -340,8 +344,35 @@ class Settings:
                     f"QURE_SECRETS_KEY: key {position} has {len(key)} characters; use at least {MIN_KEY_CHARS} "
                     "random ones (openssl rand -base64 32), comma-separated when rotating (new,old)"
                 )
-        if not self.http_host or " " in self.http_host:
-            raise ConfigError(f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address")
+        if not _is_host(self.http_host):
+            raise ConfigError(
+                f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address (127.0.0.1, 0.0.0.0, ::)"
+            )
+        if not _is_host(self.dimse_host):
+            raise ConfigError(
+                f"QURE_DIMSE_HOST: {self.dimse_host!r} is not a host name or address (127.0.0.1, 0.0.0.0)"
+            )
+        if not re.fullmatch(r"[\x20-\x5b\x5d-\x7e]{1,16}", self.dimse_ae_title) or not self.dimse_ae_title.strip():
+            raise ConfigError(
+                f"QURE_DIMSE_AE_TITLE: {self.dimse_ae_title!r} is not an AE title (1-16 printable ASCII characters, "
+                "no backslash)"
+            )
+        if self.secrets_key and not self.secret_sealer.keys:
+            raise ConfigError("QURE_SECRETS_KEY: holds no key; give one (or new,old when rotating), or leave it unset")
+        if self.url_secret and len(self.url_secret) < MIN_KEY_CHARS:
+            raise ConfigError(
+                f"QURE_URL_SECRET: {len(self.url_secret)} characters; use at least {MIN_KEY_CHARS} random ones "
+                "(openssl rand -base64 32), or leave it unset"
+            )
+        for name, limit in (("model_max_batch_size", MAX_BATCH_SIZE), ("model_batch_wait_timeout_s", MAX_BATCH_WAIT_S)):
+            if getattr(self, name) > limit:
+                raise ConfigError(f"{self._ENV_NAMES[name]}: {getattr(self, name)} is over the limit of {limit}")
+        for fixed, most in (("ingress_replicas", "ingress_max_replicas"), ("model_replicas", "model_max_replicas")):
+            if 0 < getattr(self, most) < getattr(self, fixed):
+                raise ConfigError(
+                    f"{self._ENV_NAMES[most]}: {getattr(self, most)} is below {self._ENV_NAMES[fixed]} "
+                    f"({getattr(self, fixed)}); give 0 (no autoscaling) or at least as many"
+                )
 
     @cached_property  # asked on every `GET /results`; derived fields of a frozen settings object never change
     def url_signing_key(self) -> bytes:
@@ -389,7 +420,13 @@ class Settings:
 
     @property
     def results_base_url(self) -> str:
-        return self.public_url.rstrip("/") or f"http://{self.http_host}:{self.http_port}"
+        return self.public_url.rstrip("/") or f"http://{self.http_authority}"
+
+    @property
+    def http_authority(self) -> str:
+        """`host:port` of the HTTP listener as a URL names it (an IPv6 address in brackets)."""
+        host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
+        return f"{host}:{self.http_port}"
 
     @property
     def store_location(self) -> StoreLocation:
@@ -416,7 +453,8 @@ class Settings:
         return replace(self, tokens=TokenTable({token: DEV_SOURCE})), token if created else None
 
     def with_local_secrets_key(self, state_dir: Path) -> Settings:
-        """Without QURE_SECRETS_KEY and with data in a local folder: the key kept in `state_dir/secrets-key`.
+        """Without QURE_SECRETS_KEY and with data in a local folder: the key kept in `state_dir/secrets-key`
+        (the app keeps it in the data folder, so the key follows the data whatever the working directory).
 
         A key on one machine's disk suits only data on that machine; with data on S3 the operator sets it.
         """
@@ -459,8 +497,9 @@ def _positive_int(name: str, value: Any, *, maximum: int | None = None, zero_ok:
         number = int(value)
     except (TypeError, ValueError):
         number = -1
-    if number < lowest or (maximum is not None and number > maximum) or isinstance(value, bool):
-        limit = f"{lowest}..{maximum}" if maximum else "a positive integer"
+    fraction = isinstance(value, float) and not value.is_integer()  # int() would drop it silently
+    if number < lowest or (maximum is not None and number > maximum) or isinstance(value, bool) or fraction:
+        limit = f"an integer {lowest}..{maximum}" if maximum else f"an integer >= {lowest}"
         raise ConfigError(f"{name}: {value!r} is not allowed; expected {limit}")
     return number
 
@@ -470,6 +509,15 @@ def _non_negative_float(name: str, value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         number = -1.0
-    if number < 0:
-        raise ConfigError(f"{name}: {value!r} is not allowed; expected a number of seconds >= 0")
+    if not math.isfinite(number) or number < 0:  # nan and inf pass `< 0`: a flush interval of inf never flushes
+        raise ConfigError(f"{name}: {value!r} is not allowed; expected a finite number >= 0")
     return number
+
+
+def _is_host(text: str) -> bool:
+    """A host name (RFC 1123) or an IP address: what a socket binds and a URL names."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return bool(re.fullmatch(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+", text))

@@ -54,7 +54,7 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
     def start() -> None:
         serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
         serve.run(build_app(settings.to_args()), name=APP_NAME, route_prefix="/", blocking=False)
-        base = f"http://{settings.http_host}:{settings.http_port}"
+        base = f"http://{settings.http_authority}"
         _wait_ready(f"{base}/ready")
         _announce(settings, base, state_dir, created)
 

@@ -57,7 +57,7 @@ def test_the_signing_key_is_never_one_a_tenant_can_work_out() -> None:
     assert plain.url_signing_key == Settings.load({"QURE_TOKENS": "token-bbbb:site-a"}, {}).url_signing_key
     sealed = Settings.load({"QURE_TOKENS": tokens, "QURE_SECRETS_KEY": "k" * 32}, {})
     assert sealed.url_signing_key not in (from_tokens, plain.url_signing_key)
-    fixed = Settings.load({"QURE_TOKENS": tokens, "QURE_URL_SECRET": "s3cret-value"}, {})
+    fixed = Settings.load({"QURE_TOKENS": tokens, "QURE_URL_SECRET": "s3cret-value-of-at-least-32-chars"}, {})
     assert "s3cret-value" not in repr(fixed) and fixed.url_signing_key not in (sealed.url_signing_key, from_tokens)
     deployed, made = plain.with_deployment_url_secret()
     assert made and deployed.url_secret and deployed.url_signing_key != plain.url_signing_key

@@ -103,3 +103,32 @@ def test_the_secrets_key_is_checked_and_kept_locally_only_for_local_data(tmp_pat
     assert not on_s3.secret_sealer.enabled and not (tmp_path / "other").exists()
     given = Settings.load({"QURE_SECRETS_KEY": "g" * 40}, {}).with_local_secrets_key(tmp_path)
     assert given.secrets_key == "g" * 40
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "why"),
+    [
+        ("QURE_CATALOG_FLUSH_INTERVAL_S", "inf", "finite"),  # the committer would never flush
+        ("QURE_SERIES_QUIET_PERIOD_S", "nan", "finite"),
+        ("QURE_MAX_PARTS", 1.9, "an integer"),  # not silently 1
+        ("QURE_MODEL_MAX_BATCH_SIZE", 2000, "over the limit of 1024"),  # the card's own limit, named here
+        ("QURE_MODEL_BATCH_WAIT_TIMEOUT_S", 30, "over the limit of 10"),
+        ("QURE_DIMSE_AE_TITLE", "A" * 17, "not an AE title"),
+        ("QURE_DIMSE_AE_TITLE", "A\\B", "not an AE title"),
+        ("QURE_DIMSE_HOST", "", "not a host name"),  # would bind every interface
+        ("QURE_HTTP_HOST", "host:80", "not a host name"),
+        ("QURE_URL_SECRET", "short", "at least 32"),
+        ("QURE_SECRETS_KEY", ",", "holds no key"),
+    ],
+)
+def test_nonsense_settings_are_refused_naming_the_setting(setting: str, value: object, why: str) -> None:
+    with pytest.raises(ConfigError, match=why) as refused:
+        Settings.load({setting: value}, {})
+    assert str(refused.value).startswith(setting)
+
+
+def test_an_autoscaling_maximum_below_the_fixed_count_is_refused_and_ipv6_hosts_make_urls() -> None:
+    with pytest.raises(ConfigError, match="QURE_MODEL_MAX_REPLICAS: 1 is below QURE_MODEL_REPLICAS"):
+        Settings.load({"QURE_MODEL_REPLICAS": 2, "QURE_MODEL_MAX_REPLICAS": 1}, {})
+    assert Settings.load({"QURE_MODEL_REPLICAS": 2, "QURE_MODEL_MAX_REPLICAS": 0}, {}).model_max_replicas == 0
+    assert Settings.load({"QURE_HTTP_HOST": "::1"}, {}).results_base_url == "http://[::1]:8000"
