@@ -8,12 +8,12 @@ from enum import StrEnum
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from qure_ray.media_types import MEDIA_TYPES
 from qure_ray.models.card import ModelCard
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.dicom_objects import (
+    OutputUids,
     as_output_source,
     encapsulated_pdf,
     secondary_capture,
@@ -72,12 +72,13 @@ def render_assets(
     assets: list[Asset] = []
     overlays: list[np.ndarray] = []
     images = [(as_output_source(dataset), heatmaps) for dataset, heatmaps in images]
-    sc_series = generate_uid()
+    sources = [dataset for dataset, _ in images]
+    uids = OutputUids.of(sources, ReportContent.from_result(result, card, None))
     for index, (dataset, heatmaps) in enumerate(images):
         content = ReportContent.from_result(result, card, heatmaps)
         rgb = overlay(dataset, content)
         overlays.append(rgb)
-        sc = secondary_capture(dataset, rgb, content, series_uid=sc_series, instance_number=index + 1)
+        sc = secondary_capture(dataset, rgb, content, uids=uids, index=index)
         assets += [
             _asset(AssetKind.SC, sc, index),
             _asset(AssetKind.SC_FULL_PNG, png(rgb), index),
@@ -87,10 +88,10 @@ def render_assets(
     content = ReportContent.from_result(result, card, None)
     pdf = pdf_report(study=_report_header(first, [dataset for dataset, _ in images], result), content=content,
                      overlay=overlays[0])  # fmt: skip
-    sources = [dataset for dataset, _ in images]
-    assets += [_asset(AssetKind.REPORT_PDF, pdf), _asset(AssetKind.REPORT_DCM, encapsulated_pdf(sources, pdf, content))]
+    encapsulated = encapsulated_pdf(sources, pdf, content, uids=uids)
+    assets += [_asset(AssetKind.REPORT_PDF, pdf), _asset(AssetKind.REPORT_DCM, encapsulated)]
     if content.unusable_reason is None:  # an SR of findings only when there are findings
-        assets.append(_asset(AssetKind.REPORT_SR, structured_report(sources, content)))
+        assets.append(_asset(AssetKind.REPORT_SR, structured_report(sources, content, uids=uids)))
     return assets
 
 

@@ -6,7 +6,9 @@ in the source's study, in a new series, referencing the source image, naming the
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
@@ -15,6 +17,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from qure_ray.dicom.part10 import new_dataset, to_bytes
@@ -30,6 +33,36 @@ _PATIENT_AND_STUDY = (
 
 
 _TEMPORAL = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT}
+_PATIENT_SEXES = ("", "M", "F", "O")
+
+
+@dataclass(frozen=True)
+class OutputUids:
+    """The UIDs of one result's outputs, derived from what they are made of: the sources (their UIDs and pixel
+    data) and the model. Rendering them again (an outputs task retried after a PACS took some, a re-run of the
+    same content) gives the same objects, which a PACS stores once, not a second copy of each."""
+
+    seed: tuple[str, ...]
+
+    @classmethod
+    def of(cls, sources: Sequence[Dataset], content: ReportContent) -> OutputUids:
+        seed = [MANUFACTURER, content.model.name, content.model.version]
+        for source in sources:
+            pixels = source.get("PixelData") or b""
+            seed += [str(source.SOPInstanceUID), hashlib.sha256(bytes(pixels)).hexdigest()]
+        return cls(tuple(seed))
+
+    def uid(self, *what: object) -> str:
+        """The UID of the output part `what` names (`"sr"`, `"sc", 2`, ...)."""
+        return str(generate_uid(entropy_srcs=[*self.seed, *map(str, what)]))
+
+
+def _with_charset(output: Dataset, source: Dataset) -> None:
+    """The source's Specific Character Set on an output. highdicom is given none (`specific_character_set=None`):
+    it checks the source's against a list that lacks valid ones (ISO_IR 6, the ISO 2022 forms of Japanese,
+    Korean and Chinese) and refuses the output."""
+    if "SpecificCharacterSet" in source:  # else pydicom writes the copied names as Latin-1 (a UTF-8 name breaks)
+        output.SpecificCharacterSet = source.SpecificCharacterSet
 
 
 def as_output_source(source: Dataset) -> Dataset:
@@ -48,13 +81,15 @@ def as_output_source(source: Dataset) -> Dataset:
             parse(str(element.value).strip())
         except ValueError:
             broken.append(element.tag)
+    if str(source.get("PatientSex", "") or "") not in _PATIENT_SEXES:  # "U", "Male": highdicom refuses them
+        broken.append(Tag("PatientSex"))
     missing = [keyword for keyword in _PATIENT_AND_STUDY if keyword not in source]
     if not broken and not missing:
         return source
     copy = Dataset(dict(source.items()))  # a dict of its own: `Dataset(source)` shares the source's
     copy.file_meta = source.file_meta
     for tag in broken:
-        copy[tag] = DataElement(tag, source[tag].VR, "")
+        copy[tag] = DataElement(tag, dictionary_VR(tag) if tag not in source else source[tag].VR, "")
     for keyword in missing:
         copy[keyword] = _empty(keyword)
     return copy
@@ -71,10 +106,11 @@ def _equipment(content: ReportContent) -> hd.ContributingEquipment:
 
 
 def secondary_capture(
-    source: Dataset, rgb: np.ndarray, content: ReportContent, *, series_uid: str | None = None, instance_number: int = 1
+    source: Dataset, rgb: np.ndarray, content: ReportContent, *, uids: OutputUids | None = None, index: int = 0
 ) -> bytes:
     """The overlay image (RGB, 8 bit) as Secondary Capture Image Storage. A series result's key slices share
-    one `series_uid`, each with its own `instance_number`: one overlay series in the PACS, not one per slice."""
+    one series (`uids`), each its own `index`: one overlay series in the PACS, not one per slice."""
+    uids = uids or OutputUids.of([source], content)
     orientation = patient_orientation(source)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
@@ -82,29 +118,33 @@ def secondary_capture(
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
-        series_instance_uid=series_uid or generate_uid(),
+        series_instance_uid=uids.uid("sc series"),
         series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
-        instance_number=instance_number,
+        sop_instance_uid=uids.uid("sc", index),
+        instance_number=index + 1,
         manufacturer=MANUFACTURER,
-        patient_orientation=orientation or ("L", "F"),  # highdicom wants one; emptied below when unknown
+        patient_orientation=("L", "F"),  # highdicom wants one of single letters; the real one is set below
         transfer_syntax_uid=ExplicitVRLittleEndian,
         contributing_equipment=[_equipment(content)],
         series_description=f"AI overlay ({content.model.name})",
+        specific_character_set=None,
     )
+    _with_charset(sc, source)
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     sc.SourceImageSequence = [reference]
     if orientation is None:  # Type 2C: unknown, so empty rather than guessed
         sc["PatientOrientation"] = _empty("PatientOrientation")
+    else:  # the source's own, which may be "A\FR" (mammography, oblique views): highdicom takes one letter each
+        sc.PatientOrientation = list(orientation)
     sc.BurnedInAnnotation = "YES"
     sc.Laterality = source.get("Laterality", "")  # Type 2C: present, empty for an unpaired body part
     sc.ImageComments = content.summary[:10240]
     return to_bytes(sc)
 
 
-def structured_report(sources: Sequence[Dataset], content: ReportContent) -> bytes:
+def structured_report(sources: Sequence[Dataset], content: ReportContent, *, uids: OutputUids | None = None) -> bytes:
     """Comprehensive 3D SR, TID 1500: per label a present/absent evaluation and its score.
 
     Each label's measurement group names the algorithm once (TID 4019); the score inside it does not repeat
@@ -113,6 +153,7 @@ def structured_report(sources: Sequence[Dataset], content: ReportContent) -> byt
     `sources`: the image read, or a series' key slices; every finding cites them as its source images.
     """
     source = sources[0]
+    uids = uids or OutputUids.of(sources, content)
     algorithm = hd.sr.AlgorithmIdentification(name=content.model.name, version=content.model.version)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -126,7 +167,9 @@ def structured_report(sources: Sequence[Dataset], content: ReportContent) -> byt
         finding_code = hd.sr.CodedConcept(value=finding.name, scheme_designator="99QURE", meaning=finding.display)
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=finding.name),
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=uids.uid("finding", finding.name), identifier=finding.name
+                ),
                 finding_type=finding_code,
                 algorithm_id=algorithm,
                 source_images=source_images,
@@ -152,14 +195,16 @@ def structured_report(sources: Sequence[Dataset], content: ReportContent) -> byt
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(sources),
         content=report,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=uids.uid("sr series"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=uids.uid("sr"),
         instance_number=1,
         manufacturer=MANUFACTURER,
         series_description=f"AI findings ({content.model.name})",
         contributing_equipment=[_equipment(content)],
+        specific_character_set=None,
     )
+    _with_charset(sr, source)
     return to_bytes(sr)
 
 
@@ -172,18 +217,20 @@ def _procedure(source: Dataset) -> hd.sr.CodedConcept:
     return codes.LN.CTUnspecifiedBodyRegion
 
 
-def encapsulated_pdf(sources: Sequence[Dataset], pdf: bytes, content: ReportContent) -> bytes:
+def encapsulated_pdf(
+    sources: Sequence[Dataset], pdf: bytes, content: ReportContent, *, uids: OutputUids | None = None
+) -> bytes:
     """The PDF report as Encapsulated PDF Storage in the sources' study, referencing each source image (the image
     read, or a series' key slices)."""
     source = sources[0]
+    uids = uids or OutputUids.of(sources, content)
     now = dt.datetime.now(dt.UTC)
-    ds = new_dataset(ENCAPSULATED_PDF_STORAGE, generate_uid())
-    if "SpecificCharacterSet" in source:  # else pydicom writes the copied names as Latin-1 (a UTF-8 name breaks)
-        ds.SpecificCharacterSet = source.SpecificCharacterSet
+    ds = new_dataset(ENCAPSULATED_PDF_STORAGE, uids.uid("pdf"))
+    _with_charset(ds, source)
     for keyword in _PATIENT_AND_STUDY:
         ds[keyword] = source[keyword] if keyword in source else _empty(keyword)
     ds.Modality = "DOC"
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = uids.uid("pdf series")
     ds.SeriesNumber = PDF_SERIES_NUMBER
     ds.SeriesDescription = f"AI report ({content.model.name})"
     ds.InstanceNumber = 1

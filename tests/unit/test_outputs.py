@@ -293,3 +293,57 @@ def test_a_head_ct_slice_is_shown_through_the_window_its_model_read_it_with() ->
     bone_first.WindowCenter, bone_first.WindowWidth = [600, 40], [2800, 80]
     shown = [overlay(ds, content)[200:, :].astype(int) for ds in (brain, bone_first)]  # below the legend
     assert np.array_equal(shown[0], shown[1])
+
+
+def _assets_of(ds: pydicom.Dataset) -> dict[object, pydicom.Dataset]:
+    from qure_ray.outputs.assets import AssetKind, render_assets
+
+    rendered = render_assets([(ds, None)], _done(ds), CARD)
+    kinds = (AssetKind.SC, AssetKind.REPORT_SR, AssetKind.REPORT_DCM)
+    return {a.kind: pydicom.dcmread(io.BytesIO(a.data)) for a in rendered if a.kind in kinds}
+
+
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [
+        ("ISO_IR 6", "DOE^JOHN"),
+        (["", "ISO 2022 IR 87"], "Yamada^Tarou=\u5c71\u7530^\u592a\u90ce"),  # PS3.5 H.3.1's own example form
+        (["ISO 2022 IR 6", "ISO 2022 IR 149"], "Hong^Gildong=\ud64d^\uae38\ub3d9"),
+        (["ISO 2022 IR 6", "ISO 2022 IR 58"], "Zhang^San=\u5f20^\u4e09"),
+    ],
+)
+def test_valid_character_sets_highdicom_does_not_list_still_give_every_output(
+    source: pydicom.Dataset, charset: str | list[str], name: str
+) -> None:
+    """highdicom refused these, and the whole result failed with them."""
+    ds = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    reread = pydicom.dcmread(io.BytesIO(to_bytes(ds)))  # as stored: the name encoded in that character set
+    for kind, output in _assets_of(reread).items():
+        assert output.SpecificCharacterSet == reread.SpecificCharacterSet, kind
+        assert output.PatientName.original_string == reread.PatientName.original_string, kind  # byte for byte
+
+
+def test_patient_sex_outside_the_standard_and_a_two_letter_orientation_give_every_output(
+    source: pydicom.Dataset, tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    ds.PatientSex = "U"  # common in practice; DICOM has M, F, O
+    ds.PatientOrientation = ["A", "FR"]  # legal: mammography, oblique views
+    outputs = _assets_of(ds)
+    assert all(output.PatientSex == "" for output in outputs.values())
+    sc = next(output for output in outputs.values() if output.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7")
+    assert list(sc.PatientOrientation) == ["A", "FR"]
+    assert ds.PatientSex == "U"  # the caller's data set is left as it was
+
+
+def test_rendering_again_gives_the_same_objects_and_new_content_new_ones(source: pydicom.Dataset) -> None:
+    """A retried outputs task, or a re-run, must not send a PACS a second copy of each object."""
+    first, again = _assets_of(source), _assets_of(source)
+    uids = {kind: (o.SeriesInstanceUID, o.SOPInstanceUID) for kind, o in first.items()}
+    assert uids == {kind: (o.SeriesInstanceUID, o.SOPInstanceUID) for kind, o in again.items()}
+    assert len({sop for _, sop in uids.values()}) == 3
+    other = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    other.PixelData = bytes(len(other.PixelData))  # the same UIDs, other pixels (an overwrite)
+    assert not {sop for _, sop in uids.values()} & {o.SOPInstanceUID for o in _assets_of(other).values()}
