@@ -41,10 +41,11 @@ class Windowing:
 DATASET_WINDOW = Windowing()
 
 
-def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
+def decode_grayscale(dataset: Dataset, *, failure: Rules = Rules.UNREADABLE) -> NDArray[np.float32]:
     """The first frame as float32 in modality units (Rescale Slope/Intercept applied), as stored: MONOCHROME1 is
     not inverted here (a window applies to these values; see `displayed`). Colour is reduced to luminance,
-    PALETTE COLOR after its lookup table.
+    PALETTE COLOR after its lookup table. A frame that cannot be read so raises `failure` (ingest runs this
+    too, so what it accepts is what the pipeline can read).
 
     Only that frame is decoded: a multi-frame object's other frames would cost memory and time for nothing."""
     try:
@@ -52,16 +53,16 @@ def decode_grayscale(dataset: Dataset) -> NDArray[np.float32]:
         if str(dataset.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
             pixels = apply_color_lut(pixels, dataset)
     except Exception as exc:  # pydicom raises many kinds when a codec is missing or the data is corrupt
-        raise Rules.UNREADABLE.value.fail(f"pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
+        raise failure.value.fail(f"pixel data could not be decoded ({type(exc).__name__}: {str(exc)[:200]})") from exc
     image = pixels.astype(np.float32)
     if image.ndim == 3:  # colour: luminance
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    slope, intercept = _rescale_of(dataset)
+    slope, intercept = _rescale_of(dataset, failure)
     if slope != 1 or intercept != 0:
         image = image * np.float32(slope) + np.float32(intercept)
     if (pixels.dtype.kind == "f" or slope != 1 or intercept != 0) and not np.isfinite(image).all():
         # float pixel data or a rescale with NaN or infinity: NaN windows to NaN, which would score as "routine"
-        raise Rules.UNREADABLE.value.fail("the pixel values are NaN or infinite (float pixel data or rescale)")
+        raise failure.value.fail("the pixel values are NaN or infinite (float pixel data or rescale)")
     return image
 
 
@@ -109,11 +110,15 @@ def _frame_0(dataset: Dataset, sequence: str) -> Dataset | None:
     return None
 
 
-def _rescale_of(dataset: Dataset) -> tuple[float, float]:
+def _rescale_of(dataset: Dataset, failure: Rules = Rules.UNREADABLE) -> tuple[float, float]:
     """Rescale Slope and Intercept: the data set's own, else frame 0's Pixel Value Transformation."""
     source = dataset if "RescaleSlope" in dataset or "RescaleIntercept" in dataset else None
     source = source or _frame_0(dataset, "PixelValueTransformationSequence") or dataset
-    return float(source.get("RescaleSlope", 1) or 1), float(source.get("RescaleIntercept", 0) or 0)
+    slope, intercept = source.get("RescaleSlope", 1), source.get("RescaleIntercept", 0)
+    try:  # both are VM 1; a second value is malformed, and `float` of it a TypeError
+        return float(slope or 1), float(intercept or 0)
+    except (TypeError, ValueError) as exc:
+        raise failure.value.fail("Rescale Slope or Intercept is not one number") from exc
 
 
 def _window_of(dataset: Dataset) -> tuple[float | None, float | None]:
@@ -124,9 +129,12 @@ def _window_of(dataset: Dataset) -> tuple[float | None, float | None]:
         center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
         if center is None or width is None:
             return None, None
-        return float(center), float(width)
+        center, width = float(center), float(width)
     except (TypeError, ValueError):
         return None, None
+    if not (np.isfinite(center) and np.isfinite(width) and width > 0):  # "NaN" windows the image to NaN
+        return None, None
+    return center, width
 
 
 def _first(value: Any) -> Any:

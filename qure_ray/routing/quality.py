@@ -31,6 +31,8 @@ def unusable_reason(*, usecase: UseCase, view_position: str, rows: int, columns:
 
 def blank_reason(image: np.ndarray) -> str | None:
     """Checks on the preprocessed image."""
+    if not np.isfinite(image).all():  # NaN's contrast is NaN, which passes `<`
+        return "the image has NaN or infinite values after windowing"
     contrast = float(image.std())
     if contrast < MIN_CONTRAST:
         return f"the image is blank (contrast {contrast:.4f} after windowing, below {MIN_CONTRAST})"

@@ -158,3 +158,66 @@ def test_a_rescale_of_nan_is_unreadable_not_scored() -> None:
     ds.RescaleSlope, ds.RescaleIntercept = "NaN", "0"
     with pytest.raises(InvalidInstanceError, match="NaN or infinite"):
         decode_grayscale(ds)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"BitsAllocated": 12},
+        {"BitsStored": 20},  # over BitsAllocated
+        {"PixelRepresentation": None},
+        {"PhotometricInterpretation": "PALETTE COLOR"},  # without its lookup table
+        {"RescaleSlope": [1, 2]},  # VM 1
+    ],
+)
+def test_uncompressed_pixel_data_the_pipeline_could_not_read_is_refused_at_ingest(changes: dict[str, object]) -> None:
+    """Accepted, it would have become a `failed` or `unreadable` result later, saying less about why."""
+    error = refusal(edit(chest_dx(seed=1, size=32), **changes))
+    assert error.code == "pixel-data-undecodable" and error.http_status < 500
+
+
+def test_uncompressed_ybr_full_422_is_accepted() -> None:
+    """Two values per pixel, not three: it was refused as short."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("SC_ybr_full_422_uncompressed.dcm")
+    assert path is not None
+    with open(path, "rb") as file:
+        assert read_instance(file.read()).metadata.rows > 0
+
+
+def test_a_deflated_object_refused_or_without_preamble_is_never_inflated_whole() -> None:
+    """identify() (for the refusal's report) and the no-preamble check used to inflate it all, whatever its size."""
+    import tracemalloc
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from qure_ray.dicom.instance import identify
+
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(seed=0, size=2048)))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.PixelData = bytes(len(ds.PixelData))  # 8 MB of zeros: a few KB deflated
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    tracemalloc.start()
+    try:
+        assert refusal(data, max_bytes=1_000_000).code == "too-large"
+        assert identify(data) == ("", "")
+        assert refusal(data[132:], max_bytes=1_000_000).code == "no-preamble"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000  # never the 8 MB it unpacks to
+
+
+def test_a_window_of_nan_falls_back_to_percentiles_and_a_nan_image_is_blank() -> None:
+    import numpy as np
+
+    from qure_ray.dicom.pixels import displayed
+    from qure_ray.routing.quality import blank_reason
+
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(seed=2, size=32)))
+    ds.WindowCenter, ds.WindowWidth = "NaN", "inf"
+    assert np.isfinite(displayed(ds)).all()
+    assert blank_reason(np.full((4, 4), np.nan, np.float32)) is not None
