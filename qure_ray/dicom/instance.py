@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from qure_ray.dicom.codestream import declared_size
 from qure_ray.dicom.pixels import decode_grayscale
 from qure_ray.dicom.standards import (
     COMPRESSED_TRANSFER_SYNTAXES,
@@ -213,6 +214,12 @@ def _check_pixel_data(dataset: Dataset) -> None:
         raise Rules.TOO_LARGE.value.fail(
             f"a frame of Rows={rows} x Columns={columns} x SamplesPerPixel={samples} x BitsAllocated={bits} "
             f"decodes to {frame_bytes} bytes, over the limit of {MAX_FRAME_BYTES}"
+        )
+    declared = declared_size(dataset.PixelData, dataset.file_meta.TransferSyntaxUID, frames)
+    if declared is not None and declared != (rows, columns):
+        raise Rules.PIXEL_DATA_UNDECODABLE.value.fail(
+            f"frame 1's codestream declares {declared[0]} x {declared[1]} pixels, the data set Rows={rows} x "
+            f"Columns={columns}"
         )
     if dataset.file_meta.TransferSyntaxUID not in COMPRESSED_TRANSFER_SYNTAXES:
         stored = 2 if photometric == "YBR_FULL_422" else samples  # 4:2:2 keeps two values per pixel, not three

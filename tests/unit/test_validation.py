@@ -221,3 +221,27 @@ def test_a_window_of_nan_falls_back_to_percentiles_and_a_nan_image_is_blank() ->
     ds.WindowCenter, ds.WindowWidth = "NaN", "inf"
     assert np.isfinite(displayed(ds)).all()
     assert blank_reason(np.full((4, 4), np.nan, np.float32)) is not None
+
+
+@pytest.mark.parametrize(("name", "header", "size_at"), [("JPEG2000.dcm", b"\xff\x4f\xff\x51", 8),
+                                                          ("SC_rgb_jpeg_dcmtk.dcm", b"\xff\xc0", 5)])  # fmt: skip
+def test_a_codestream_declaring_another_size_than_rows_and_columns_is_refused_before_decoding(
+    name: str, header: bytes, size_at: int
+) -> None:
+    """Codecs allocate what the codestream declares: a JPEG 2000 header claiming 30000 x 30000 took 1.9 GB."""
+    import struct
+
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    assert path is not None
+    with open(path, "rb") as file:
+        data = bytearray(file.read())
+    assert read_instance(bytes(data)).metadata.rows > 0  # as it is: accepted
+    at = data.index(header, data.index(b"\xff\x4f" if header.endswith(b"\x51") else b"\xff\xd8\xff")) + size_at
+    if header.endswith(b"\x51"):  # JPEG 2000 SIZ: Xsiz, Ysiz (4 bytes each)
+        data[at : at + 8] = struct.pack(">II", 30_000, 30_000)
+    else:  # JPEG SOF: lines, samples per line (2 bytes each)
+        data[at : at + 4] = struct.pack(">HH", 30_000, 30_000)
+    error = refusal(bytes(data))
+    assert error.code == "pixel-data-undecodable" and "declares 30000 x 30000" in str(error)

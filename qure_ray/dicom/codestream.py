@@ -1,0 +1,74 @@
+"""The image size a compressed frame declares in its own header: JPEG's SOF (JPEG-LS's SOF55 too) and JPEG 2000's
+SIZ marker. Codecs size their buffers from it, not from Rows and Columns: a kilobyte of JPEG 2000 whose header
+claims 30000 x 30000 took 1.9 GB to refuse. Ingest compares it with Rows and Columns before decoding."""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom.encaps import generate_fragmented_frames
+from pydicom.uid import (
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+)
+
+JPEG_FAMILY = frozenset(
+    {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless}
+)
+JPEG2000_FAMILY = frozenset({JPEG2000, JPEG2000Lossless})
+_SOF_MARKERS = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7})
+"""Start-of-frame markers: the JPEG processes (not DHT C4, JPG C8, DAC CC) and JPEG-LS's SOF55 (F7)."""
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+"""Markers without a length: TEM, RSTn, SOI."""
+_J2K_SIZ = b"\xff\x4f\xff\x51"
+"""SOC then SIZ: a JPEG 2000 codestream's first markers (inside a JP2 box when the encoder wrapped it)."""
+_HEADER_SCAN = 64 * 1024
+
+
+def declared_size(pixel_data: bytes, transfer_syntax: str, frames: int) -> tuple[int, int] | None:
+    """(rows, columns) that frame 1's codestream declares; None where its header is not found or this transfer
+    syntax has none (RLE: decoded to Rows x Columns), leaving the decoder to judge."""
+    if transfer_syntax not in JPEG_FAMILY | JPEG2000_FAMILY:
+        return None
+    try:
+        first = next(generate_fragmented_frames(pixel_data, number_of_frames=frames))[0][:_HEADER_SCAN]
+    except (StopIteration, IndexError, ValueError):
+        return None
+    return _jpeg2000(first) if transfer_syntax in JPEG2000_FAMILY else _jpeg(first)
+
+
+def _jpeg2000(data: bytes) -> tuple[int, int] | None:
+    at = data.find(_J2K_SIZ)
+    if at < 0 or len(data) < at + 24:
+        return None
+    # after SOC and SIZ: Lsiz, Rsiz (2 bytes each), then Xsiz, Ysiz, XOsiz, YOsiz (4 bytes each)
+    width, height, x_offset, y_offset = struct.unpack(">IIII", data[at + 8 : at + 24])
+    return height - y_offset, width - x_offset
+
+
+def _jpeg(data: bytes) -> tuple[int, int] | None:
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # a fill byte
+            at += 1
+        elif marker in _STANDALONE:
+            at += 2
+        elif marker in _SOF_MARKERS:  # length (2), sample precision (1), lines (2), samples per line (2)
+            if at + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return (height, width) if height else None  # 0 lines: given later by a DNL marker
+        else:
+            at += 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+    return None
