@@ -7,21 +7,9 @@ from __future__ import annotations
 import struct
 
 from pydicom.encaps import generate_fragmented_frames
-from pydicom.uid import (
-    JPEG2000,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-)
 
-JPEG_FAMILY = frozenset(
-    {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless}
-)
-JPEG2000_FAMILY = frozenset({JPEG2000, JPEG2000Lossless})
+from qure_ray.dicom.standards import JPEG2000_FAMILY, JPEG_FAMILY
+
 _SOF_MARKERS = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7})
 """Start-of-frame markers: the JPEG processes (not DHT C4, JPG C8, DAC CC) and JPEG-LS's SOF55 (F7)."""
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})

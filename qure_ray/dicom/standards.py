@@ -49,19 +49,13 @@ IMAGE_STORAGE_SOP_CLASSES: dict[str, str] = {
 NATIVE_TRANSFER_SYNTAXES = frozenset(
     {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
 )
-COMPRESSED_TRANSFER_SYNTAXES = frozenset(
-    {
-        JPEGBaseline8Bit,
-        JPEGExtended12Bit,
-        JPEGLossless,
-        JPEGLosslessSV1,
-        JPEGLSLossless,
-        JPEGLSNearLossless,
-        JPEG2000Lossless,
-        JPEG2000,
-        RLELossless,
-    }
+JPEG_FAMILY = frozenset(
+    {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless}
 )
+"""Frames whose header is a JPEG (or JPEG-LS) start-of-frame segment."""
+JPEG2000_FAMILY = frozenset({JPEG2000Lossless, JPEG2000})
+"""Frames that are JPEG 2000 codestreams."""
+COMPRESSED_TRANSFER_SYNTAXES = JPEG_FAMILY | JPEG2000_FAMILY | {RLELossless}
 SUPPORTED_TRANSFER_SYNTAXES = NATIVE_TRANSFER_SYNTAXES | COMPRESSED_TRANSFER_SYNTAXES
 
 SUPPORTED_PHOTOMETRIC = frozenset(
