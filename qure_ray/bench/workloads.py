@@ -149,9 +149,11 @@ def store_puts(store: ObjectStore, items: Sequence[bytes], *, concurrency: int) 
     return Timed(latencies, time.perf_counter() - started, sum(len(item) for item in items))
 
 
-def lookups(base_url: str, uids: Sequence[str], *, requests: int, concurrency: int, headers: dict[str, str]) -> Timed:
-    """`GET /results/{uid}` of random stored results."""
-    rng = random.Random(0)
+def lookups(
+    base_url: str, uids: Sequence[str], *, requests: int, concurrency: int, headers: dict[str, str], seed: int = 0
+) -> Timed:
+    """`GET /results/{uid}` of random stored results (`seed`: which; a warm-up takes another than the round)."""
+    rng = random.Random(seed)
     picks = [rng.choice(uids) for _ in range(requests)]
 
     async def one(client: aiohttp.ClientSession, uid: str) -> None:

@@ -36,8 +36,6 @@ class ModelDeployment:
         assigned = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         self.device = select_device(num_gpus=num_gpus, cuda_available=torch.cuda.is_available())
         self.network = load_network(self.card, self.device)
-        if self.device.type == "cuda":
-            self.network = self.network.to(memory_format=torch.channels_last)
         warm_up(self.network, self.card, self.device, max_batch_size=max_batch_size)
         self.predict.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]

@@ -39,7 +39,8 @@ def _adapt_first_conv(network: nn.Module, channels: int) -> None:
 
 
 def load_network(card: ModelCard, device: torch.device) -> nn.Module:
-    """The card's network with its verified weights, in eval mode on `device` (float32)."""
+    """The card's network with its verified weights, in eval mode on `device` (float32; channels_last on CUDA,
+    as its inputs are): what a replica serves, and what the bench times."""
     data = card.verified_weights()
     try:
         network = load_weights(build_network(card), data)
@@ -47,7 +48,8 @@ def load_network(card: ModelCard, device: torch.device) -> nn.Module:
         raise ModelError(
             f"{card.weights_path}: weights do not fit a {card.architecture.builder} for this card: {exc}"
         ) from exc
-    return network.to(device).eval()
+    network = network.to(device).eval()
+    return network.to(memory_format=torch.channels_last) if device.type == "cuda" else network
 
 
 def load_weights(network: nn.Module, data: bytes) -> nn.Module:

@@ -18,7 +18,8 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,22 @@ class ForwardTiming:
         return float(np.percentile(self.batch_seconds, q) * 1000)
 
 
+@contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `count` for the block (None: left alone). A CPU replica gets its
+    `num_cpus` as its thread count from Ray (OMP_NUM_THREADS); timed with every core of the machine, the bare
+    pass would be faster than any replica could be."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def serving_device() -> torch.device:
     """The device a replica with a GPU gets, else the CPU: what the model limit is measured on."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -117,13 +134,14 @@ def sweep_batch_sizes(
     batch_sizes: Sequence[int],
     seconds_each: float,
     network: nn.Module | None = None,
+    device: torch.device | None = None,
 ) -> list[ForwardTiming]:
     """One timing per batch size, in the order given, with one network on the serving device (`network`, the
     card's there, or loaded). Stops at the first batch size the GPU has no memory for: the timings before it
     are returned, and it is logged."""
     if not batch_sizes:
         raise ValueError("a sweep needs at least one batch size")
-    device = serving_device()
+    device = device or serving_device()
     network = network or load_network(card, device)
     timings = []
     for size in batch_sizes:

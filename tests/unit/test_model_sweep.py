@@ -128,3 +128,17 @@ def test_the_timing_module_imports_no_platform_dependencies() -> None:
     probe = f"import sys, qure_ray.models.timing; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_bare_pass_can_be_timed_with_a_replica_s_thread_count() -> None:
+    """A CPU replica gets its num_cpus of threads from Ray; the model limit is timed the same way."""
+    import torch
+
+    from qure_ray.models.timing import cpu_threads
+
+    before = torch.get_num_threads()
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    with cpu_threads(None):
+        assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before
