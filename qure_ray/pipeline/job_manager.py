@@ -367,18 +367,29 @@ class JobManager:
     async def _process_series(self, series: SeriesRef) -> None:
         async with self.series_slots:
             try:
-                instances: list[InstanceRecord] = await self.catalog.series_instances.remote(
+                if await self.catalog.result.remote(series.source, series.series_uid) is not None:
+                    return  # settled already (a stale round, or another job manager); its late slices are settled
+                listed: list[InstanceRecord] = await self.catalog.series_instances.remote(
                     series.source, series.series_uid
                 )
-                if any(record.state in UNFINISHED_STATES for record in instances):
-                    return  # slices still being routed: the next round looks again
-                held = [record for record in instances if record.state is InstanceState.HELD]
-                if not held and await self.catalog.result.remote(series.source, series.series_uid) is not None:
-                    return  # settled already (a stale round, or another job manager): not again, as unsupported
-                result = await self._series_workflow(series, held, instances)
             except Exception as exc:  # the catalog failed: the series stays pending, the next round retries
                 logger.error("series %s of %s could not be read: %s", series.series_uid, series.source, exc)
                 return
+            instances = [record for record in listed if record.series_uid == series.series_uid]  # not moved away
+            if any(record.state in UNFINISHED_STATES for record in instances):
+                return  # slices still being routed: the next round looks again
+            held = [record for record in instances if record.state is InstanceState.HELD]
+            try:
+                result = await self._series_workflow(series, held, instances)
+            except Exception as exc:
+                if is_platform_failure(exc):  # Ray's own (a replica restarting): the next round retries
+                    logger.error("series %s of %s could not be run: %s", series.series_uid, series.source, exc)
+                    return
+                # what fails again in every round (a replica whose card differs from this one's) settles it,
+                # saying why: left pending, it would be read and scored again every second, for ever
+                logger.exception("series %s of %s failed unexpectedly", series.series_uid, series.source)
+                reason = f"unexpected {type(exc).__name__}: {exc}"
+                result = ResultRecord.without_model(series.source, series.series_uid, InstanceState.FAILED, reason)
             batch = Batch(only_if=tuple(_still_held(record) for record in held))  # a slice's new content is late
             batch.add("results", result_row(result))
             for record in held:

@@ -86,6 +86,9 @@ class CurrentState:
         positions = {key: number - first for key, _, number in self.instances.add(arrow, first, self._keys)}
         for key, row in positions.items():
             series_key = self._keys.setdefault((key[0], series[row]), (key[0], series[row]))
+            before = self.series_of.get(key)
+            if before is not None and before != series_key:  # new content in another series: it left this one
+                self._remove_member(before, key)
             self._add_member(series_key, key)
             self.series_of[key] = series_key
 
@@ -97,6 +100,15 @@ class CurrentState:
             members.add(key)
         elif members != key:
             self._series_members[series_key] = {members, key}
+
+    def _remove_member(self, series_key: Key, key: Key) -> None:
+        members = self._series_members.get(series_key)
+        if members == key:
+            del self._series_members[series_key]
+        elif isinstance(members, set):
+            members.discard(key)
+            if len(members) == 1:
+                self._series_members[series_key] = next(iter(members))
 
     def members_of(self, series_key: Key) -> Collection[Key]:
         """The keys of the instances stored for a series (none when it is unknown)."""

@@ -475,3 +475,62 @@ def test_a_settled_series_is_not_settled_again_by_a_stale_round(tmp_path: Path) 
     asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.4")))
     assert catalog.result("site-a", "7.4").state is InstanceState.DONE  # type: ignore[union-attr]
     assert catalog.count("results") == 1
+
+
+def _held_slice(catalog: Catalog, sop: str, series: str, *, sha: str = "ab" * 32) -> InstanceRecord:
+    record = dataclasses.replace(make_record(sop, sha=sha), modality="CT", body_part="HEAD", series_uid=series)
+    rows = received_rows(record)
+    rows.add("events", event_row("site-a", sop, InstanceState.HELD, "waits for its series"))
+    catalog.commit(rows)
+    return record
+
+
+def test_a_slice_held_after_its_series_was_computed_is_not_computed_alone_by_a_stale_round(tmp_path: Path) -> None:
+    """The series has its result: a second one from the late slice alone would replace its scores (and
+    announce it again); the late slice is settled as late instead."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    _held_slice(catalog, "9.4", "7.4")
+    catalog.commit(series_start_row("site-a", "7.4", SeriesTrigger.COMPUTE))
+    series_result = ResultRecord(source="site-a", sop_uid="7.4", usecase=UseCase.QER, state=InstanceState.DONE)
+    catalog.commit(settled_rows(series_result))
+    _held_slice(catalog, "9.5", "7.4")  # held in the moment between its `_hold` check and the series' write
+    jobs = manager(catalog)
+    computed: list[str] = []
+
+    async def series_workflow(series: SeriesRef, held: list[InstanceRecord], _: object) -> ResultRecord:
+        computed.append(series.series_uid)
+        return series_result
+
+    jobs._series_workflow = series_workflow
+    asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.4")))
+    assert computed == [] and catalog.count("results") == 1
+
+
+def test_a_slice_given_new_content_in_another_series_leaves_its_old_one(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    _held_slice(catalog, "9.1", "7.1")
+    _held_slice(catalog, "9.2", "7.1")
+    _held_slice(catalog, "9.2", "7.2", sha="cd" * 32)  # an overwrite source sent it again, in series 7.2
+    assert [r.sop_uid for r in catalog.series_instances("site-a", "7.1")] == ["9.1"]
+    assert [r.sop_uid for r in catalog.series_instances("site-a", "7.2")] == ["9.2"]
+    reopened = Catalog(LocalObjectStore(tmp_path))  # the same after a restart
+    assert [r.sop_uid for r in reopened.series_instances("site-a", "7.1")] == ["9.1"]
+
+
+def test_a_series_failing_the_same_way_each_round_is_settled_as_failed_not_read_again(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    _held_slice(catalog, "9.3", "7.3")
+    catalog.commit(series_start_row("site-a", "7.3", SeriesTrigger.COMPUTE))
+    jobs = manager(catalog)
+    rounds: list[str] = []
+
+    async def series_workflow(series: SeriesRef, held: list[InstanceRecord], _: object) -> ResultRecord:
+        rounds.append(series.series_uid)
+        raise KeyError("intracranial_haemorrhage")  # a replica whose card differs from this one's
+
+    jobs._series_workflow = series_workflow
+    for _ in range(3):
+        asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.3")))
+    result = catalog.result("site-a", "7.3")
+    assert rounds == ["7.3"] and result is not None and result.state is InstanceState.FAILED
+    assert "KeyError" in result.reason and catalog.pending_series() == []
