@@ -42,7 +42,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         settings, created = settings.with_dev_token(LOCAL_STATE_DIR)
         if created:
             logger.warning("QURE_TOKENS is unset: generated a dev token in %s", LOCAL_STATE_DIR / "dev-token")
-    settings = settings.with_local_secrets_key(Path(settings.data_uri))  # beside the data it seals
+    settings = settings.with_local_secrets_key(LOCAL_STATE_DIR)
     settings, made = settings.with_deployment_url_secret()
     if made:
         logger.warning("QURE_URL_SECRET is unset: asset URLs are signed with a key made for this deploy")

@@ -51,6 +51,7 @@ LOCAL_SERVE_ENVIRONMENT: dict[str, str] = {
 """`make run`: Serve's Python proxy on 127.0.0.1 instead, because HAProxy mode binds its stats (8404), metrics
 (9101) and the replicas' ports on every interface."""
 
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,256}$")
 INGRESS_LOGGING: dict[str, Any] = {"encoding": "JSON"}
@@ -223,7 +224,7 @@ class Settings:
     private, link-local and reserved addresses are refused otherwise (see `qure_ray.egress`)."""
     secrets_key: str = field(default="", repr=False)
     """Key that seals webhook secrets in the catalog (`qure_ray.sealing`; `new,old` while rotating); empty: on a
-    local folder a key kept in `.qure/secrets-key`, on S3 secrets stored in clear (with a warning)."""
+    local folder a key kept in its `secrets-key`, on S3 secrets stored in clear (with a warning)."""
 
     _ENV_NAMES = {
         "data_uri": "QURE_DATA_URI",
@@ -452,15 +453,18 @@ class Settings:
         token, created = _kept_secret(token_dir / DEV_TOKEN_FILE, lambda: secrets.token_urlsafe(24))
         return replace(self, tokens=TokenTable({token: DEV_SOURCE})), token if created else None
 
-    def with_local_secrets_key(self, state_dir: Path) -> Settings:
-        """Without QURE_SECRETS_KEY and with data in a local folder: the key kept in `state_dir/secrets-key`
-        (the app keeps it in the data folder, so the key follows the data whatever the working directory).
+    def with_local_secrets_key(self, formerly: Path = Path(".qure")) -> Settings:
+        """Without QURE_SECRETS_KEY and with data in a local folder: the key kept in that folder's `secrets-key`,
+        so it follows the data whatever the working directory (`make run`, `serve deploy`). A key made before it
+        lived there, in `formerly` (`./.qure`), is taken over: the webhook secrets it sealed stay readable.
 
         A key on one machine's disk suits only data on that machine; with data on S3 the operator sets it.
         """
         if self.secrets_key or self.data_uri.startswith("s3://"):
             return self
-        key, _ = _kept_secret(state_dir / SECRETS_KEY_FILE, lambda: secrets.token_urlsafe(32))
+        earlier = formerly / SECRETS_KEY_FILE
+        taken_over = earlier.read_text().strip() if earlier.exists() else None
+        key, _ = _kept_secret(Path(self.data_uri) / SECRETS_KEY_FILE, lambda: taken_over or secrets.token_urlsafe(32))
         return replace(self, secrets_key=key)
 
 
@@ -520,4 +524,5 @@ def _is_host(text: str) -> bool:
         ipaddress.ip_address(text)
         return True
     except ValueError:
-        return bool(re.fullmatch(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+", text))
+        labels = text.removesuffix(".").split(".")
+        return 0 < len(text) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)

@@ -43,7 +43,7 @@ def run_local(settings: Settings, *, state_dir: Path = Path(".qure")) -> None:
     from qure_ray.app import build_app
 
     settings, created = settings.with_dev_token(state_dir)
-    settings = settings.with_local_secrets_key(state_dir)  # here, not in build_app's default folder
+    settings = settings.with_local_secrets_key(state_dir)  # beside the data; a key made in `state_dir` is kept
     ray.init(
         include_dashboard=False,
         namespace=APP_NAME,

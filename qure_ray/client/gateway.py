@@ -226,7 +226,11 @@ class Gateway:
     ) -> None:
         self.listen = listen
         self._lock: SpoolLock | None = SpoolLock(spool_dir)  # before `Spool` empties tmp/ and assets/
-        self.spool = Spool(spool_dir)
+        try:
+            self.spool = Spool(spool_dir)
+        except BaseException:
+            self._lock.release()
+            raise
         self.worker = GatewayWorker(
             spool=self.spool,
             client=client,
@@ -250,6 +254,18 @@ class Gateway:
     def start(self) -> None:
         if self._lock is None:  # started again after a stop
             self._lock = SpoolLock(self.spool.root)
+        try:
+            self._listen()
+        except BaseException:  # the port is taken, say: the spool is free for the next try
+            self._lock.release()
+            self._lock = None
+            raise
+        if self.start_worker:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="qure-gateway-worker", daemon=True)
+            self._thread.start()
+
+    def _listen(self) -> None:
         ae = AE(ae_title=self.listen.ae_title)
         syntaxes = sorted(SUPPORTED_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:
@@ -268,10 +284,6 @@ class Gateway:
             "gateway %s listening on %s:%d, spool %s, forwarding to %s",
             self.listen.ae_title, self.listen.host, self.port, self.spool.root, self.worker.destination,
         )  # fmt: skip
-        if self.start_worker:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="qure-gateway-worker", daemon=True)
-            self._thread.start()
 
     def stop(self) -> None:
         """Stop receiving, let the worker finish its current step, and return."""

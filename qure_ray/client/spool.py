@@ -99,11 +99,15 @@ class Spool:
     def send_again(self, sop_uid: str) -> None:
         """Back from `uploaded/` to `incoming/`, unless the instance was received again meanwhile: that newer copy
         is the one to upload (linking refuses to replace it, where a rename would not)."""
-        uploaded = self._path(SpoolState.UPLOADED, sop_uid)
+        uploaded, incoming = self._path(SpoolState.UPLOADED, sop_uid), self._path(SpoolState.INCOMING, sop_uid)
         try:
-            os.link(uploaded, self._path(SpoolState.INCOMING, sop_uid))
+            os.link(uploaded, incoming)
         except FileExistsError:
             pass
+        except OSError:  # a file system without hard links (some network mounts): check, then rename
+            if not incoming.exists():
+                self.move(sop_uid, SpoolState.UPLOADED, SpoolState.INCOMING)
+                return
         else:
             fsync_dir(self.root / SpoolState.INCOMING)
         uploaded.unlink()

@@ -26,7 +26,7 @@ def declared_size(pixel_data: bytes, transfer_syntax: str, frames: int) -> tuple
         return None
     try:
         first = next(generate_fragmented_frames(pixel_data, number_of_frames=frames))[0][:_HEADER_SCAN]
-    except (StopIteration, IndexError, ValueError):
+    except Exception:  # struct.error, ValueError, ...: a malformed item is the decoder's to refuse, as a 4xx
         return None
     return _jpeg2000(first) if transfer_syntax in JPEG2000_FAMILY else _jpeg(first)
 

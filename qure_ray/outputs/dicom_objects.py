@@ -34,6 +34,7 @@ _PATIENT_AND_STUDY = (
 
 _TEMPORAL = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT}
 _PATIENT_SEXES = ("", "M", "F", "O")
+_IDENTITY = ("SOPInstanceUID", "SeriesInstanceUID", *_PATIENT_AND_STUDY)
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,14 @@ class OutputUids:
 
     @classmethod
     def of(cls, sources: Sequence[Dataset], content: ReportContent) -> OutputUids:
-        seed = [MANUFACTURER, content.model.name, content.model.version]
+        """From everything the outputs show: the findings, each source's identity and header fields it copies
+        (a corrected header is another object, not the same one changed) and a hash of its pixel data."""
+        findings = [(f.name, round(f.score, 6), f.positive) for f in content.findings]
+        seed = [MANUFACTURER, content.model.name, content.model.version, repr(findings), content.unusable_reason or ""]
         for source in sources:
             pixels = source.get("PixelData") or b""
-            seed += [str(source.SOPInstanceUID), hashlib.sha256(bytes(pixels)).hexdigest()]
+            seed += [str(source.get(keyword, "")) for keyword in _IDENTITY]
+            seed.append(hashlib.sha256(bytes(pixels)).hexdigest())
         return cls(tuple(seed))
 
     def uid(self, *what: object) -> str:

@@ -66,6 +66,7 @@ class CurrentState:
         self.final_deliveries: set[str] = set()
         self.attempts_made: dict[str, int] = {}
         """Result row_id → its webhook attempts so far, while not final (a restart resumes the count)."""
+        self._webhook_newest: dict[str, datetime] = {}
         self.webhook_active_since: dict[str, int] = {}
         """Source → when its webhook became active (µs): registering again (a new URL or secret) keeps the
         time, so the results still pending then go to the new registration; removing it ends it."""
@@ -158,6 +159,9 @@ class CurrentState:
         changed = set()
         for source, active, registered_at in sorted(rows, key=lambda row: row[2]):
             changed.add(source)
+            if registered_at < self._webhook_newest.get(source, registered_at):
+                continue  # older than one applied already (another replica's segment, loaded late)
+            self._webhook_newest[source] = registered_at
             if not active:
                 self.webhook_active_since.pop(source, None)
             elif source not in self.webhook_active_since:

@@ -706,3 +706,16 @@ def test_orphans_are_looked_for_only_once_the_replaced_catalog_s_segments_are_in
         return before
 
     assert asyncio.run(run()) == [] and swept == ["swept"]
+
+
+def test_an_older_webhook_row_applied_late_does_not_end_the_newer_registration(tmp_path: Path) -> None:
+    """A rolling update loads the other replica's segments late: its older removal must not count."""
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    removed_at = now()
+    catalog.commit(webhook_row("site-a", "http://127.0.0.1:9/hook", "s" * 32, active=True))  # newer
+    catalog.commit(webhook_row("site-a", "", "", active=False, registered_at=removed_at))  # older, applied later
+    result = ResultRecord(source="site-a", sop_uid="1.2.3.7.1", usecase=UseCase.QXR, state=InstanceState.DONE)
+    batch = received_rows(make_record("1.2.3.7.1"))
+    batch.add("results", {**result.to_row(), "finished_at": now()})
+    catalog.commit(batch)
+    assert [n.uid for n in catalog.undelivered(limit=10)] == ["1.2.3.7.1"]

@@ -370,3 +370,18 @@ def test_the_gateway_round_trip_against_the_real_app_and_a_pacs(tmp_path: Path) 
             assert gateway.wait_idle(timeout_s=30)
     assert memory.enqueued[str(dataset_of(image).SOPInstanceUID)] == 1
     assert len(pacs.received) == 3  # SC, SR and the Encapsulated PDF; no PNG, no PDF file
+
+
+def test_a_gateway_that_cannot_listen_frees_its_spool(tmp_path: Path) -> None:
+    import socket
+
+    platform = FakePlatform()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = DimseDestination(ae_title="GW", host="127.0.0.1", port=taken.getsockname()[1])
+        gateway = Gateway(listen=busy, spool_dir=tmp_path, destination=PACS, client=platform, start_worker=False)
+        with pytest.raises(OSError):
+            gateway.start()
+    listen = DimseDestination(ae_title="GW", host="127.0.0.1", port=0)
+    Gateway(listen=listen, spool_dir=tmp_path, destination=PACS, client=platform).stop()  # not "in use"

@@ -96,9 +96,14 @@ def test_the_secrets_key_is_checked_and_kept_locally_only_for_local_data(tmp_pat
         Settings.load({"QURE_SECRETS_KEY": "n" * 32 + ",old"}, {})
     local = Settings.load({"QURE_DATA_URI": str(tmp_path / "data")}, {}).with_local_secrets_key(tmp_path)
     assert len(local.secrets_key) >= 32 and local.secrets_key not in repr(local)
-    assert (tmp_path / "secrets-key").stat().st_mode & 0o777 == 0o600
-    again = Settings.load({"QURE_DATA_URI": str(tmp_path / "data")}, {}).with_local_secrets_key(tmp_path)
-    assert again.secrets_key == local.secrets_key
+    assert (tmp_path / "data" / "secrets-key").stat().st_mode & 0o777 == 0o600  # beside the data it seals
+    again = Settings.load({"QURE_DATA_URI": str(tmp_path / "data")}, {}).with_local_secrets_key(tmp_path / "elsewhere")
+    assert again.secrets_key == local.secrets_key  # whatever the working directory
+    (tmp_path / "old-state").mkdir()
+    (tmp_path / "old-state" / "secrets-key").write_text("k" * 40 + "\n")  # made before keys moved to the data
+    other_data = Settings.load({"QURE_DATA_URI": str(tmp_path / "other-data")}, {})
+    moved = other_data.with_local_secrets_key(tmp_path / "old-state")
+    assert moved.secrets_key == "k" * 40 and (tmp_path / "other-data" / "secrets-key").read_text().strip() == "k" * 40
     on_s3 = Settings.load({"QURE_DATA_URI": "s3://bucket/p"}, {}).with_local_secrets_key(tmp_path / "other")
     assert not on_s3.secret_sealer.enabled and not (tmp_path / "other").exists()
     given = Settings.load({"QURE_SECRETS_KEY": "g" * 40}, {}).with_local_secrets_key(tmp_path)
@@ -132,3 +137,10 @@ def test_an_autoscaling_maximum_below_the_fixed_count_is_refused_and_ipv6_hosts_
         Settings.load({"QURE_MODEL_REPLICAS": 2, "QURE_MODEL_MAX_REPLICAS": 1}, {})
     assert Settings.load({"QURE_MODEL_REPLICAS": 2, "QURE_MODEL_MAX_REPLICAS": 0}, {}).model_max_replicas == 0
     assert Settings.load({"QURE_HTTP_HOST": "::1"}, {}).results_base_url == "http://[::1]:8000"
+
+
+@pytest.mark.timeout(60)  # a hang guard: the old expression would have taken hours on this name
+def test_a_long_host_that_is_not_one_is_refused_not_backtracked_for_hours() -> None:
+    """A regular expression with nested optional parts doubled its time with each character."""
+    with pytest.raises(ConfigError, match="QURE_HTTP_HOST"):
+        Settings.load({"QURE_HTTP_HOST": "qure-ray-ingress-headless-service-name-in-k8s!"}, {})

@@ -347,3 +347,11 @@ def test_rendering_again_gives_the_same_objects_and_new_content_new_ones(source:
     other = pydicom.dcmread(io.BytesIO(to_bytes(source)))
     other.PixelData = bytes(len(other.PixelData))  # the same UIDs, other pixels (an overwrite)
     assert not {sop for _, sop in uids.values()} & {o.SOPInstanceUID for o in _assets_of(other).values()}
+
+
+def test_a_corrected_header_gives_other_objects(source: pydicom.Dataset) -> None:
+    """The same pixels under another patient or study are not the same objects changed: a PACS would keep one."""
+    corrected = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    corrected.PatientID = "ANOTHER-PATIENT"
+    before = {o.SOPInstanceUID for o in _assets_of(source).values()}
+    assert not before & {o.SOPInstanceUID for o in _assets_of(corrected).values()}

@@ -245,3 +245,16 @@ def test_a_codestream_declaring_another_size_than_rows_and_columns_is_refused_be
         data[at : at + 4] = struct.pack(">HH", 30_000, 30_000)
     error = refusal(bytes(data))
     assert error.code == "pixel-data-undecodable" and "declares 30000 x 30000" in str(error)
+
+
+def test_encapsulated_pixel_data_cut_short_is_refused_as_a_4xx() -> None:
+    """An item tag with a length and nothing after it: the frame reader's struct.error must not be a 500."""
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = pydicom.dcmread(io.BytesIO(chest_dx(seed=3, size=32)))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + b"\xfe\xff\x00\xe0\x04\x00\x00\x00"
+    ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    assert refusal(buffer.getvalue()).http_status < 500
