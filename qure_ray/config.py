@@ -271,14 +271,14 @@ class Settings:
         """Read settings from Serve app args (either spelling) over the environment over the defaults."""
         args = dict(args or {})
         env = env or {}
-        known = {name.lower() for name in cls._ENV_NAMES} | {name.upper() for name in cls._ENV_NAMES.values()}
-        unknown = [key for key in args if key.lower() not in known and key.upper() not in known]
+        known = {spelling for name, env_name in cls._ENV_NAMES.items() for spelling in _spellings(name, env_name)}
+        unknown = [key for key in args if key not in known]  # `Data_Uri` too: it would not be read
         if unknown:
             allowed = ", ".join(sorted(cls._ENV_NAMES.values()))
             raise ConfigError(f"unknown setting(s) {sorted(unknown)}; allowed: {allowed}")
         raw: dict[str, Any] = {}
         for name, env_name in cls._ENV_NAMES.items():
-            for key in (name, name.upper(), env_name, env_name.lower()):
+            for key in _spellings(name, env_name):
                 if key in args and args[key] is not None:
                     raw[name] = args[key]
                     break
@@ -493,6 +493,11 @@ _ZERO_ALLOWED = frozenset(
     }
 )
 """Integer settings where 0 is a value: none (no DIMSE port, no autoscaling, the card's batch size) or off."""
+
+
+def _spellings(name: str, env_name: str) -> tuple[str, ...]:
+    """How a setting may be given as an app arg: `data_uri`, `DATA_URI`, `QURE_DATA_URI`, `qure_data_uri`."""
+    return name, name.upper(), env_name, env_name.lower()
 
 
 def _positive_int(name: str, value: Any, *, maximum: int | None = None, zero_ok: bool = False) -> int:

@@ -9,8 +9,16 @@ wraps does: the code's own bug is final. Ray-side: `qure_ray.errors` stays free 
 from __future__ import annotations
 
 from ray.exceptions import RayError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
-RAY_SIDE: tuple[type[BaseException], ...] = (RayError, TimeoutError, ConnectionError)
+RAY_SIDE: tuple[type[BaseException], ...] = (
+    RayError,
+    TimeoutError,
+    ConnectionError,
+    BackPressureError,  # Serve's own, not `RayError`s: a deployment too busy, unavailable or restarting
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+)
 
 
 def is_platform_failure(exc: BaseException, *, also: tuple[type[BaseException], ...] = ()) -> bool:

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.serve.exceptions import BackPressureError
 
 from qure_ray.errors import StorageError
 from qure_ray.ray_failures import is_platform_failure
@@ -16,7 +17,14 @@ def task_error(cause: BaseException) -> RayTaskError:
 
 
 @pytest.mark.parametrize(
-    "failure", [RayActorError(), TimeoutError(), ConnectionError(), task_error(ConnectionError("lost"))]
+    "failure",
+    [
+        RayActorError(),
+        TimeoutError(),
+        ConnectionError(),
+        task_error(ConnectionError("lost")),
+        BackPressureError(num_queued_requests=5, max_queued_requests=5),  # Serve's, not a RayError
+    ],
 )
 def test_ray_s_own_failures_timeouts_and_lost_connections_are_the_platform_s(failure: BaseException) -> None:
     assert is_platform_failure(failure)
