@@ -148,6 +148,6 @@ def test_a_long_host_that_is_not_one_is_refused_not_backtracked_for_hours() -> N
 
 def test_an_app_arg_in_a_spelling_that_is_not_read_is_refused() -> None:
     """`Data_Uri` passed the unknown-setting check (case-insensitive) but was never read: data went to ./.qure."""
-    with pytest.raises(ConfigError, match="unknown setting.*Data_Uri"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*Data_Uri"):
         Settings.load({"Data_Uri": "/srv/qure"}, {})
     assert {Settings.load({key: "/srv/qure"}, {}).data_uri for key in ("data_uri", "QURE_DATA_URI")} == {"/srv/qure"}
