@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(args, f"configuration error: {exc}", status=2)
     except QureClientError as exc:
         return _fail(args, f"error: {exc}")
+    except OSError as exc:  # this machine's side: a full or unwritable --download folder, a port in use
+        return _fail(args, f"error: {exc.strerror or exc} ({exc.filename or type(exc).__name__})")
     raise ValueError(f"{args.command!r} is not a client command; these are {sorted(COMMANDS)}")
 
 

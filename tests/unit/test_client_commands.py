@@ -139,3 +139,13 @@ def test_the_gateway_command_runs_until_sigterm(tmp_path: Path) -> None:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_a_download_folder_that_cannot_be_written_is_an_error_line_not_a_traceback(
+    platform: MemoryPlatform, study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert commands.main(["upload", str(study), "--download", str(blocked / "out"), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ok"] is False and "Traceback" not in captured.err
