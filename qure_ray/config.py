@@ -19,8 +19,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from qure_ray.egress import IPNetwork, parse_networks
+from qure_ray.egress import IPNetwork, parse_address, parse_networks
 from qure_ray.errors import ConfigError
+from qure_ray.models.card import MAX_BATCH_SIZE, MAX_BATCH_WAIT_S
 from qure_ray.paths import SHIPPED_MODELS_DIR, SHIPPED_ROUTING_FILE
 from qure_ray.sealing import MIN_KEY_CHARS, SecretSealer
 from qure_ray.storage.object_store import StoreLocation
@@ -59,9 +60,6 @@ INGRESS_LOGGING: dict[str, Any] = {"encoding": "JSON"}
 Log messages name sources, UIDs and states only, never patient data."""
 BACKGROUND_LOGGING: dict[str, Any] = {**INGRESS_LOGGING, "enable_access_log": False}
 DEV_SOURCE = "dev"
-MAX_BATCH_SIZE = 1024
-MAX_BATCH_WAIT_S = 10.0
-"""The model card's own limits on `serving:` (`models.card.Serving`): an override past them is refused here."""
 CPU_WORKER_SLIVER = 0.001
 """How much of QURE_CPU_WORKER_RESOURCE one replica or task takes: only placement, never a limit."""
 DEV_TOKEN_FILE = "dev-token"
@@ -116,7 +114,7 @@ class CallingAE:
         if not self.networks:
             return True
         try:
-            peer = ipaddress.ip_address(address.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
+            peer = parse_address(address)
         except ValueError:
             return False
         if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:  # a dual-stack socket's

@@ -57,10 +57,15 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
+def parse_address(text: str) -> IPAddress:
+    """An address as a socket or resolver gives it, without an IPv6 zone ("fe80::1%eth0"); ValueError if none."""
+    return ipaddress.ip_address(text.split("%", 1)[0])
+
+
 def refused_address(addresses: Iterable[str], allowed: Sequence[IPNetwork]) -> str | None:
     """The first address a request may not go to, or None when all may be reached."""
     for text in addresses:
-        address: IPAddress = ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
+        address = parse_address(text)
         embedded = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
         reached = embedded or address  # an IPv6 form of an IPv4 address reaches that IPv4 host
         public = reached.is_global and reached not in LOCAL_NAT64
@@ -129,9 +134,7 @@ class CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
                 addresses = await reachable_addresses(host, port, self.allowed)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"host {host!r} did not resolve within {timeout:g} s") from exc
-        if not addresses:
-            raise EgressRefused(f"host {host!r} resolves to no address")
-        each = timeout / len(addresses) if timeout is not None else None
+        each = timeout / max(1, len(addresses)) if timeout is not None else None
         failure: Exception = EgressRefused(f"host {host!r} resolves to no address")
         for address in addresses:
             try:

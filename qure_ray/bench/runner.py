@@ -108,7 +108,7 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
             for _ in range(3)
         ]  # the median of three windows: one window on a busy VM once read 91 images/s where the sweep read 251
         report.add("model limit", card.name, "images/s", float(np.median([w.images_per_s for w in windows])))
-        add_model_sweep(report, card, image, config, network=network, device=device)
+        add_model_sweep(report, card, image, config, network=network)
     del network
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the platform's replica gets the GPU's memory
@@ -174,14 +174,12 @@ def add_model_sweep(
     config: BenchConfig,
     *,
     network: torch.nn.Module | None = None,
-    device: torch.device | None = None,
 ) -> None:
     """Rows `model sweep / <card> batch <n>` (see `BenchReport.add_sweep_timing`) and the card's suggested
-    batch size. `network`: the card's, already on `device` (else it is loaded; the device: a GPU if any)."""
+    batch size. `network`: the card's, already on its device (else it is loaded, on a GPU if any)."""
     timings = sweep_batch_sizes(
-        card, image, batch_sizes=config.sweep_batch_sizes, seconds_each=config.sweep_seconds, network=network,
-        device=device,
-    )  # fmt: skip
+        card, image, batch_sizes=config.sweep_batch_sizes, seconds_each=config.sweep_seconds, network=network
+    )
     for timing in timings:
         report.add_sweep_timing(card.name, timing)
     if timings:  # none when even the smallest batch did not fit in GPU memory (logged)

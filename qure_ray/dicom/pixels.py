@@ -110,7 +110,7 @@ def _frame_0(dataset: Dataset, sequence: str) -> Dataset | None:
     return None
 
 
-def _rescale_of(dataset: Dataset, failure: Rules = Rules.UNREADABLE) -> tuple[float, float]:
+def _rescale_of(dataset: Dataset, failure: Rules) -> tuple[float, float]:
     """Rescale Slope and Intercept: the data set's own, else frame 0's Pixel Value Transformation."""
     source = dataset if "RescaleSlope" in dataset or "RescaleIntercept" in dataset else None
     source = source or _frame_0(dataset, "PixelValueTransformationSequence") or dataset

@@ -66,6 +66,11 @@ class InputSpec(_Frozen):
     size: int = Field(ge=32, le=2048)
 
 
+MAX_BATCH_SIZE = 1024
+MAX_BATCH_WAIT_S = 10.0
+"""The limits on a card's `serving:`, and on the operator's overrides of it (`config.Settings`)."""
+
+
 class Preprocessing(_Frozen):
     window: Literal["dataset", "percentile", "fixed"] = "dataset"
     """`dataset`: the image's own Window Center/Width when present, else percentiles; `fixed`: `center` and
@@ -127,8 +132,8 @@ class Training(_Frozen):
 class Serving(_Frozen):
     """How Serve batches this model; `QURE_MODEL_MAX_BATCH_SIZE`/`..._BATCH_WAIT_TIMEOUT_S` override it."""
 
-    max_batch_size: int = Field(default=8, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default=0.02, ge=0.0, le=10.0)
+    max_batch_size: int = Field(default=8, ge=1, le=MAX_BATCH_SIZE)
+    batch_wait_timeout_s: float = Field(default=0.02, ge=0.0, le=MAX_BATCH_WAIT_S)
 
 
 class ModelCard(_Frozen):
@@ -188,11 +193,6 @@ class ModelCard(_Frozen):
     @property
     def label_names(self) -> list[str]:
         return [label.name for label in self.labels]
-
-    def verify_weights(self) -> Path:
-        """The weights file, after checking it exists and matches the card's sha256."""
-        self.verified_weights()
-        return self.weights_path
 
     def verified_weights(self) -> bytes:
         """The weights file's bytes, checked against the card's sha256: load these, not the file again (it

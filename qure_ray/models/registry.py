@@ -21,7 +21,7 @@ def load_registry(models_dir: Path, *, verify_weights: bool = True) -> dict[UseC
     for path in sorted(models_dir.glob(f"*/{CARD_FILE}")):
         card = load_card(path)
         if verify_weights:
-            card.verify_weights()
+            card.verified_weights()
         if card.usecase in cards:
             raise ConfigError(
                 f"{path}: use case {card.usecase.value!r} is already served by {cards[card.usecase].name!r}; "

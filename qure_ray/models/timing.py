@@ -134,14 +134,13 @@ def sweep_batch_sizes(
     batch_sizes: Sequence[int],
     seconds_each: float,
     network: nn.Module | None = None,
-    device: torch.device | None = None,
 ) -> list[ForwardTiming]:
     """One timing per batch size, in the order given, with one network on the serving device (`network`, the
     card's there, or loaded). Stops at the first batch size the GPU has no memory for: the timings before it
     are returned, and it is logged."""
     if not batch_sizes:
         raise ValueError("a sweep needs at least one batch size")
-    device = device or serving_device()
+    device = next(network.parameters()).device if network is not None else serving_device()
     network = network or load_network(card, device)
     timings = []
     for size in batch_sizes:

@@ -88,7 +88,7 @@ def train(card_path: Path) -> TrainingOutcome:
         }
     )
     write_card(trained, card_path)
-    load_card(card_path).verify_weights()  # what was written reads back as a valid card
+    load_card(card_path).verified_weights()  # what was written reads back as a valid card
     seconds = time.monotonic() - started
     logger.info("%s: trained in %.0f s; validation ROC AUC %s", card.name, seconds, trained.validation_auc)
     return TrainingOutcome(trained, aucs, seconds)

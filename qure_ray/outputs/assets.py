@@ -73,7 +73,8 @@ def render_assets(
     overlays: list[np.ndarray] = []
     images = [(as_output_source(dataset), heatmaps) for dataset, heatmaps in images]
     sources = [dataset for dataset, _ in images]
-    uids = OutputUids.of(sources, ReportContent.from_result(result, card, None))
+    report = ReportContent.from_result(result, card, None)  # the result's, for the PDF, its DICOM and the SR
+    uids = OutputUids.of(sources, report)
     for index, (dataset, heatmaps) in enumerate(images):
         content = ReportContent.from_result(result, card, heatmaps)
         rgb = overlay(dataset, content)
@@ -84,14 +85,11 @@ def render_assets(
             _asset(AssetKind.SC_FULL_PNG, png(rgb), index),
             _asset(AssetKind.SC_THUMBNAIL, png(rgb, max_side=THUMBNAIL_PX), index),
         ]
-    first = images[0][0]
-    content = ReportContent.from_result(result, card, None)
-    pdf = pdf_report(study=_report_header(first, [dataset for dataset, _ in images], result), content=content,
-                     overlay=overlays[0])  # fmt: skip
-    encapsulated = encapsulated_pdf(sources, pdf, content, uids=uids)
+    pdf = pdf_report(study=_report_header(sources[0], sources, result), content=report, overlay=overlays[0])
+    encapsulated = encapsulated_pdf(sources, pdf, report, uids=uids)
     assets += [_asset(AssetKind.REPORT_PDF, pdf), _asset(AssetKind.REPORT_DCM, encapsulated)]
-    if content.unusable_reason is None:  # an SR of findings only when there are findings
-        assets.append(_asset(AssetKind.REPORT_SR, structured_report(sources, content, uids=uids)))
+    if report.unusable_reason is None:  # an SR of findings only when there are findings
+        assets.append(_asset(AssetKind.REPORT_SR, structured_report(sources, report, uids=uids)))
     return assets
 
 

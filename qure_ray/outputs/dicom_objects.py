@@ -94,7 +94,7 @@ def as_output_source(source: Dataset) -> Dataset:
     copy = Dataset(dict(source.items()))  # a dict of its own: `Dataset(source)` shares the source's
     copy.file_meta = source.file_meta
     for tag in broken:
-        copy[tag] = DataElement(tag, dictionary_VR(tag) if tag not in source else source[tag].VR, "")
+        copy[tag] = DataElement(tag, source[tag].VR, "")
     for keyword in missing:
         copy[keyword] = _empty(keyword)
     return copy

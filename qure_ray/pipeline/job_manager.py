@@ -369,13 +369,12 @@ class JobManager:
             try:
                 if await self.catalog.result.remote(series.source, series.series_uid) is not None:
                     return  # settled already (a stale round, or another job manager); its late slices are settled
-                listed: list[InstanceRecord] = await self.catalog.series_instances.remote(
+                instances: list[InstanceRecord] = await self.catalog.series_instances.remote(
                     series.source, series.series_uid
-                )
+                )  # a slice given new content in another series has left it (`CurrentState._remove_member`)
             except Exception as exc:  # the catalog failed: the series stays pending, the next round retries
                 logger.error("series %s of %s could not be read: %s", series.series_uid, series.source, exc)
                 return
-            instances = [record for record in listed if record.series_uid == series.series_uid]  # not moved away
             if any(record.state in UNFINISHED_STATES for record in instances):
                 return  # slices still being routed: the next round looks again
             held = [record for record in instances if record.state is InstanceState.HELD]

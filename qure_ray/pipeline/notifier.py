@@ -73,13 +73,12 @@ class WebhookNotifier:
                 except Exception as exc:  # the catalog is briefly unavailable: the next round asks again
                     logger.warning("webhook round failed, retrying: %s", exc)
                     continue
-                for notification in pending:
-                    if notification.result_row_id not in self.in_flight:
-                        self.in_flight.add(notification.result_row_id)
-                        task = asyncio.get_running_loop().create_task(self._deliver(client, notification))
-                        self._deliveries.add(task)
-                        task.add_done_callback(self._deliveries.discard)
-                        task.add_done_callback(lambda _, key=notification.result_row_id: self.in_flight.discard(key))  # type: ignore[misc]
+                for notification in pending:  # none in flight: the catalog left those out
+                    self.in_flight.add(notification.result_row_id)
+                    task = asyncio.get_running_loop().create_task(self._deliver(client, notification))
+                    self._deliveries.add(task)
+                    task.add_done_callback(self._deliveries.discard)
+                    task.add_done_callback(lambda _, key=notification.result_row_id: self.in_flight.discard(key))  # type: ignore[misc]
 
     def http_client(self) -> httpx.AsyncClient:
         """Deliveries' client: it connects only to addresses the egress policy allows (`checked_client`)."""

@@ -13,6 +13,7 @@ from qure_ray.records import UseCase
 
 LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT", "LLD", "RLD"})
 OBLIQUE_VIEWS = frozenset({"RAO", "LAO", "RPO", "LPO", "RLO", "LLO", "OBLIQUE", "OBL"})
+_NOT_FRONTAL = {**dict.fromkeys(LATERAL_VIEWS, "a lateral"), **dict.fromkeys(OBLIQUE_VIEWS, "an oblique")}
 MIN_SIDE_PX = 64
 MIN_CONTRAST = 0.01
 """Standard deviation of the windowed [0, 1] image below which it is taken as blank."""
@@ -20,10 +21,8 @@ MIN_CONTRAST = 0.01
 
 def unusable_reason(*, usecase: UseCase, view_position: str, rows: int, columns: int) -> str | None:
     """Checks on the tags alone (before any pixel is decoded)."""
-    if usecase is UseCase.QXR and view_position.upper() in LATERAL_VIEWS:
-        return f"ViewPosition {view_position} is a lateral view; qxr reads frontal (PA or AP) chest radiographs"
-    if usecase is UseCase.QXR and view_position.upper() in OBLIQUE_VIEWS:
-        return f"ViewPosition {view_position} is an oblique view; qxr reads frontal (PA or AP) chest radiographs"
+    if usecase is UseCase.QXR and (kind := _NOT_FRONTAL.get(view_position.upper())):
+        return f"ViewPosition {view_position} is {kind} view; qxr reads frontal (PA or AP) chest radiographs"
     if min(rows, columns) < MIN_SIDE_PX:
         return f"the image is {rows}x{columns} pixels; at least {MIN_SIDE_PX} on each side is needed"
     return None

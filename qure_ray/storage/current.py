@@ -66,7 +66,6 @@ class CurrentState:
         self.final_deliveries: set[str] = set()
         self.attempts_made: dict[str, int] = {}
         """Result row_id → its webhook attempts so far, while not final (a restart resumes the count)."""
-        self._webhook_newest: dict[str, datetime] = {}
         self.webhook_active_since: dict[str, int] = {}
         """Source → when its webhook became active (µs): registering again (a new URL or secret) keeps the
         time, so the results still pending then go to the new registration; removing it ends it."""
@@ -153,19 +152,20 @@ class CurrentState:
                     self.awaiting_delivery[row_id] = (self._keys.get((source, sop_uid), (source, sop_uid)), finished)
 
     def _add_webhooks(self, arrow: pa.Table, first: int) -> None:
-        self.webhooks.add(arrow, first)
         columns = ("source", "active", "registered_at")
-        rows = zip(*(arrow.column(name).to_pylist() for name in columns), strict=True)
-        changed = set()
+        rows = list(zip(*(arrow.column(name).to_pylist() for name in columns), strict=True))
+        changed = {source for source, _, _ in rows}
+        newest = {source: self.webhooks.time((source,)) for source in changed}  # applied before this batch (µs)
+        self.webhooks.add(arrow, first)
         for source, active, registered_at in sorted(rows, key=lambda row: row[2]):
-            changed.add(source)
-            if registered_at < self._webhook_newest.get(source, registered_at):
+            at = _micros(registered_at)
+            if at < (newest.get(source) or at):
                 continue  # older than one applied already (another replica's segment, loaded late)
-            self._webhook_newest[source] = registered_at
+            newest[source] = at
             if not active:
                 self.webhook_active_since.pop(source, None)
             elif source not in self.webhook_active_since:
-                self.webhook_active_since[source] = _micros(registered_at)
+                self.webhook_active_since[source] = at
         for row_id, ((owner, _), finished) in list(self.awaiting_delivery.items()):
             if owner in changed and not self._hook_wants(owner, finished):
                 del self.awaiting_delivery[row_id]

@@ -99,7 +99,7 @@ def test_training_is_deterministic_and_rewrites_the_card(tmp_path: Path) -> None
         before = load_card(path)
         outcome = train(path)
         card = load_card(path)
-        data = card.verify_weights().read_bytes()
+        data = card.verified_weights()
         assert card.weights.sha256 == hashlib.sha256(data).hexdigest() != before.weights.sha256
         assert card == outcome.card and card.trained and card.trained_on == TRAINED_ON
         assert card.training == before.training and set(card.validation_auc or {}) == set(card.label_names)
