@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from qure_ray.dicom.part10 import new_dataset, to_bytes
@@ -33,6 +34,14 @@ _PATIENT_AND_STUDY = (
 
 
 _TEMPORAL = {"DA": valuerep.DA, "TM": valuerep.TM, "DT": valuerep.DT}
+_CONFORMANT = {
+    "DA": re.compile(r"\d{8}"),
+    "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+    "DT": re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?"),
+}
+"""PS3.5 §6.2: DA, TM and DT as DICOM 3 writes them."""
+_ACR_NEMA_DATE = re.compile(r"\d{4}\.\d{2}\.\d{2}")
+_ACR_NEMA_TIME = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?")
 _PATIENT_SEXES = ("", "M", "F", "O")
 _IDENTITY = ("SOPInstanceUID", "SeriesInstanceUID", *_PATIENT_AND_STUDY)
 
@@ -72,32 +81,50 @@ def _with_charset(output: Dataset, source: Dataset) -> None:
 
 def as_output_source(source: Dataset) -> Dataset:
     """`source` as the outputs copy it (a copy when anything is changed): every patient and study attribute
-    present, empty when the source lacks it, and every top-level date/time that does not parse emptied.
+    present, empty when the source lacks it, every top-level date/time in DICOM's own form (the ACR-NEMA forms
+    `2001.01.31` and `12:30:05` rewritten), and every one that does not parse emptied.
 
     Outputs copy the patient and study modules from the source. A missing PatientBirthDate (ingest does not
     require one) made highdicom's SR fail, and one malformed made every output fail: either cost the partner the
     whole result. Emptied, not guessed: these attributes are Type 2 in the outputs."""
-    broken = []
+    rewritten: dict[BaseTag, str] = {}
     for element in source:
-        parse = _TEMPORAL.get(element.VR)
-        if parse is None or element.VM != 1 or not element.value:
+        if element.VR not in _TEMPORAL or element.VM != 1 or not element.value:
             continue
-        try:
-            parse(str(element.value).strip())
-        except ValueError:
-            broken.append(element.tag)
+        text = str(element.value).strip()
+        conformant = conformant_temporal(element.VR, text)
+        if conformant != text:
+            rewritten[element.tag] = conformant or ""
     if str(source.get("PatientSex", "") or "") not in _PATIENT_SEXES:  # "U", "Male": highdicom refuses them
-        broken.append(Tag("PatientSex"))
+        rewritten[Tag("PatientSex")] = ""
     missing = [keyword for keyword in _PATIENT_AND_STUDY if keyword not in source]
-    if not broken and not missing:
+    if not rewritten and not missing:
         return source
     copy = Dataset(dict(source.items()))  # a dict of its own: `Dataset(source)` shares the source's
     copy.file_meta = source.file_meta
-    for tag in broken:
-        copy[tag] = DataElement(tag, source[tag].VR, "")
+    for tag, text in rewritten.items():
+        copy[tag] = DataElement(tag, source[tag].VR, text)
     for keyword in missing:
         copy[keyword] = _empty(keyword)
     return copy
+
+
+def conformant_temporal(vr: str, text: str) -> str | None:
+    """`text` (a DA, TM or DT value) in DICOM's form, or None when it is not a date or time at all.
+
+    pydicom reads the ACR-NEMA forms DICOM 3 retired (a date `YYYY.MM.DD`; it refuses a time `HH:MM:SS`), and
+    copying them as they are makes an output the reference validator (dciodvfy) refuses."""
+    if vr == "DA" and _ACR_NEMA_DATE.fullmatch(text):
+        text = text.replace(".", "")
+    elif vr == "TM" and _ACR_NEMA_TIME.fullmatch(text):
+        text = text.replace(":", "")
+    if not _CONFORMANT[vr].fullmatch(text):
+        return None
+    try:
+        _TEMPORAL[vr](text)
+    except ValueError:  # the form is right, the values are not (month 13, hour 25)
+        return None
+    return text
 
 
 def _equipment(content: ReportContent) -> hd.ContributingEquipment:

@@ -146,6 +146,29 @@ def test_an_unreadable_patient_birth_date_is_emptied_not_fatal(source: pydicom.D
     assert dciodvfy_errors(assets[AssetKind.SC].data, tmp_path) == []
 
 
+def test_acr_nema_dates_and_times_are_rewritten_in_dicom_form(source: pydicom.Dataset, tmp_path: Path) -> None:
+    """pydicom reads `2001.01.31` as a date; copied as it is, the outputs carried a DA dciodvfy refuses."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from qure_ray.outputs.assets import AssetKind, render_assets
+
+    legacy = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    for keyword, vr, value in (("StudyDate", "DA", b"2001.01.31"), ("StudyTime", "TM", b"12:30:05"),
+                               ("PatientBirthDate", "DA", b"19701301")):  # fmt: skip
+        tag = Tag(keyword)
+        legacy[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    result = ResultRecord(
+        source="s", sop_uid=legacy.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
+        scores=dict.fromkeys(CARD.label_names, 0.1), decisions=dict.fromkeys(CARD.label_names, False),
+    )  # fmt: skip
+    assets = {asset.kind: asset for asset in render_assets([(legacy, None)], result, CARD)}
+    for kind in (AssetKind.SC, AssetKind.REPORT_SR, AssetKind.REPORT_DCM):
+        output = pydicom.dcmread(io.BytesIO(assets[kind].data))
+        assert (output.StudyDate, output.StudyTime, output.PatientBirthDate) == ("20010131", "123005", ""), kind
+        assert dciodvfy_errors(assets[kind].data, tmp_path) == [], kind
+
+
 def test_a_series_key_slices_get_numbered_assets_with_their_media_types(
     source: pydicom.Dataset, content: ReportContent
 ) -> None:
