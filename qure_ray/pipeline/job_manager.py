@@ -31,7 +31,7 @@ from qure_ray.egress import IPNetwork
 from qure_ray.errors import InvalidInstanceError
 from qure_ray.models.card import CARD_FILE, ModelCard
 from qure_ray.models.registry import load_registry
-from qure_ray.models.verdict import verdict
+from qure_ray.models.verdict import check_prediction, verdict
 from qure_ray.pipeline.notifier import WebhookNotifier
 from qure_ray.pipeline.replicas import live_other_replicas, this_replica
 from qure_ray.pipeline.tasks import build_outputs, preprocess
@@ -298,6 +298,7 @@ class JobManager:
                 return await self._with_assets(unusable, record, card)
             started = time.perf_counter()
             prediction = await self._attempts("inference", lambda: self.models[usecase].predict.remote(image))
+            check_prediction(card, prediction)
             timings["inference"] = time.perf_counter() - started
         except InvalidInstanceError as exc:
             return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=str(exc))
@@ -488,7 +489,7 @@ class JobManager:
         if (reason := blank_reason(image)) is not None:
             return reason
         prediction: Prediction = await self._attempts("inference", lambda: self.models[usecase].predict.remote(image))
-        return prediction
+        return check_prediction(card, prediction)
 
     async def _with_assets(self, result: ResultRecord, record: InstanceRecord, card: ModelCard) -> ResultRecord:
         """Assets that say why an image is unusable; without them if they cannot be made (the reason stays)."""

@@ -534,3 +534,51 @@ def test_a_series_failing_the_same_way_each_round_is_settled_as_failed_not_read_
     result = catalog.result("site-a", "7.3")
     assert rounds == ["7.3"] and result is not None and result.state is InstanceState.FAILED
     assert "KeyError" in result.reason and catalog.pending_series() == []
+
+
+class _Preprocessed:
+    """`preprocess.options(...).remote(...)` answering an image with something in it (not blank)."""
+
+    def options(self, **_: object) -> _Preprocessed:
+        return self
+
+    async def remote(self, *args: Any) -> Any:
+        import numpy as np
+
+        return np.random.default_rng(0).random((args[2], args[2]), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("scores", "reason"),
+    [
+        ({"nodule": float("nan")}, "gave no usable score for nodule (nan)"),
+        ({"nodule": float("inf")}, "gave no usable score for nodule (inf)"),
+        ({"nodule": 1.5}, "gave no usable score for nodule (1.5)"),
+        ({"an old label": 0.2}, "scored labels"),
+    ],
+    ids=["nan", "infinity", "above-one", "another-card-version"],
+)
+def test_a_prediction_that_is_not_a_score_per_card_label_fails_the_image_not_reports_it_routine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scores: dict[str, float], reason: str
+) -> None:
+    """NaN is below every threshold: without the check the image was DONE, Routine, nothing found."""
+    from qure_ray.errors import ModelError
+    from qure_ray.models import load_card
+    from qure_ray.paths import SHIPPED_MODELS_DIR
+    from qure_ray.records import Prediction
+
+    card = load_card(SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml")
+    answered = {**dict.fromkeys(card.label_names, 0.1), **scores}
+    if "an old label" in scores:
+        del answered[card.label_names[0]]
+    monkeypatch.setattr(job_manager, "preprocess", _Preprocessed())
+    _, record, jobs = queued_instance(tmp_path, "6.2")
+    jobs.location, jobs.max_attempts, jobs.cards = None, 1, {UseCase.QXR: card}
+    model = SimpleNamespace(predict=Call(lambda image: Prediction(scores=answered, model=card.info)))
+    jobs.models = {UseCase.QXR: model}
+    record = dataclasses.replace(record, rows=512, columns=512)
+    result = asyncio.run(jobs._workflow(record))
+    assert result.state is InstanceState.FAILED and result.triage_status is None
+    assert result.reason.startswith("ModelError: model qxr-densenet") and reason in result.reason
+    with pytest.raises(ModelError, match=reason.split(" (")[0]):  # a series' slice: its series fails
+        asyncio.run(jobs._read_slice(card, UseCase.QXR, record))
