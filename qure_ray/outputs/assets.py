@@ -19,7 +19,7 @@ from qure_ray.outputs.dicom_objects import (
     secondary_capture,
     structured_report,
 )
-from qure_ray.outputs.documents import THUMBNAIL_PX, pdf_report, png
+from qure_ray.outputs.documents import THUMBNAIL_PX, pdf_report, png, readable_date, readable_name, readable_sex
 from qure_ray.outputs.overlay import overlay
 from qure_ray.records import ResultRecord
 
@@ -94,10 +94,15 @@ def render_assets(
 
 
 def _report_header(first: Dataset, images: list[Dataset], result: ResultRecord) -> dict[str, str]:
-    """What the PDF report's header shows: the study and the image, or the series and its key slices."""
+    """What the PDF report's header shows: the patient, the study, and the image or the series and its key
+    slices. A report read away from the PACS (a partner's download) must say whose it is."""
     header = {
+        "Patient name": readable_name(first.get("PatientName")),
+        "Patient ID": str(first.get("PatientID", "")),
+        "Birth date": readable_date(first.get("PatientBirthDate")),
+        "Sex": readable_sex(first.get("PatientSex")),
         "Accession": str(first.get("AccessionNumber", "")),
-        "Study date": str(first.get("StudyDate", "")),
+        "Study date": readable_date(first.get("StudyDate")),
         "Modality": str(first.get("Modality", "")),
         "Body part": str(first.get("BodyPartExamined", "")),
     }

@@ -33,11 +33,45 @@ def png(rgb: np.ndarray, *, max_side: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
+UNPRINTABLE = "not shown: characters outside this report's Latin font (see the DICOM header)"
+_SEXES = {"M": "male", "F": "female", "O": "other"}
+
+
+def printable(text: str) -> bool:
+    """Whether the report's font (Helvetica, Windows-1252 glyphs) draws `text`: others come out as boxes or not
+    at all, and a viewer without CJK language packs draws nothing of a non-embedded CJK font."""
+    try:
+        text.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def readable_name(name: object) -> str:
+    """A DICOM person name (PN) as a report prints it, `FAMILY, Prefix Given Middle, Suffix`, from its first
+    component group that is not empty: alphabetic, else ideographic, else phonetic
+    (`Adams^John Robert^^Rev.^B.A.` → `Adams, Rev. John Robert, B.A.`)."""
+    group = next((group.strip() for group in str(name or "").split("=") if group.strip("^ ")), "")
+    family, given, middle, prefix, suffix = [part.strip() for part in (group.split("^") + [""] * 5)[:5]]
+    rest = " ".join(part for part in (prefix, given, middle) if part)
+    return ", ".join(part for part in (family, rest, suffix) if part)
+
+
+def readable_date(value: object) -> str:
+    """A DA value (`YYYYMMDD`) as ISO 8601 (`YYYY-MM-DD`): no reader mistakes its day for its month."""
+    text = str(value or "")
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
+
+
+def readable_sex(value: object) -> str:
+    return _SEXES.get(str(value or ""), "")
+
+
 def pdf_report(*, study: dict[str, str], content: ReportContent, overlay: np.ndarray) -> bytes:
     """A one-page report: study header, findings table, the overlay (RGB uint8), the model, and its limits.
 
-    `study` holds header fields (e.g. accession, study date, modality); the caller decides what a
-    report may show.
+    `study` holds header fields (patient, accession, study date, modality, ...); the caller decides what a
+    report may show. A value the report's font cannot draw is replaced by a note that says so.
     """
     styles = getSampleStyleSheet()
     buffer = BytesIO()
@@ -52,7 +86,7 @@ def pdf_report(*, study: dict[str, str], content: ReportContent, overlay: np.nda
                 styles["Normal"],
             )
         )
-    header = [[name, value] for name, value in study.items()]
+    header = [[name, value if printable(value) else UNPRINTABLE] for name, value in study.items()]
     # an image the model could not read has no triage: "Routine" could deprioritise it on a worklist
     header.append(["Triage", "not assessed" if content.unusable_reason else content.triage.value])
     story += [Spacer(1, 4 * mm), _table(header, header_row=False), Spacer(1, 4 * mm)]

@@ -146,6 +146,38 @@ def test_an_unreadable_patient_birth_date_is_emptied_not_fatal(source: pydicom.D
     assert dciodvfy_errors(assets[AssetKind.SC].data, tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("charset", "name", "shown"),
+    [
+        ("ISO_IR 100", "Müller^Anna^Maria^Dr.", "Name Müller, Dr. Anna Maria"),
+        (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎", "Name Yamada, Tarou"),
+        ("ISO_IR 192", "=山田^太郎", "Name not shown: characters outside this report's Latin font"),
+    ],
+    ids=["latin-1", "japanese-with-romaji", "ideographic-only"],
+)
+def test_the_pdf_report_says_whose_it_is(
+    source: pydicom.Dataset, tmp_path: Path, charset: str | list[str], name: str, shown: str
+) -> None:
+    """A report downloaded by a partner is read away from the PACS's header: it names the patient."""
+    from qure_ray.outputs.assets import AssetKind, render_assets
+
+    patient = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    patient.SpecificCharacterSet = charset
+    patient.PatientName, patient.PatientID, patient.PatientBirthDate = name, "MRN-0042", "19700102"
+    patient.PatientSex, patient.StudyDate = "F", "20260301"
+    patient = pydicom.dcmread(io.BytesIO(to_bytes(patient)))  # the name encoded as a PACS would send it
+    result = ResultRecord(
+        source="s", sop_uid=patient.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
+        scores=dict.fromkeys(CARD.label_names, 0.1), decisions=dict.fromkeys(CARD.label_names, False),
+    )  # fmt: skip
+    assets = {asset.kind: asset for asset in render_assets([(patient, None)], result, CARD)}
+    (tmp_path / "r.pdf").write_bytes(assets[AssetKind.REPORT_PDF].data)
+    text = subprocess.run(["pdftotext", "-raw", str(tmp_path / "r.pdf"), "-"], capture_output=True, text=True).stdout
+    text = " ".join(text.split()).replace("Patient name", "Name")
+    assert shown in text and "Patient ID MRN-0042" in text and "Birth date 1970-01-02" in text
+    assert "Sex female" in text and "Study date 2026-03-01" in text
+
+
 def test_acr_nema_dates_and_times_are_rewritten_in_dicom_form(source: pydicom.Dataset, tmp_path: Path) -> None:
     """pydicom reads `2001.01.31` as a date; copied as it is, the outputs carried a DA dciodvfy refuses."""
     from pydicom.dataelem import RawDataElement
