@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 from pydicom import valuerep
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VM, dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
@@ -82,19 +82,22 @@ def _with_charset(output: Dataset, source: Dataset) -> None:
 def as_output_source(source: Dataset) -> Dataset:
     """`source` as the outputs copy it (a copy when anything is changed): every patient and study attribute
     present, empty when the source lacks it, every top-level date/time in DICOM's own form (the ACR-NEMA forms
-    `2001.01.31` and `12:30:05` rewritten), and every one that does not parse emptied.
+    `2001.01.31` and `12:30:05` rewritten, spaces around a value dropped), and every value that is no date or
+    time left out: emptied, or the first good one kept where the attribute takes one value.
 
     Outputs copy the patient and study modules from the source. A missing PatientBirthDate (ingest does not
     require one) made highdicom's SR fail, and one malformed made every output fail: either cost the partner the
     whole result. Emptied, not guessed: these attributes are Type 2 in the outputs."""
-    rewritten: dict[BaseTag, str] = {}
+    rewritten: dict[BaseTag, str | list[str]] = {}
     for element in source:
-        if element.VR not in _TEMPORAL or element.VM != 1 or not element.value:
+        if element.VR not in _TEMPORAL or not element.value:
             continue
-        text = str(element.value).strip()
-        conformant = conformant_temporal(element.VR, text)
-        if conformant != text:
-            rewritten[element.tag] = conformant or ""
+        values = list(element.value) if element.VM > 1 else [element.value]
+        kept = [good for value in values if (good := conformant_temporal(element.VR, str(value).strip()))]
+        if _single_valued(element.tag):  # `20010131\20010201` as a StudyDate: highdicom refuses it
+            kept = kept[:1]
+        if "\\".join(kept) != "\\".join(str(value) for value in values):
+            rewritten[element.tag] = kept if len(kept) > 1 else "".join(kept)
     if str(source.get("PatientSex", "") or "") not in _PATIENT_SEXES:  # "U", "Male": highdicom refuses them
         rewritten[Tag("PatientSex")] = ""
     missing = [keyword for keyword in _PATIENT_AND_STUDY if keyword not in source]
@@ -102,8 +105,8 @@ def as_output_source(source: Dataset) -> Dataset:
         return source
     copy = Dataset(dict(source.items()))  # a dict of its own: `Dataset(source)` shares the source's
     copy.file_meta = source.file_meta
-    for tag, text in rewritten.items():
-        copy[tag] = DataElement(tag, source[tag].VR, text)
+    for tag, value in rewritten.items():
+        copy[tag] = DataElement(tag, source[tag].VR, value)
     for keyword in missing:
         copy[keyword] = _empty(keyword)
     return copy
@@ -118,6 +121,8 @@ def conformant_temporal(vr: str, text: str) -> str | None:
         text = text.replace(".", "")
     elif vr == "TM" and _ACR_NEMA_TIME.fullmatch(text):
         text = text.replace(":", "")
+    if vr in ("TM", "DT") and text.endswith("."):  # `123005.`: seconds, a point and no fraction (pydicom reads it)
+        text = text[:-1]
     if not _CONFORMANT[vr].fullmatch(text):
         return None
     try:
@@ -125,6 +130,13 @@ def conformant_temporal(vr: str, text: str) -> str | None:
     except ValueError:  # the form is right, the values are not (month 13, hour 25)
         return None
     return text
+
+
+def _single_valued(tag: BaseTag) -> bool:
+    try:
+        return dictionary_VM(tag) == "1"
+    except KeyError:  # a private tag: whatever its values are
+        return False
 
 
 def _equipment(content: ReportContent) -> hd.ContributingEquipment:

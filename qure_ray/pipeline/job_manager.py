@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -297,8 +299,7 @@ class JobManager:
                 unusable = ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason)
                 return await self._with_assets(unusable, record, card)
             started = time.perf_counter()
-            prediction = await self._attempts("inference", lambda: self.models[usecase].predict.remote(image))
-            check_prediction(card, prediction)
+            prediction = await self._attempts("inference", lambda: self._predict(card, usecase, image))
             timings["inference"] = time.perf_counter() - started
         except InvalidInstanceError as exc:
             return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=str(exc))
@@ -488,7 +489,12 @@ class JobManager:
         )
         if (reason := blank_reason(image)) is not None:
             return reason
-        prediction: Prediction = await self._attempts("inference", lambda: self.models[usecase].predict.remote(image))
+        return await self._attempts("inference", lambda: self._predict(card, usecase, image))
+
+    async def _predict(self, card: ModelCard, usecase: UseCase, image: NDArray[np.float32]) -> Prediction:
+        """The model's prediction, checked against the card (`check_prediction`) within the attempt, so that an
+        answer from a replica of another card version (a rolling update) is asked again, of another replica."""
+        prediction: Prediction = await self.models[usecase].predict.remote(image)
         return check_prediction(card, prediction)
 
     async def _with_assets(self, result: ResultRecord, record: InstanceRecord, card: ModelCard) -> ResultRecord:

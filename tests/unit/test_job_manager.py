@@ -582,3 +582,22 @@ def test_a_prediction_that_is_not_a_score_per_card_label_fails_the_image_not_rep
     assert result.reason.startswith("ModelError: model qxr-densenet") and reason in result.reason
     with pytest.raises(ModelError, match=reason.split(" (")[0]):  # a series' slice: its series fails
         asyncio.run(jobs._read_slice(card, UseCase.QXR, record))
+
+
+def test_an_answer_of_another_card_version_is_asked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """During a rolling update one replica may serve the old card: the next attempt may reach a new one."""
+    from qure_ray.models import load_card
+    from qure_ray.paths import SHIPPED_MODELS_DIR
+    from qure_ray.records import Prediction
+
+    card = load_card(SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml")
+    answers = [{"an old label": 0.2}, dict.fromkeys(card.label_names, 0.1)]
+    monkeypatch.setattr(job_manager, "preprocess", _Preprocessed())
+    monkeypatch.setattr(job_manager, "RETRY_BASE_DELAY_S", 0.0)
+    _, record, jobs = queued_instance(tmp_path, "6.3")
+    jobs.location, jobs.max_attempts = None, 2
+    model = SimpleNamespace(predict=Call(lambda image: Prediction(scores=answers.pop(0), model=card.info)))
+    jobs.models = {UseCase.QXR: model}
+    prediction = asyncio.run(jobs._read_slice(card, UseCase.QXR, record))
+    assert isinstance(prediction, Prediction) and sorted(prediction.scores) == sorted(card.label_names)
+    assert answers == []

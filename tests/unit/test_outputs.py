@@ -178,18 +178,54 @@ def test_the_pdf_report_says_whose_it_is(
     assert "Sex female" in text and "Study date 2026-03-01" in text
 
 
-def test_acr_nema_dates_and_times_are_rewritten_in_dicom_form(source: pydicom.Dataset, tmp_path: Path) -> None:
-    """pydicom reads `2001.01.31` as a date; copied as it is, the outputs carried a DA dciodvfy refuses."""
+def _with_raw(source: pydicom.Dataset, values: dict[str, tuple[str, bytes]]) -> pydicom.Dataset:
+    """A copy of `source` with elements as a file would hold them (pydicom reads them only when asked)."""
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
+    copy = pydicom.dcmread(io.BytesIO(to_bytes(source)))
+    for keyword, (vr, value) in values.items():
+        tag = Tag(keyword)
+        copy[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("keyword", "vr", "value", "copied"),
+    [
+        ("StudyDate", "DA", b"2001.01.31", "20010131"),  # ACR-NEMA, which pydicom reads
+        ("StudyDate", "DA", b" 20010131", "20010131"),
+        ("StudyDate", "DA", b"20010131\\20010201", "20010131"),  # one value where the IOD takes one
+        ("StudyDate", "DA", b"20011331", ""),
+        ("StudyTime", "TM", b"12:30:05", "123005"),  # ACR-NEMA, which pydicom refuses
+        ("StudyTime", "TM", b"123005.", "123005"),  # pydicom and dciodvfy read it; not PS3.5's form
+        ("StudyTime", "TM", b"12", "12"),
+        ("StudyTime", "TM", b"123005.123456", "123005.123456"),
+        ("AcquisitionDateTime", "DT", b"20010131123005.5+0100", "20010131123005.5+0100"),
+        ("AcquisitionDateTime", "DT", b"2001", "2001"),
+        ("AcquisitionDateTime", "DT", b"2001.01.31", ""),
+        ("AcquisitionDateTime", "DT", b"20010131123005.", "20010131123005"),
+    ],
+)
+def test_outputs_copy_dates_and_times_in_dicom_form(
+    source: pydicom.Dataset, keyword: str, vr: str, value: bytes, copied: str
+) -> None:
+    from qure_ray.outputs.dicom_objects import as_output_source
+
+    assert str(as_output_source(_with_raw(source, {keyword: (vr, value)}))[keyword].value) == copied
+
+
+def test_outputs_of_a_source_with_legacy_dates_pass_the_reference_validator(
+    source: pydicom.Dataset, tmp_path: Path
+) -> None:
+    """pydicom reads `2001.01.31` as a date; copied as it is, the outputs carried a DA dciodvfy refuses, and a
+    second StudyDate value made every output fail."""
     from qure_ray.outputs.assets import AssetKind, render_assets
 
-    legacy = pydicom.dcmread(io.BytesIO(to_bytes(source)))
-    for keyword, vr, value in (("StudyDate", "DA", b"2001.01.31"), ("StudyTime", "TM", b"12:30:05"),
-                               ("PatientBirthDate", "DA", b"19701301")):  # fmt: skip
-        tag = Tag(keyword)
-        legacy[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+    legacy = _with_raw(source, {
+        "StudyDate": ("DA", b"2001.01.31\\2001.02.01"), "StudyTime": ("TM", b"12:30:05"),
+        "PatientBirthDate": ("DA", b" 19700102"),
+    })  # fmt: skip
     result = ResultRecord(
         source="s", sop_uid=legacy.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
         scores=dict.fromkeys(CARD.label_names, 0.1), decisions=dict.fromkeys(CARD.label_names, False),
@@ -197,7 +233,7 @@ def test_acr_nema_dates_and_times_are_rewritten_in_dicom_form(source: pydicom.Da
     assets = {asset.kind: asset for asset in render_assets([(legacy, None)], result, CARD)}
     for kind in (AssetKind.SC, AssetKind.REPORT_SR, AssetKind.REPORT_DCM):
         output = pydicom.dcmread(io.BytesIO(assets[kind].data))
-        assert (output.StudyDate, output.StudyTime, output.PatientBirthDate) == ("20010131", "123005", ""), kind
+        assert (output.StudyDate, output.StudyTime, output.PatientBirthDate) == ("20010131", "123005", "19700102")
         assert dciodvfy_errors(assets[kind].data, tmp_path) == [], kind
 
 
