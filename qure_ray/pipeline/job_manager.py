@@ -119,7 +119,7 @@ class JobManager:
         self.series_slots = asyncio.Semaphore(MAX_SERIES_AT_ONCE)
         self.series_in_flight: set[SeriesRef] = set()
         self._work: set[asyncio.Task[None]] = set()
-        notifier = WebhookNotifier(
+        self.notifier = WebhookNotifier(
             catalog,
             results_base_url=results_base_url,
             max_attempts=webhook_max_attempts,
@@ -131,7 +131,7 @@ class JobManager:
         self._loops = [
             loop.create_task(self._after_predecessor(self._run())),
             loop.create_task(self._after_predecessor(self._series_loop())),
-            loop.create_task(self._after_predecessor(notifier.run())),
+            loop.create_task(self._after_predecessor(self.notifier.run())),
         ]
 
     def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -249,6 +249,7 @@ class JobManager:
                     settled.only_if = unsettled
                     if await self._write(settled):
                         _observe(result)
+                        self.notifier.wake()
                         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
                         return
                 record = await self.catalog.instance.remote(ref.source, ref.sop_uid)
@@ -402,6 +403,7 @@ class JobManager:
                 logger.error("result of series %s could not be recorded, retrying: %s", series.series_uid, exc)
                 return
             _observe(result)
+            self.notifier.wake()
             logger.info("series %s of %s (%d slices): %s", series.series_uid, series.source, len(held), result.state)
             if not all_slices:
                 logger.info("series %s of %s: slices given new content meanwhile are late", series.series_uid,

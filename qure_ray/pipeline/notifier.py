@@ -10,6 +10,7 @@ lost across restarts; every attempt is recorded in `webhook_deliveries`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -28,6 +29,9 @@ from qure_ray.storage.catalog import delivery_row
 logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
+"""Rounds without a `wake`: results settled elsewhere (at ingest, by a replaced job manager) and retries' rounds."""
+MIN_ROUND_GAP_S = 0.05
+"""Rounds that `wake` asks for come at most this often: results recorded together are announced in one round."""
 BATCH = 100
 MAX_IN_FLIGHT = 1000
 """Deliveries at once (most of them waiting out a retry's pause): one partner whose endpoint fails holds up
@@ -59,12 +63,27 @@ class WebhookNotifier:
         self.in_flight: set[str] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
         """The running deliveries: the event loop holds its tasks only weakly."""
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """A final result was just recorded: the next round starts now, not at the next poll. A partner waiting
+        on its webhook learns of the result within milliseconds instead of up to `POLL_S` later."""
+        self._woken.set()
+
+    async def _next_round(self, previous: float) -> float:
+        """Wait for a `wake` or `POLL_S`, then at least until `MIN_ROUND_GAP_S` after the previous round."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), POLL_S)
+        await asyncio.sleep(max(0.0, previous + MIN_ROUND_GAP_S - time.monotonic()))
+        self._woken.clear()
+        return time.monotonic()
 
     async def run(self) -> None:
         await self.reseal_secrets()
         async with self.http_client() as client:
+            started = time.monotonic()
             while True:
-                await asyncio.sleep(POLL_S)
+                started = await self._next_round(started)
                 room = min(BATCH, MAX_IN_FLIGHT - len(self.in_flight))
                 if room <= 0:
                     continue

@@ -8,14 +8,16 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.handle import DeploymentHandle
 
 from qure_ray.dicom.validation import Rules
 from qure_ray.pipeline import job_manager
 from qure_ray.pipeline.job_manager import JobManager
+from qure_ray.pipeline.notifier import WebhookNotifier
 from qure_ray.records import InstanceRecord, InstanceState, ResultRecord, SeriesRef, SeriesTrigger, UseCase
 from qure_ray.routing import Router, load_routing
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
@@ -59,6 +61,7 @@ def manager(catalog: Catalog, *, served: frozenset[UseCase] = frozenset({UseCase
     jobs.max_attempts = 2
     jobs.series_slots = asyncio.Semaphore(2)
     jobs.task_resources = {}
+    jobs.notifier = WebhookNotifier(cast(DeploymentHandle, None), results_base_url="http://x", max_attempts=1)
     return jobs
 
 
@@ -190,7 +193,9 @@ def test_an_unforeseen_error_settles_the_instance_as_failed_with_its_reason(tmp_
         raise KeyError("a defect")
 
     jobs._workflow = broken
+    assert not jobs.notifier._woken.is_set()
     asyncio.run(jobs._process(record.ref))
+    assert jobs.notifier._woken.is_set()  # its webhook goes out now, not at the next poll
     assert catalog.instance("site-a", "6.6").state is InstanceState.FAILED  # type: ignore[union-attr]
     assert catalog.result("site-a", "6.6").reason == "unexpected KeyError: 'a defect'"  # type: ignore[union-attr]
     assert catalog.unfinished() == []
@@ -534,6 +539,7 @@ def test_a_series_failing_the_same_way_each_round_is_settled_as_failed_not_read_
     result = catalog.result("site-a", "7.3")
     assert rounds == ["7.3"] and result is not None and result.state is InstanceState.FAILED
     assert "KeyError" in result.reason and catalog.pending_series() == []
+    assert jobs.notifier._woken.is_set()
 
 
 class _Preprocessed:

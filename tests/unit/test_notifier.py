@@ -376,3 +376,37 @@ def test_deliveries_in_flight_leave_room_for_other_sources(monkeypatch: pytest.M
     monkeypatch.setattr("qure_ray.pipeline.notifier.BATCH", 1)  # one at a time: the stuck one first
     asyncio.run(run())
     assert delivered[0] == "site-b" and frozenset({"r1"}) in asked
+
+
+@pytest.mark.timeout(30)
+def test_a_wake_starts_a_round_at_once_not_at_the_next_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job manager wakes the notifier as it records a result: a partner's webhook need not wait a poll."""
+    from qure_ray.pipeline import notifier as notifier_module
+
+    monkeypatch.setattr(notifier_module, "POLL_S", 3600.0)  # without a wake, no round within the test
+    asked: list[frozenset[str]] = []
+
+    async def stored_webhook_secrets() -> dict[str, str]:
+        return {}
+
+    async def undelivered(limit: int, exclude: frozenset[str]) -> list[Notification]:
+        asked.append(exclude)
+        return []
+
+    catalog = SimpleNamespace(
+        stored_webhook_secrets=SimpleNamespace(remote=stored_webhook_secrets),
+        undelivered=SimpleNamespace(remote=undelivered),
+    )
+    notifier = WebhookNotifier(cast(DeploymentHandle, catalog), results_base_url="http://x", max_attempts=1)
+
+    async def scenario() -> None:
+        rounds = asyncio.get_running_loop().create_task(notifier.run())
+        for expected in (1, 2):
+            notifier.wake()
+            while len(asked) < expected:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        rounds.cancel()
+
+    asyncio.run(scenario())
+    assert len(asked) == 2  # one round per wake, none from the poll
