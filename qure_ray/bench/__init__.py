@@ -5,10 +5,11 @@
     print(report.summary()); report.table(); report.plot(Path("plots")); report.to_json(Path("out.json"))
 
 On this machine, in one run: the bare model forward pass (model limit, and across batch sizes), uploads
-through results with C concurrent clients (end to end), bare S3 PUTs of the ingest payloads (store limit),
-uploads only of 0.5 MB and 2 MB instances against qure_ray on S3 (SeaweedFS) and against Orthanc's STOW-RS
-on local disk (the peer), and `GET /results` latency with 10k-1M result rows in the catalog. Data comes from
-the phantom generator. Needs `.[bench]` (or `.[dev]`) and Debian's orthanc + orthanc-dicomweb.
+through results with C concurrent clients (end to end; each learns of its result from the platform's webhook),
+bare S3 PUTs of the ingest payloads (store limit), uploads only of 0.5 MB and 2 MB instances against qure_ray on
+S3 (SeaweedFS) and against Orthanc's STOW-RS on local disk (the peer), and `GET /results` latency with 10k-1M
+result rows in the catalog. Data comes from the phantom generator. Needs `.[bench]` (or `.[dev]`) and Debian's
+orthanc + orthanc-dicomweb.
 `run_model_sweep` (or `qure-ray bench --model-sweep`) times only the forward pass, of every card: it needs
 torch and no services.
 """

@@ -40,6 +40,12 @@ class RunningPlatform:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {TOKEN}", "Source": SOURCE}
 
+    def register_webhook(self, url: str, secret: str) -> None:
+        """`PUT /webhooks` for the benchmark's source: every final result is POSTed to `url`, signed."""
+        answer = httpx.put(f"{self.base_url}/webhooks", json={"url": url, "secret": secret}, headers=self.headers)
+        if answer.status_code != 200:
+            raise RuntimeError(f"PUT /webhooks answered {answer.status_code}: {answer.text[:300]}")
+
 
 def start_ray() -> None:
     """One local Ray for the whole benchmark run (on loopback, with S3 credentials in its environment)."""
@@ -95,6 +101,7 @@ def platform(s3: S3Server, prefix: str, **settings: Any) -> Iterator[RunningPlat
         "QURE_TOKENS": f"{TOKEN}:{SOURCE}",
         "QURE_SECRETS_KEY": secrets.token_urlsafe(32),  # a throwaway catalog's: deployed as a deployment would be
         "QURE_HTTP_PORT": port,
+        "QURE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",  # the end-to-end clients' `ResultInbox`
         **settings,
     }
     serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)

@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import platform as host
+import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from numpy.typing import NDArray
 
 from qure_ray.bench import workloads
+from qure_ray.bench.inbox import result_inbox
 from qure_ray.bench.platform import platform, seed_results
 from qure_ray.bench.report import BenchReport
 from qure_ray.bench.services import orthanc, seaweedfs
@@ -113,7 +115,8 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the platform's replica gets the GPU's memory
     with tempfile.TemporaryDirectory(dir=workdir) as scratch, seaweedfs(Path(scratch) / "s3", bucket="bench") as s3:
-        with platform(s3, "end-to-end", **config.settings) as running:
+        with platform(s3, "end-to-end", **config.settings) as running, result_inbox(secrets.token_hex(16)) as inbox:
+            running.register_webhook(inbox.url, inbox.secret)
             offset = 0
             for clients in config.concurrencies:
                 # Warm-up at this concurrency first: Ray grows its pool of task workers to the number of tasks
@@ -121,8 +124,10 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                 warm_up = images[offset : offset + clients]
                 batch = images[offset + clients : offset + clients * (config.images_per_client + 1)]
                 offset += len(warm_up) + len(batch)
-                workloads.end_to_end(running.base_url, warm_up, concurrency=clients, headers=running.headers)
-                timed = workloads.end_to_end(running.base_url, batch, concurrency=clients, headers=running.headers)
+                for work in (warm_up, batch):
+                    timed = workloads.end_to_end(
+                        running.base_url, work, concurrency=clients, headers=running.headers, inbox=inbox
+                    )
                 report.add_timed("end to end", f"{clients} clients", timed, latencies=True)
             for label, size, count in (
                 ("small 0.5 MB", 512, config.small_instances),

@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 import aiohttp
 import numpy as np
 
+from qure_ray.bench.inbox import ResultInbox
 from qure_ray.dicom.multipart import dicom_multipart
 from qure_ray.storage.object_store import ObjectStore
 
-RESULT_POLL_S = 0.5
-"""How often each end-to-end client asks for its result: the latency's resolution. Polling much faster only
-measures the clients, whose lookups take the CPU the pipeline needs when both share one machine."""
+RESULT_WAIT_S = 300.0
+"""How long an end-to-end client waits for its result's webhook before the benchmark fails, saying so."""
 T = TypeVar("T")
 
 
@@ -111,9 +111,15 @@ def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[
 
 
 def end_to_end(
-    base_url: str, items: Sequence[tuple[str, bytes]], *, concurrency: int, headers: dict[str, str]
+    base_url: str,
+    items: Sequence[tuple[str, bytes]],
+    *,
+    concurrency: int,
+    headers: dict[str, str],
+    inbox: ResultInbox,
 ) -> Timed:
-    """Upload each image and poll `GET /results` until it is final: latency is upload → result."""
+    """Upload each image, wait for its result's webhook at `inbox` (registered for this source), then ask
+    `GET /results` once: latency is upload → result 200."""
     by_data = {data: sop for sop, data in items}
 
     async def one(client: aiohttp.ClientSession, data: bytes) -> None:
@@ -123,11 +129,8 @@ def end_to_end(
         )
         if status != 200:
             raise RuntimeError(f"upload answered {status}: {text[:300]}")
-        while True:
-            status, text, _ = await _request(client, "GET", f"{base_url}/results/{by_data[data]}", None, headers)
-            if status != 202:
-                break
-            await asyncio.sleep(RESULT_POLL_S)
+        await inbox.wait(by_data[data], timeout_s=RESULT_WAIT_S)
+        status, text, _ = await _request(client, "GET", f"{base_url}/results/{by_data[data]}", None, headers)
         if status != 200:
             raise RuntimeError(f"result answered {status}: {text[:300]}")
 

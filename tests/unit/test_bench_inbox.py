@@ -1,0 +1,69 @@
+"""`ResultInbox`: end-to-end clients learn of their results from the platform's signed webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from qure_ray.bench.inbox import MAX_BODY_BYTES, ResultInbox, result_inbox
+from qure_ray.client.webhooks import SIGNATURE_HEADER, sign
+
+SECRET = "bench-inbox-secret-0123456789"
+
+
+def _notify(inbox: ResultInbox, uid: str, *, secret: str = SECRET, per_series: bool = False) -> int:
+    body = json.dumps({
+        "event": "result.final", "sop_instance_uid": None if per_series else uid,
+        "series_instance_uid": uid if per_series else "1.2.3.9", "status": "done",
+    }).encode()  # fmt: skip
+    return httpx.post(inbox.url, content=body, headers={SIGNATURE_HEADER: sign(body, secret)}).status_code
+
+
+@pytest.mark.timeout(60)
+def test_a_client_waiting_for_its_result_is_woken_by_its_webhook_and_only_by_its_own() -> None:
+    with result_inbox(SECRET) as inbox:
+
+        async def scenario() -> list[str]:
+            woken: list[str] = []
+
+            async def client(uid: str) -> None:
+                await inbox.wait(uid, timeout_s=30)
+                woken.append(uid)
+
+            waiting = [asyncio.create_task(client(uid)) for uid in ("1.2.3.1", "1.2.3.2")]
+            await asyncio.sleep(0.1)
+            assert await asyncio.to_thread(_notify, inbox, "1.2.3.2") == 204
+            await waiting[1]
+            assert woken == ["1.2.3.2"]  # the other client still waits
+            assert await asyncio.to_thread(_notify, inbox, "1.2.3.1") == 204
+            await waiting[0]
+            return woken
+
+        assert asyncio.run(scenario()) == ["1.2.3.2", "1.2.3.1"]
+
+
+@pytest.mark.timeout(60)
+def test_a_webhook_that_arrives_before_its_client_waits_is_kept() -> None:
+    with result_inbox(SECRET) as inbox:
+        assert _notify(inbox, "1.2.3.4", per_series=True) == 204  # a series result: its SeriesInstanceUID
+        asyncio.run(inbox.wait("1.2.3.4", timeout_s=1))
+
+
+def test_unsigned_wrongly_signed_unreadable_and_oversized_requests_are_refused_and_wake_nobody() -> None:
+    with result_inbox(SECRET) as inbox:
+        assert _notify(inbox, "1.2.3.5", secret="another-secret-0123456789") == 401
+        assert httpx.post(inbox.url, content=b'{"sop_instance_uid": "1.2.3.5"}').status_code == 401
+        garbage = b"not json"
+        assert (
+            httpx.post(inbox.url, content=garbage, headers={SIGNATURE_HEADER: sign(garbage, SECRET)}).status_code == 400
+        )
+        too_big = b"x" * (MAX_BODY_BYTES + 1)
+        assert (
+            httpx.post(inbox.url, content=too_big, headers={SIGNATURE_HEADER: sign(too_big, SECRET)}).status_code == 413
+        )
+        assert inbox.refused == 3
+        with pytest.raises(RuntimeError, match=r"no webhook for 1\.2\.3\.5 within 0\.2 s .* \(3 requests refused\)"):
+            asyncio.run(inbox.wait("1.2.3.5", timeout_s=0.2))
