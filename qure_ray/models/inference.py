@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import nn
+from torch import Tensor, nn
 
 from qure_ray.errors import ModelError
 from qure_ray.models.cam import forward_with_cam
 from qure_ray.models.card import ModelCard
 from qure_ray.records import Prediction
+
+logger = logging.getLogger(__name__)
 
 
 def select_device(*, num_gpus: float, cuda_available: bool) -> torch.device:
@@ -36,6 +40,22 @@ def warm_up(network: nn.Module, card: ModelCard, device: torch.device, *, max_ba
         torch.cuda.synchronize(device)
 
 
+def redo_overflowed(network: nn.Module, batch: Tensor, logits: Tensor, cams: Tensor) -> tuple[Tensor, Tensor]:
+    """`logits` and `cams` of a half-precision pass, with the images whose values overflowed it (infinity or NaN
+    in the fp16 backbone) run again in full precision. Left as they were, their scores would fail the image
+    (`check_prediction`) where float32 reads it."""
+    overflowed = ~(torch.isfinite(logits).all(dim=1) & torch.isfinite(cams).flatten(1).all(dim=1))
+    count = int(overflowed.sum())
+    if count == 0:
+        return logits, cams
+    logger.warning("%d of %d images overflowed half precision; read again in float32", count, len(batch))
+    again_logits, again_cams = forward_with_cam(network, batch[overflowed])  # outside autocast: float32
+    logits, cams = logits.clone(), cams.clone()
+    logits[overflowed] = again_logits.to(logits.dtype)
+    cams[overflowed] = again_cams.to(cams.dtype)
+    return logits, cams
+
+
 @torch.inference_mode()
 def predict_batch(
     network: nn.Module, card: ModelCard, images: list[NDArray[np.float32]], device: torch.device
@@ -51,6 +71,7 @@ def predict_batch(
         batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.float16):
             logits, cams = forward_with_cam(network, batch)
+        logits, cams = redo_overflowed(network, batch, logits, cams)
     else:
         logits, cams = forward_with_cam(network, batch)
     probabilities = torch.sigmoid(logits).float().cpu().numpy()

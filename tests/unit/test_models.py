@@ -94,6 +94,32 @@ def test_network_scores_a_batch_of_preprocessed_images() -> None:
         predict_batch(network, card, [np.zeros((10, 10), np.float32)], torch.device("cpu"))
 
 
+def test_images_that_overflow_half_precision_are_read_again_in_float32_and_only_they() -> None:
+    """On a GPU the backbone runs in fp16; an image whose activations overflow it got NaN scores."""
+    from qure_ray.models.cam import forward_with_cam
+    from qure_ray.models.inference import redo_overflowed
+
+    card = load_card(CARD)
+    network = load_network(card, torch.device("cpu"))
+    images = [
+        prepare_for_model(chest_dx(seed=i, size=128), size=card.input.size, windowing=card.preprocessing.windowing)
+        for i in range(3)
+    ]
+    batch = torch.from_numpy(np.stack(images)).unsqueeze(1)
+    with torch.inference_mode():
+        logits, cams = forward_with_cam(network, batch)
+        assert redo_overflowed(network, batch, logits, cams) == (logits, cams)  # nothing to redo: as it was
+        half_logits, half_cams = logits.clone(), cams.clone()
+        half_logits[0] += 1.0  # stands for fp16's rounding: a row that did not overflow keeps its own values
+        half_logits[1, 0], half_cams[2, 0, 0, 0] = float("nan"), float("inf")
+        again_logits, again_cams = redo_overflowed(network, batch, half_logits, half_cams)
+    assert torch.equal(again_logits[0], half_logits[0]) and torch.equal(again_cams[0], half_cams[0])
+    for row in (1, 2):
+        assert torch.allclose(again_logits[row], logits[row], atol=1e-5)
+        assert torch.allclose(again_cams[row], cams[row], atol=1e-5)
+    assert torch.isnan(half_logits[1, 0])  # the pass's own tensors are left alone
+
+
 def test_verdict_uses_per_label_thresholds() -> None:
     card = load_card(CARD)
     scores = {label.name: label.threshold - 0.001 for label in card.labels}  # just below each threshold
