@@ -10,6 +10,7 @@ import pydicom
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from qure_ray.config import Settings
 from qure_ray.dicom.pixels import prepare_for_model
@@ -79,13 +80,18 @@ def test_gpu_asked_without_cuda_fails_clearly() -> None:
     assert select_device(num_gpus=0, cuda_available=False) == torch.device("cpu")
 
 
-def test_network_scores_a_batch_of_preprocessed_images() -> None:
+def _network_and_images(count: int) -> tuple[ModelCard, nn.Module, list[np.ndarray]]:
+    """The shipped chest X-ray network on the CPU, and `count` preprocessed chest radiographs."""
     card = load_card(CARD)
-    network = load_network(card, torch.device("cpu"))
     images = [
         prepare_for_model(chest_dx(seed=i, size=128), size=card.input.size, windowing=card.preprocessing.windowing)
-        for i in range(2)
+        for i in range(count)
     ]
+    return card, load_network(card, torch.device("cpu")), images
+
+
+def test_network_scores_a_batch_of_preprocessed_images() -> None:
+    card, network, images = _network_and_images(2)
     assert images[0].shape == (128, 128) and images[0].dtype == np.float32 and 0 <= images[0].min() <= 1
     predictions = predict_batch(network, card, images, torch.device("cpu"))
     assert len(predictions) == 2 and predictions[0].model.trained is True
@@ -99,12 +105,7 @@ def test_images_that_overflow_half_precision_are_read_again_in_float32_and_only_
     from qure_ray.models.cam import forward_with_cam
     from qure_ray.models.inference import redo_overflowed
 
-    card = load_card(CARD)
-    network = load_network(card, torch.device("cpu"))
-    images = [
-        prepare_for_model(chest_dx(seed=i, size=128), size=card.input.size, windowing=card.preprocessing.windowing)
-        for i in range(3)
-    ]
+    _, network, images = _network_and_images(3)
     batch = torch.from_numpy(np.stack(images)).unsqueeze(1)
     with torch.inference_mode():
         logits, cams = forward_with_cam(network, batch)
