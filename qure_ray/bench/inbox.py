@@ -13,6 +13,7 @@ resolves the waiting client's future on that loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -54,7 +55,8 @@ class ResultInbox:
             waiting = self._waiting.pop(uid, None)
         if waiting is not None:
             loop, future = waiting
-            loop.call_soon_threadsafe(_resolve, future)
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, future)
         return 204
 
     async def wait(self, uid: str, *, timeout_s: float) -> None:
@@ -87,14 +89,17 @@ def _handler(inbox: ResultInbox) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"  # the platform's client keeps its connection
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                status = 413
+            declared = self.headers.get("Content-Length", "")
+            length = int(declared) if declared.isdigit() else -1
+            if length < 0 or length > MAX_BODY_BYTES:  # no, a bad or a too large length: the body is not read
+                status = 411 if not declared else 400 if length < 0 else 413
                 self.close_connection = True
             else:
                 status = inbox.receive(self.rfile.read(length), self.headers.get(SIGNATURE_HEADER, ""))
             self.send_response(status)
             self.send_header("Content-Length", "0")
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
 
         def log_message(self, format: str, *args: object) -> None:

@@ -249,7 +249,8 @@ class JobManager:
                     settled.only_if = unsettled
                     if await self._write(settled):
                         _observe(result)
-                        self.notifier.wake()
+                        if result.state.is_final:  # a slice held for its series has no result yet
+                            self.notifier.wake()
                         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
                         return
                 record = await self.catalog.instance.remote(ref.source, ref.sop_uid)
@@ -349,16 +350,7 @@ class JobManager:
             try:
                 for due in await self.catalog.series_due.remote(self.series_quiet_period_s):
                     await self.catalog.start_series.remote(due.source, due.series_uid, SeriesTrigger.QUIET_PERIOD)
-                late = await self.catalog.late_slices.remote()
-                if late:  # unless new content was uploaded over a slice meanwhile
-                    batch = Batch(only_if=tuple(_still_held(record) for record in late))
-                    for record in late:
-                        reason = _late_reason(record.series_uid)
-                        result = ResultRecord.without_model(
-                            record.source, record.sop_uid, InstanceState.UNUSABLE, reason
-                        )
-                        batch.extend(settled_rows(result))
-                    await self._write(batch)
+                await self._settle_late_slices()
                 for series in await self.catalog.pending_series.remote():
                     if series not in self.series_in_flight:
                         self.series_in_flight.add(series)
@@ -366,6 +358,20 @@ class JobManager:
                         task.add_done_callback(lambda _, series=series: self.series_in_flight.discard(series))  # type: ignore[misc]
             except Exception as exc:  # the catalog is briefly unavailable: the next round retries
                 logger.warning("series round failed, retrying: %s", exc)
+
+    async def _settle_late_slices(self) -> None:
+        """Slices held after their series was read are settled unusable, saying so (unless new content was
+        uploaded over one meanwhile)."""
+        late = await self.catalog.late_slices.remote()
+        if not late:
+            return
+        batch = Batch(only_if=tuple(_still_held(record) for record in late))
+        for record in late:
+            reason = _late_reason(record.series_uid)
+            batch.extend(settled_rows(ResultRecord.without_model(record.source, record.sop_uid,
+                                                                 InstanceState.UNUSABLE, reason)))  # fmt: skip
+        await self._write(batch)
+        self.notifier.wake()
 
     async def _process_series(self, series: SeriesRef) -> None:
         async with self.series_slots:

@@ -73,7 +73,8 @@ class WebhookNotifier:
     async def _next_round(self, previous: float) -> float:
         """Wait for a `wake` or `POLL_S`, then at least until `MIN_ROUND_GAP_S` after the previous round."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._woken.wait(), POLL_S)
+            async with asyncio.timeout(POLL_S):  # not `wait_for`: in 3.11 it can swallow a cancel (shutdown)
+                await self._woken.wait()
         await asyncio.sleep(max(0.0, previous + MIN_ROUND_GAP_S - time.monotonic()))
         self._woken.clear()
         return time.monotonic()

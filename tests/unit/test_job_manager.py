@@ -42,6 +42,7 @@ class CatalogCalls:
         self.instance = Call(catalog.instance)
         self.result = Call(catalog.result)
         self.series_instances = Call(catalog.series_instances)
+        self.late_slices = Call(catalog.late_slices)
         self.write = Call(committer.write)
 
 
@@ -261,6 +262,19 @@ def test_a_slice_held_after_it_was_read_is_not_reopened_by_a_second_job_manager(
 
     assert process_with_writes_landing_first(jobs, first.ref, hold_once) == []
     assert catalog.instance("site-a", "5.3").state is InstanceState.HELD  # type: ignore[union-attr]
+
+
+def test_a_slice_held_for_its_series_has_no_result_to_announce(tmp_path: Path) -> None:
+    catalog, record, jobs = queued_instance(tmp_path, "6.4")
+
+    async def hold(record: InstanceRecord) -> ResultRecord:
+        return ResultRecord(source=record.source, sop_uid=record.sop_uid, usecase=UseCase.QER,
+                            state=InstanceState.HELD, reason="waits for its series")  # fmt: skip
+
+    jobs._workflow = hold
+    asyncio.run(jobs._process(record.ref))
+    assert catalog.instance("site-a", "6.4").state is InstanceState.HELD  # type: ignore[union-attr]
+    assert not jobs.notifier._woken.is_set()  # no round for a result that does not exist
 
 
 def test_a_held_slice_is_left_to_its_series(tmp_path: Path) -> None:
@@ -509,6 +523,11 @@ def test_a_slice_held_after_its_series_was_computed_is_not_computed_alone_by_a_s
     jobs._series_workflow = series_workflow
     asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.4")))
     assert computed == [] and catalog.count("results") == 1
+    assert not jobs.notifier._woken.is_set()
+    asyncio.run(jobs._settle_late_slices())
+    late = catalog.instance("site-a", "9.5")
+    assert late is not None and late.state is InstanceState.UNUSABLE and "arrived after series 7.4" in late.reason
+    assert jobs.notifier._woken.is_set()  # its webhook goes out now
 
 
 def test_a_slice_given_new_content_in_another_series_leaves_its_old_one(tmp_path: Path) -> None:

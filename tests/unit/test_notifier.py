@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import time
@@ -391,6 +392,8 @@ def test_a_wake_starts_a_round_at_once_not_at_the_next_poll(monkeypatch: pytest.
 
     async def undelivered(limit: int, exclude: frozenset[str]) -> list[Notification]:
         asked.append(exclude)
+        if len(asked) == 2:  # a result recorded while this round asks: it must not wait for the poll
+            notifier.wake()
         return []
 
     catalog = SimpleNamespace(
@@ -401,12 +404,16 @@ def test_a_wake_starts_a_round_at_once_not_at_the_next_poll(monkeypatch: pytest.
 
     async def scenario() -> None:
         rounds = asyncio.get_running_loop().create_task(notifier.run())
-        for expected in (1, 2):
+        for expected in (1, 3):  # the second wake's round wakes it once more, from inside the round
             notifier.wake()
             while len(asked) < expected:
                 await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)
+        notifier.wake()  # a shutdown's cancel that meets a wake still stops the rounds
         rounds.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rounds
+        assert rounds.cancelled()
 
     asyncio.run(scenario())
-    assert len(asked) == 2  # one round per wake, none from the poll
+    assert len(asked) == 3  # one round per wake, none from the poll
