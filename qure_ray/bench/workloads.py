@@ -9,6 +9,7 @@ load generator shares the CPU with the server, and httpx took about twice the CP
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -21,6 +22,7 @@ import numpy as np
 
 from qure_ray.bench.inbox import ResultInbox
 from qure_ray.dicom.multipart import dicom_multipart
+from qure_ray.dicom.stow import FAILED_SOP_SEQUENCE, REFERENCED_SOP_SEQUENCE
 from qure_ray.storage.object_store import ObjectStore
 
 RESULT_WAIT_S = 300.0
@@ -104,10 +106,21 @@ def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[
             if status != 503:
                 break
             await asyncio.sleep(retry_after_s)
-        if status != 200:
-            raise RuntimeError(f"STOW to {url} answered {status}: {text[:300]}")
+        if status != 200 or _not_stored(text):
+            raise RuntimeError(f"STOW to {url} answered {status}, not storing the instance: {text[:300]}")
 
     return _run(_clients(items, concurrency, one))
+
+
+def _not_stored(response: str) -> bool:
+    """Whether a 200 Store Instances Response still says the instance was not stored: a peer that answered 200
+    with a FailedSOPSequence, or with no ReferencedSOPSequence, would be counted as fast for storing nothing."""
+    try:
+        body = json.loads(response)
+    except ValueError:
+        return True
+    stored = (body.get(REFERENCED_SOP_SEQUENCE) or {}).get("Value") or []
+    return bool((body.get(FAILED_SOP_SEQUENCE) or {}).get("Value")) or len(stored) != 1
 
 
 def end_to_end(

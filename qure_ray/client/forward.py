@@ -41,6 +41,7 @@ from qure_ray.client import _http
 from qure_ray.client.errors import ClientConfigError, ForwardError, ServerBusy
 from qure_ray.client.files import batches
 from qure_ray.dicom.multipart import dicom_multipart
+from qure_ray.dicom.stow import FAILED_SOP_SEQUENCE, FAILURE_REASON, REFERENCED_SOP_INSTANCE_UID
 
 logger = logging.getLogger(__name__)
 DEFAULT_CALLING_AE = "QURE_CLIENT"
@@ -48,7 +49,6 @@ DEFAULT_HOST = "127.0.0.1"
 OUTPUT_SOP_CLASSES = (SecondaryCaptureImageStorage, Comprehensive3DSRStorage, EncapsulatedPDFStorage)
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are the odd numbers 1..255
 STOW_MAX_FILES, STOW_MAX_BYTES = 100, 64 * 1024 * 1024
-FAILED_SOP_SEQUENCE, REFERENCED_SOP_INSTANCE_UID, FAILURE_REASON = "00081198", "00081155", "00081197"
 
 
 @dataclass(frozen=True)
