@@ -40,11 +40,20 @@ class RunningPlatform:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {TOKEN}", "Source": SOURCE}
 
-    def register_webhook(self, url: str, secret: str) -> None:
-        """`PUT /webhooks` for the benchmark's source: every final result is POSTed to `url`, signed."""
-        answer = httpx.put(f"{self.base_url}/webhooks", json={"url": url, "secret": secret}, headers=self.headers)
+    @contextmanager
+    def webhook(self, url: str, secret: str) -> Iterator[None]:
+        """The benchmark's source has a webhook at `url` in the block (`PUT /webhooks`: every final result is
+        POSTed there, signed), and none after it (`DELETE /webhooks`), so later workloads carry no deliveries."""
+        hooks = f"{self.base_url}/webhooks"
+        answer = httpx.put(hooks, json={"url": url, "secret": secret}, headers=self.headers)
         if answer.status_code != 200:
             raise RuntimeError(f"PUT /webhooks answered {answer.status_code}: {answer.text[:300]}")
+        try:
+            yield
+        finally:
+            answer = httpx.delete(hooks, headers=self.headers)
+            if answer.status_code not in (200, 204):
+                raise RuntimeError(f"DELETE /webhooks answered {answer.status_code}: {answer.text[:300]}")
 
 
 def start_ray() -> None:

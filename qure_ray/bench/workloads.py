@@ -22,7 +22,7 @@ import numpy as np
 
 from qure_ray.bench.inbox import ResultInbox
 from qure_ray.dicom.multipart import dicom_multipart
-from qure_ray.dicom.stow import FAILED_SOP_SEQUENCE, REFERENCED_SOP_SEQUENCE
+from qure_ray.dicom.stow import FAILED_SOP_SEQUENCE, REFERENCED_SOP_INSTANCE_UID, REFERENCED_SOP_SEQUENCE
 from qure_ray.storage.object_store import ObjectStore
 
 RESULT_WAIT_S = 300.0
@@ -94,8 +94,12 @@ def _run(work: Coroutine[Any, Any, Timed]) -> Timed:
         return pool.submit(asyncio.run, work).result()
 
 
-def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[str, str] | None = None) -> Timed:
-    """STOW-RS uploads, one instance per request (`url` is a DICOMweb `.../studies` endpoint)."""
+def ingest(
+    url: str, items: Sequence[tuple[str, bytes]], *, concurrency: int, headers: dict[str, str] | None = None
+) -> Timed:
+    """STOW-RS uploads of (SOPInstanceUID, DICOM bytes), one instance per request (`url` is a DICOMweb
+    `.../studies` endpoint). An upload counts once the response says that instance was stored."""
+    by_data = {data: sop for sop, data in items}
 
     async def one(client: aiohttp.ClientSession, data: bytes) -> None:
         body, content_type = dicom_multipart([data])
@@ -106,21 +110,28 @@ def ingest(url: str, items: Sequence[bytes], *, concurrency: int, headers: dict[
             if status != 503:
                 break
             await asyncio.sleep(retry_after_s)
-        if status != 200 or _not_stored(text):
-            raise RuntimeError(f"STOW to {url} answered {status}, not storing the instance: {text[:300]}")
+        if status != 200 or not _stored(text, by_data[data]):
+            raise RuntimeError(f"STOW to {url} answered {status}, not storing {by_data[data]}: {text[:300]}")
 
-    return _run(_clients(items, concurrency, one))
+    return _run(_clients([data for _, data in items], concurrency, one))
 
 
-def _not_stored(response: str) -> bool:
-    """Whether a 200 Store Instances Response still says the instance was not stored: a peer that answered 200
-    with a FailedSOPSequence, or with no ReferencedSOPSequence, would be counted as fast for storing nothing."""
+def _stored(response: str, sop_uid: str) -> bool:
+    """Whether a Store Instances Response says `sop_uid` was stored: it references that one instance and lists
+    no failed one. A peer answering 200 with a FailedSOPSequence would otherwise count as fast for storing
+    nothing."""
     try:
         body = json.loads(response)
     except ValueError:
-        return True
-    stored = (body.get(REFERENCED_SOP_SEQUENCE) or {}).get("Value") or []
-    return bool((body.get(FAILED_SOP_SEQUENCE) or {}).get("Value")) or len(stored) != 1
+        return False
+    if not isinstance(body, dict):
+        return False
+    referenced = [
+        uid
+        for item in (body.get(REFERENCED_SOP_SEQUENCE) or {}).get("Value") or []
+        for uid in ((item.get(REFERENCED_SOP_INSTANCE_UID) or {}).get("Value") or [])
+    ]
+    return referenced == [sop_uid] and not (body.get(FAILED_SOP_SEQUENCE) or {}).get("Value")
 
 
 def end_to_end(

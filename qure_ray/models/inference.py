@@ -40,6 +40,14 @@ def warm_up(network: nn.Module, card: ModelCard, device: torch.device, *, max_ba
         torch.cuda.synchronize(device)
 
 
+def half_precision_forward(network: nn.Module, batch: Tensor) -> tuple[Tensor, Tensor]:
+    """`forward_with_cam` with the backbone in float16 (autocast on the batch's device), and the images that
+    overflowed it read again in float32 (`redo_overflowed`)."""
+    with torch.autocast(batch.device.type, dtype=torch.float16):
+        logits, cams = forward_with_cam(network, batch)
+    return redo_overflowed(network, batch, logits, cams)
+
+
 def redo_overflowed(network: nn.Module, batch: Tensor, logits: Tensor, cams: Tensor) -> tuple[Tensor, Tensor]:
     """`logits` and `cams` of a half-precision pass, with the images whose values overflowed it (infinity or NaN
     in the fp16 backbone) run again in full precision. Left as they were, their scores would fail the image
@@ -51,8 +59,7 @@ def redo_overflowed(network: nn.Module, batch: Tensor, logits: Tensor, cams: Ten
     logger.warning("%d of %d images overflowed half precision; read again in float32", count, len(batch))
     again_logits, again_cams = forward_with_cam(network, batch[overflowed])  # outside autocast: float32
     logits, cams = logits.clone(), cams.clone()
-    logits[overflowed] = again_logits.to(logits.dtype)
-    cams[overflowed] = again_cams.to(cams.dtype)
+    logits[overflowed], cams[overflowed] = again_logits, again_cams  # the head runs in float32 either way
     return logits, cams
 
 
@@ -69,9 +76,7 @@ def predict_batch(
         batch = batch.expand(-1, 3, -1, -1)
     if device.type == "cuda":  # tensor cores: half precision where safe, NHWC memory layout
         batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.float16):
-            logits, cams = forward_with_cam(network, batch)
-        logits, cams = redo_overflowed(network, batch, logits, cams)
+        logits, cams = half_precision_forward(network, batch)
     else:
         logits, cams = forward_with_cam(network, batch)
     probabilities = torch.sigmoid(logits).float().cpu().numpy()
