@@ -28,6 +28,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "qure_failures_total": ("refused uploads by rule code (stage=ingest), and instances that ended unusable, "
                             "unsupported or failed (stage=processing)", ("stage", "reason")),
     "qure_webhook_deliveries_total": ("webhook attempts by outcome: delivered, retrying, gave_up", ("outcome",)),
+    "qure_webhook_delay_seconds": ("time from a result's recording to its webhook's delivery (a 2xx answer), "
+                                   "retries included: how late partners learn of results", ()),
 }  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import httpx
 from ray.serve.handle import DeploymentHandle
@@ -140,6 +141,8 @@ class WebhookNotifier:
             delivered = status_code is not None and 200 <= status_code < 300
             if delivered:
                 outcome = DeliveryOutcome.DELIVERED
+                delay_s = (datetime.now(UTC) - notification.finished_at).total_seconds()
+                metrics.histogram("qure_webhook_delay_seconds").observe(max(0.0, delay_s))
             else:
                 outcome = DeliveryOutcome.GAVE_UP if attempt == self.max_attempts else DeliveryOutcome.RETRYING
             await self._record(notification, attempt, outcome, status_code, error)

@@ -417,3 +417,35 @@ def test_a_wake_starts_a_round_at_once_not_at_the_next_poll(monkeypatch: pytest.
 
     asyncio.run(scenario())
     assert len(asked) == 3  # one round per wake, none from the poll
+
+
+def test_a_delivered_attempt_reports_how_late_the_partner_learned_of_the_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    from qure_ray.pipeline import notifier as notifier_module
+
+    observed: dict[str, list[float]] = {}
+
+    class Histogram:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def observe(self, value: float) -> None:
+            observed.setdefault(self.name, []).append(value)
+
+    monkeypatch.setattr(notifier_module.metrics, "histogram", Histogram)
+    catalog, recorded = _recording_catalog()
+    notifier = WebhookNotifier(catalog, results_base_url="http://x", max_attempts=2, base_delay_s=0.0)
+    answers = [503, 204]
+
+    async def post(client: object, notification: Notification, body: bytes, secret: str) -> tuple[int, str]:
+        return answers.pop(0), ""
+
+    notifier._post = post  # type: ignore[method-assign]
+    recorded_at = datetime.now(UTC) - timedelta(seconds=90)  # a result recorded a minute and a half ago
+    _deliver(notifier, dataclasses.replace(_notification(), finished_at=recorded_at))
+    assert [row["outcome"] for row in recorded] == ["retrying", "delivered"]
+    (delay_s,) = observed["qure_webhook_delay_seconds"]  # once: the delivered attempt, not the failed one
+    assert 90 <= delay_s < 3600
