@@ -451,7 +451,7 @@ class Settings:
         token, created = _kept_secret(token_dir / DEV_TOKEN_FILE, lambda: secrets.token_urlsafe(24))
         return replace(self, tokens=TokenTable({token: DEV_SOURCE})), token if created else None
 
-    def with_local_secrets_key(self, formerly: Path = Path(".qure")) -> Settings:
+    def with_local_secrets_key(self, formerly: Path) -> Settings:
         """Without QURE_SECRETS_KEY and with data in a local folder: the key kept in that folder's `secrets-key`,
         so it follows the data whatever the working directory (`make run`, `serve deploy`). A key made before it
         lived there, in `formerly` (`./.qure`), is taken over: the webhook secrets it sealed stay readable.
@@ -461,8 +461,11 @@ class Settings:
         if self.secrets_key or self.data_uri.startswith("s3://"):
             return self
         earlier = formerly / SECRETS_KEY_FILE
-        taken_over = earlier.read_text().strip() if earlier.exists() else None
-        key, _ = _kept_secret(Path(self.data_uri) / SECRETS_KEY_FILE, lambda: taken_over or secrets.token_urlsafe(32))
+
+        def made() -> str:  # read only when the data folder has no key yet
+            return (earlier.read_text().strip() if earlier.exists() else "") or secrets.token_urlsafe(32)
+
+        key, _ = _kept_secret(Path(self.data_uri) / SECRETS_KEY_FILE, made)
         return replace(self, secrets_key=key)
 
 

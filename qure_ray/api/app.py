@@ -65,9 +65,7 @@ async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 once catalog, object store, queue, job manager and every model replica answer;
     503 otherwise (send no traffic yet). Reveals nothing else."""
     if not await request.app.state.readiness():
-        response = error_response(503, "not ready yet")
-        response.headers["Retry-After"] = "5"
-        return response
+        return error_response(503, "not ready yet", headers={"Retry-After": "5"})
     return JSONResponse({"status": "ok"})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -32,41 +33,41 @@ def require_acceptable(headers: Headers, *offered: str, answer: str) -> None:
         raise BadRequestError(f"{answer}, which the Accept header ({accept[:200]!r}) does not admit", http_status=406)
 
 
-def error_response(status: int, message: str, **extra: object) -> JSONResponse:
-    return JSONResponse({"message": message, "status": status, **extra}, status_code=status)
+def error_response(
+    status: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: object
+) -> JSONResponse:
+    """`{"message", "status", **extra}` with `status`; `headers` go on the response (Retry-After, Allow, ...)."""
+    return JSONResponse({"message": message, "status": status, **extra}, status_code=status, headers=headers)
 
 
 async def handle_qure_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ForbiddenError):
         return error_response(403, str(exc))
     if isinstance(exc, AuthError):
-        response = error_response(401, str(exc), headers_hint="Authorization: Token <token>; Source: <source>")
-        response.headers["WWW-Authenticate"] = 'Token realm="qure_ray"'  # RFC 9110: a 401 names its scheme
-        return response
+        return error_response(
+            401, str(exc), headers_hint="Authorization: Token <token>; Source: <source>",
+            headers={"WWW-Authenticate": 'Token realm="qure_ray"'},  # RFC 9110: a 401 names its scheme
+        )  # fmt: skip
     if isinstance(exc, InvalidInstanceError):
         return error_response(exc.http_status, str(exc), code=exc.code)
     if isinstance(exc, BadRequestError):
         return error_response(exc.http_status, str(exc))
     if isinstance(exc, OverloadedError):
-        response = error_response(503, str(exc), queue_depth=exc.queue_depth)
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
+        return error_response(
+            503, str(exc), queue_depth=exc.queue_depth, headers={"Retry-After": str(exc.retry_after_s)}
+        )
     if isinstance(exc, NotFoundError):
         return error_response(404, str(exc))
     if isinstance(exc, StorageError):
         logger.error("storage failure on %s: %s", request.url.path, exc)
-        response = error_response(503, "storage is temporarily unavailable; retry later")
-        response.headers["Retry-After"] = "5"
-        return response
+        return error_response(503, "storage is temporarily unavailable; retry later", headers={"Retry-After": "5"})
     logger.exception("unexpected error on %s", request.url.path, exc_info=exc)
     return error_response(500, "internal error; the request was not completed")
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    response = error_response(exc.status_code, exc.detail or "request failed")
-    response.headers.update(exc.headers or {})  # a 405's Allow
-    return response
+    return error_response(exc.status_code, exc.detail or "request failed", headers=exc.headers)  # a 405's Allow
 
 
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:

@@ -16,17 +16,17 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from qure_ray.client.webhooks import SIGNATURE_HEADER, WebhookSignatureError, verify_signature
+from qure_ray.client.webhooks import SIGNATURE_HEADER, WebhookSignatureError, ascii_digits, verify_signature
 
 MAX_BODY_BYTES = 65536
 """A notification is a few hundred bytes of UIDs and status."""
 
 
 class ResultInbox:
+    """Serves on 127.0.0.1 inside its `with` block (`with ResultInbox(secret) as inbox: ...`)."""
+
     def __init__(self, secret: str) -> None:
         self.secret = secret
         self.refused = 0
@@ -36,7 +36,16 @@ class ResultInbox:
         self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/results-final"
+        self.port = int(self._server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}/results-final"
+
+    def __enter__(self) -> ResultInbox:
+        threading.Thread(target=self._server.serve_forever, name="result-inbox", daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
     def receive(self, body: bytes, signature: str) -> int:
         """One POST to the inbox; returns the HTTP status to answer (204, or 400/401 for what is refused)."""
@@ -90,7 +99,7 @@ def _handler(inbox: ResultInbox) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             declared = self.headers.get("Content-Length", "")
-            length = int(declared) if declared.isdigit() else -1
+            length = int(declared) if ascii_digits(declared) else -1
             if length < 0 or length > MAX_BODY_BYTES:  # no, a bad or a too large length: the body is not read
                 status = 411 if not declared else 400 if length < 0 else 413
                 self.close_connection = True
@@ -106,16 +115,3 @@ def _handler(inbox: ResultInbox) -> type[BaseHTTPRequestHandler]:
             pass  # one line per result on stderr would drown the benchmark's own output
 
     return Handler
-
-
-@contextmanager
-def result_inbox(secret: str) -> Iterator[ResultInbox]:
-    """A `ResultInbox` serving on 127.0.0.1 until the block ends."""
-    inbox = ResultInbox(secret)
-    thread = threading.Thread(target=inbox._server.serve_forever, name="result-inbox", daemon=True)
-    thread.start()
-    try:
-        yield inbox
-    finally:
-        inbox._server.shutdown()
-        inbox._server.server_close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import platform as host
@@ -13,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import torch
 from numpy.typing import NDArray
+from pydicom.uid import generate_uid
 
 from qure_ray.bench import workloads
-from qure_ray.bench.inbox import result_inbox
+from qure_ray.bench.inbox import ResultInbox
 from qure_ray.bench.platform import platform, seed_results
 from qure_ray.bench.report import BenchReport
 from qure_ray.bench.services import orthanc, seaweedfs
@@ -75,24 +74,22 @@ class BenchConfig:
         )  # fmt: skip
 
 
-def _with_uid(data: bytes) -> tuple[str, bytes]:
-    return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID), data
-
-
 def phantom_images(count: int, *, seed: int) -> list[tuple[str, bytes]]:
     """(SOPInstanceUID, DICOM bytes) of chest phantoms, about a third with a finding."""
-    return [
-        _with_uid(to_dicom(chest_phantom(seed=seed + i, findings=findings, size=512)))
-        for i in range(count)
-        for findings in [{CHEST_FINDINGS[i % len(CHEST_FINDINGS)]} if i % 3 == 0 else set()]
-    ]
+    images: list[tuple[str, bytes]] = []
+    for i in range(count):
+        findings = {CHEST_FINDINGS[i % len(CHEST_FINDINGS)]} if i % 3 == 0 else set()
+        sop_uid = generate_uid()
+        images.append((sop_uid, to_dicom(chest_phantom(seed=seed + i, findings=findings, size=512), sop_uid=sop_uid)))
+    return images
 
 
 def ingest_instances(count: int, *, size: int, seed: int) -> list[tuple[str, bytes]]:
     """(SOPInstanceUID, DICOM bytes) of DX instances of `size`² 16-bit pixels (512: 0.5 MB, 1024: 2 MB) of a body
     part no use case reads, so the pipeline behind ingest stays idle and the numbers are ingest's own (with no
     webhook registered: each is settled `unsupported` at ingest, a final result a webhook would announce)."""
-    return [_with_uid(chest_dx(size=size, seed=seed + i, body_part="KNEE")) for i in range(count)]
+    uids = [generate_uid() for _ in range(count)]
+    return [(uid, chest_dx(size=size, seed=seed + i, body_part="KNEE", sop_uid=uid)) for i, uid in enumerate(uids)]
 
 
 def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = None) -> BenchReport:
@@ -120,7 +117,7 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
         torch.cuda.empty_cache()  # the platform's replica gets the GPU's memory
     with tempfile.TemporaryDirectory(dir=workdir) as scratch, seaweedfs(Path(scratch) / "s3", bucket="bench") as s3:
         with platform(s3, "end-to-end", **config.settings) as running:
-            with result_inbox(secrets.token_hex(16)) as inbox, running.webhook(inbox.url, inbox.secret):
+            with ResultInbox(secrets.token_hex(16)) as inbox, running.webhook(inbox.url, inbox.secret):
                 offset = 0
                 for clients in config.concurrencies:
                     # Warm-up at this concurrency first: Ray grows its pool of task workers to the number of tasks
@@ -128,10 +125,12 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                     warm_up = images[offset : offset + clients]
                     batch = images[offset + clients : offset + clients * (config.images_per_client + 1)]
                     offset += len(warm_up) + len(batch)
-                    for work in (warm_up, batch):
-                        timed = workloads.end_to_end(
-                            running.base_url, work, concurrency=clients, headers=running.headers, inbox=inbox
-                        )
+                    workloads.end_to_end(
+                        running.base_url, warm_up, concurrency=clients, headers=running.headers, inbox=inbox
+                    )
+                    timed = workloads.end_to_end(
+                        running.base_url, batch, concurrency=clients, headers=running.headers, inbox=inbox
+                    )
                     report.add_timed("end to end", f"{clients} clients", timed, latencies=True)
             for label, size, count in (
                 ("small 0.5 MB", 512, config.small_instances),

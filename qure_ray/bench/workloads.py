@@ -9,7 +9,6 @@ load generator shares the CPU with the server, and httpx took about twice the CP
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -22,7 +21,7 @@ import numpy as np
 
 from qure_ray.bench.inbox import ResultInbox
 from qure_ray.dicom.multipart import dicom_multipart
-from qure_ray.dicom.stow import FAILED_SOP_SEQUENCE, REFERENCED_SOP_INSTANCE_UID, REFERENCED_SOP_SEQUENCE
+from qure_ray.dicom.stow import read_store_response
 from qure_ray.storage.object_store import ObjectStore
 
 RESULT_WAIT_S = 300.0
@@ -55,7 +54,11 @@ class Timed:
 
 
 async def _clients(
-    items: Sequence[T], concurrency: int, one: Callable[[aiohttp.ClientSession, T], Awaitable[None]]
+    items: Sequence[T],
+    concurrency: int,
+    one: Callable[[aiohttp.ClientSession, T], Awaitable[None]],
+    *,
+    bytes_sent: int = 0,
 ) -> Timed:
     pending = list(items)
     latencies: list[float] = []
@@ -72,7 +75,7 @@ async def _clients(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    return Timed(latencies, wall, sum(len(item) for item in items if isinstance(item, bytes)))
+    return Timed(latencies, wall, bytes_sent)
 
 
 async def _request(
@@ -99,9 +102,9 @@ def ingest(
 ) -> Timed:
     """STOW-RS uploads of (SOPInstanceUID, DICOM bytes), one instance per request (`url` is a DICOMweb
     `.../studies` endpoint). An upload counts once the response says that instance was stored."""
-    by_data = {data: sop for sop, data in items}
 
-    async def one(client: aiohttp.ClientSession, data: bytes) -> None:
+    async def one(client: aiohttp.ClientSession, item: tuple[str, bytes]) -> None:
+        sop_uid, data = item
         body, content_type = dicom_multipart([data])
         for _ in range(100):
             status, text, retry_after_s = await _request(
@@ -110,28 +113,22 @@ def ingest(
             if status != 503:
                 break
             await asyncio.sleep(retry_after_s)
-        if status != 200 or not _stored(text, by_data[data]):
-            raise RuntimeError(f"STOW to {url} answered {status}, not storing {by_data[data]}: {text[:300]}")
+        if status != 200 or not _stored(text, sop_uid):
+            raise RuntimeError(f"STOW to {url} answered {status}, not storing {sop_uid}: {text[:300]}")
 
-    return _run(_clients([data for _, data in items], concurrency, one))
+    return _run(_clients(items, concurrency, one, bytes_sent=_size(items)))
+
+
+def _size(items: Sequence[tuple[str, bytes]]) -> int:
+    return sum(len(data) for _, data in items)
 
 
 def _stored(response: str, sop_uid: str) -> bool:
     """Whether a Store Instances Response says `sop_uid` was stored: it references that one instance and lists
     no failed one. A peer answering 200 with a FailedSOPSequence would otherwise count as fast for storing
     nothing."""
-    try:
-        body = json.loads(response)
-    except ValueError:
-        return False
-    if not isinstance(body, dict):
-        return False
-    referenced = [
-        uid
-        for item in (body.get(REFERENCED_SOP_SEQUENCE) or {}).get("Value") or []
-        for uid in ((item.get(REFERENCED_SOP_INSTANCE_UID) or {}).get("Value") or [])
-    ]
-    return referenced == [sop_uid] and not (body.get(FAILED_SOP_SEQUENCE) or {}).get("Value")
+    said = read_store_response(response)
+    return said.stored == [sop_uid] and not said.failed
 
 
 def end_to_end(
@@ -144,21 +141,21 @@ def end_to_end(
 ) -> Timed:
     """Upload each image, wait for its result's webhook at `inbox` (registered for this source), then ask
     `GET /results` once: latency is upload → result 200."""
-    by_data = {data: sop for sop, data in items}
 
-    async def one(client: aiohttp.ClientSession, data: bytes) -> None:
+    async def one(client: aiohttp.ClientSession, item: tuple[str, bytes]) -> None:
+        sop_uid, data = item
         body, content_type = dicom_multipart([data])
         status, text, _ = await _request(
             client, "POST", f"{base_url}/studies", body, {**headers, "Content-Type": content_type}
         )
         if status != 200:
             raise RuntimeError(f"upload answered {status}: {text[:300]}")
-        await inbox.wait(by_data[data], timeout_s=RESULT_WAIT_S)
-        status, text, _ = await _request(client, "GET", f"{base_url}/results/{by_data[data]}", None, headers)
+        await inbox.wait(sop_uid, timeout_s=RESULT_WAIT_S)
+        status, text, _ = await _request(client, "GET", f"{base_url}/results/{sop_uid}", None, headers)
         if status != 200:
             raise RuntimeError(f"result answered {status}: {text[:300]}")
 
-    return _run(_clients([data for _, data in items], concurrency, one))
+    return _run(_clients(items, concurrency, one, bytes_sent=_size(items)))
 
 
 def store_puts(store: ObjectStore, items: Sequence[bytes], *, concurrency: int) -> Timed:

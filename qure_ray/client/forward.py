@@ -14,7 +14,6 @@ Only `.dcm` files are forwarded; others given are ignored (see `dicom_files`).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Iterable, Sequence
@@ -41,7 +40,7 @@ from qure_ray.client import _http
 from qure_ray.client.errors import ClientConfigError, ForwardError, ServerBusy
 from qure_ray.client.files import batches
 from qure_ray.dicom.multipart import dicom_multipart
-from qure_ray.dicom.stow import FAILED_SOP_SEQUENCE, FAILURE_REASON, REFERENCED_SOP_INSTANCE_UID
+from qure_ray.dicom.stow import read_store_response
 
 logger = logging.getLogger(__name__)
 DEFAULT_CALLING_AE = "QURE_CLIENT"
@@ -144,27 +143,12 @@ async def forward_stow(
 
 
 def _check_stow_reply(response: httpx.Response, destination: DicomWebDestination, sent: list[str]) -> list[str]:
-    body: dict[str, Any] = {}
-    if response.content.strip():
-        try:
-            parsed = json.loads(response.content)
-        except ValueError:
-            parsed = {}
-        body = parsed if isinstance(parsed, dict) else {}
-    failed = [
-        f"{_first(item, REFERENCED_SOP_INSTANCE_UID)} (FailureReason 0x{int(_first(item, FAILURE_REASON) or 0):04X})"
-        for item in body.get(FAILED_SOP_SEQUENCE, {}).get("Value", [])
-    ]
+    failed = [f"{uid} (FailureReason 0x{reason:04X})" for uid, reason in read_store_response(response.content).failed]
     if failed or response.status_code not in (200, 202):
         problem = f"HTTP {response.status_code}: {_http.message_of(response)}"
         count = len(failed) or len(sent)
         raise ForwardError(str(destination), f"{count} instance(s) not stored ({problem})", failed=failed)
     return sent
-
-
-def _first(item: dict[str, Any], tag: str) -> Any:
-    values = item.get(tag, {}).get("Value", [])
-    return values[0] if values else None
 
 
 def forward_dimse(paths: Sequence[Path], destination: DimseDestination, *, timeout_s: float = 60.0) -> list[str]:

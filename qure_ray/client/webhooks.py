@@ -52,7 +52,7 @@ def verify_signature(
         if sep:
             fields.setdefault(key, []).append(value)
     stamps, signatures = fields.get("t", []), fields.get(SCHEME, [])
-    if len(stamps) != 1 or not _ascii_digits(stamps[0]) or not signatures:
+    if len(stamps) != 1 or not ascii_digits(stamps[0]) or not signatures:
         raise WebhookSignatureError(
             f"the {SIGNATURE_HEADER} header is not of the form t=<unix seconds>,{SCHEME}=<hex HMAC-SHA256>"
         )
@@ -71,6 +71,6 @@ def verify_signature(
         )
 
 
-def _ascii_digits(text: str) -> bool:
+def ascii_digits(text: str) -> bool:
     """`str.isdigit` admits "²" and other digits `int` refuses or reads otherwise."""
     return text.isascii() and text.isdigit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,3 +63,36 @@ def store_instances_response(
         }
     status = 200 if not failed else (202 if stored else 409)
     return status, body
+
+
+@dataclass(frozen=True)
+class StoreResponse:
+    """What a Store Instances Response says, read back (`read_store_response`)."""
+
+    stored: list[str]
+    """SOPInstanceUIDs of the ReferencedSOPSequence."""
+    failed: list[tuple[str, int]]
+    """(SOPInstanceUID, FailureReason) of the FailedSOPSequence."""
+
+
+def read_store_response(body: bytes | str) -> StoreResponse:
+    """The inverse of `store_instances_response`, for any peer's reply: a body that is not a DICOM JSON object
+    (empty, HTML, `null`) reads as nothing stored and nothing failed."""
+    try:
+        parsed = json.loads(body) if body.strip() else {}
+    except ValueError:
+        parsed = {}
+    data: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+
+    def items(sequence: str) -> list[dict[str, Any]]:
+        return [item for item in (data.get(sequence) or {}).get("Value") or [] if isinstance(item, dict)]
+
+    def first(item: dict[str, Any], tag: str) -> Any:
+        values = (item.get(tag) or {}).get("Value") or []
+        return values[0] if values else None
+
+    return StoreResponse(
+        stored=[str(first(item, REFERENCED_SOP_INSTANCE_UID)) for item in items(REFERENCED_SOP_SEQUENCE)],
+        failed=[(str(first(item, REFERENCED_SOP_INSTANCE_UID)), int(first(item, FAILURE_REASON) or 0))
+                for item in items(FAILED_SOP_SEQUENCE)],
+    )  # fmt: skip

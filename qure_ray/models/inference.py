@@ -42,13 +42,13 @@ def warm_up(network: nn.Module, card: ModelCard, device: torch.device, *, max_ba
 
 def half_precision_forward(network: nn.Module, batch: Tensor) -> tuple[Tensor, Tensor]:
     """`forward_with_cam` with the backbone in float16 (autocast on the batch's device), and the images that
-    overflowed it read again in float32 (`redo_overflowed`)."""
+    overflowed it read again in float32 (`_redo_overflowed`)."""
     with torch.autocast(batch.device.type, dtype=torch.float16):
         logits, cams = forward_with_cam(network, batch)
-    return redo_overflowed(network, batch, logits, cams)
+    return _redo_overflowed(network, batch, logits, cams)
 
 
-def redo_overflowed(network: nn.Module, batch: Tensor, logits: Tensor, cams: Tensor) -> tuple[Tensor, Tensor]:
+def _redo_overflowed(network: nn.Module, batch: Tensor, logits: Tensor, cams: Tensor) -> tuple[Tensor, Tensor]:
     """`logits` and `cams` of a half-precision pass, with the images whose values overflowed it (infinity or NaN
     in the fp16 backbone) run again in full precision. Left as they were, their scores would fail the image
     (`check_prediction`) where float32 reads it."""

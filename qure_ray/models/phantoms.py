@@ -347,10 +347,11 @@ def to_dicom(
     instance_number: int = 1,
     slice_location_mm: float = 0.0,
     frame_of_reference_uid: str | None = None,
+    sop_uid: str | None = None,
 ) -> bytes:
     """The phantom as a DX (chest) or CT (head) instance, Part 10 bytes; no real patient data."""
     chest = phantom.kind == PhantomKind.CHEST
-    ds = new_dataset(DX_FOR_PRESENTATION if chest else CT_IMAGE, generate_uid())
+    ds = new_dataset(DX_FOR_PRESENTATION if chest else CT_IMAGE, sop_uid or generate_uid())
     ds.StudyInstanceUID = study_uid or generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.Modality = "DX" if chest else "CT"

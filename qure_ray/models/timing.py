@@ -88,7 +88,8 @@ def cpu_threads(count: int | None) -> Iterator[None]:
 
 
 def serving_device() -> torch.device:
-    """The device a replica with a GPU gets, else the CPU: what the model limit is measured on."""
+    """The device a replica with a GPU gets, else the CPU: what the model sweep runs on when no settings say
+    (`run_benchmarks` times the model limit on the settings' device, `inference.select_device`)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -31,6 +31,7 @@ from qure_ray.models.card import ModelCard, Training, Weights, load_card, write_
 from qure_ray.models.datasets import PhantomSet, phantom_set, recipe
 from qure_ray.models.evaluation import label_aucs, score, youden_threshold
 from qure_ray.models.network import build_network, load_weights, weights_bytes
+from qure_ray.models.timing import cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,14 @@ class TrainingOutcome:
 @contextmanager
 def deterministic(*, seed: int, threads: int) -> Iterator[None]:
     """Seeded torch with deterministic kernels on `threads` threads; the previous settings come back after."""
-    previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    previous = torch.are_deterministic_algorithms_enabled()
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(threads)
     try:
-        yield
+        with cpu_threads(threads):
+            yield
     finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.set_num_threads(previous[1])
+        torch.use_deterministic_algorithms(previous)
 
 
 def train(card_path: Path) -> TrainingOutcome:

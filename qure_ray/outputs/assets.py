@@ -85,7 +85,7 @@ def render_assets(
             _asset(AssetKind.SC_FULL_PNG, png(rgb), index),
             _asset(AssetKind.SC_THUMBNAIL, png(rgb, max_side=THUMBNAIL_PX), index),
         ]
-    pdf = pdf_report(study=_report_header(sources[0], sources, result), content=report, overlay=overlays[0])
+    pdf = pdf_report(study=_report_header(sources, result), content=report, overlay=overlays[0])
     encapsulated = encapsulated_pdf(sources, pdf, report, uids=uids)
     assets += [_asset(AssetKind.REPORT_PDF, pdf), _asset(AssetKind.REPORT_DCM, encapsulated)]
     if report.unusable_reason is None:  # an SR of findings only when there are findings
@@ -93,9 +93,10 @@ def render_assets(
     return assets
 
 
-def _report_header(first: Dataset, images: list[Dataset], result: ResultRecord) -> dict[str, str]:
+def _report_header(images: list[Dataset], result: ResultRecord) -> dict[str, str]:
     """What the PDF report's header shows: the patient, the study, and the image or the series and its key
     slices. A report read away from the PACS (a partner's download) must say whose it is."""
+    first = images[0]
     header = {
         "Patient name": readable_name(first.get("PatientName")),
         "Patient ID": str(first.get("PatientID", "")),

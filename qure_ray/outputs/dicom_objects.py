@@ -23,6 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from qure_ray.dicom.part10 import new_dataset, to_bytes
 from qure_ray.outputs.content import ReportContent
+from qure_ray.outputs.documents import PATIENT_SEXES
 
 MANUFACTURER = "qure_ray"
 SC_SERIES_NUMBER, SR_SERIES_NUMBER, PDF_SERIES_NUMBER = 9001, 9002, 9003
@@ -42,7 +43,7 @@ _CONFORMANT = {
 """PS3.5 §6.2: DA, TM and DT as DICOM 3 writes them."""
 _ACR_NEMA_DATE = re.compile(r"\d{4}\.\d{2}\.\d{2}")
 _ACR_NEMA_TIME = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?")
-_PATIENT_SEXES = ("", "M", "F", "O")
+_PATIENT_SEXES = ("", *PATIENT_SEXES)
 _IDENTITY = ("SOPInstanceUID", "SeriesInstanceUID", *_PATIENT_AND_STUDY)
 
 

@@ -34,7 +34,8 @@ def png(rgb: np.ndarray, *, max_side: int | None = None) -> bytes:
 
 
 UNPRINTABLE = "not shown: characters outside this report's Latin font (see the DICOM header)"
-_SEXES = {"M": "male", "F": "female", "O": "other"}
+PATIENT_SEXES = {"M": "male", "F": "female", "O": "other"}
+"""DICOM's PatientSex codes (an empty value aside), as a report prints them."""
 
 
 def printable(text: str) -> bool:
@@ -64,7 +65,7 @@ def readable_date(value: object) -> str:
 
 
 def readable_sex(value: object) -> str:
-    return _SEXES.get(str(value or ""), "")
+    return PATIENT_SEXES.get(str(value or ""), "")
 
 
 def pdf_report(*, study: dict[str, str], content: ReportContent, overlay: np.ndarray) -> bytes:

@@ -249,8 +249,6 @@ class JobManager:
                     settled.only_if = unsettled
                     if await self._write(settled):
                         _observe(result)
-                        if result.state.is_final:  # a slice held for its series has no result yet
-                            self.notifier.wake()
                         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
                         return
                 record = await self.catalog.instance.remote(ref.source, ref.sop_uid)
@@ -371,7 +369,6 @@ class JobManager:
             batch.extend(settled_rows(ResultRecord.without_model(record.source, record.sop_uid,
                                                                  InstanceState.UNUSABLE, reason)))  # fmt: skip
         await self._write(batch)
-        self.notifier.wake()
 
     async def _process_series(self, series: SeriesRef) -> None:
         async with self.series_slots:
@@ -409,7 +406,6 @@ class JobManager:
                 logger.error("result of series %s could not be recorded, retrying: %s", series.series_uid, exc)
                 return
             _observe(result)
-            self.notifier.wake()
             logger.info("series %s of %s (%d slices): %s", series.series_uid, series.source, len(held), result.state)
             if not all_slices:
                 logger.info("series %s of %s: slices given new content meanwhile are late", series.series_uid,
@@ -534,8 +530,11 @@ class JobManager:
         raise AssertionError("unreachable")
 
     async def _write(self, batch: Batch) -> bool:
-        """False when a condition of the batch did not hold (that instance's rows were left out)."""
+        """False when a condition of the batch did not hold (that instance's rows were left out). A batch with
+        results wakes the notifier: their webhooks go out now, not at its next poll (a held slice has none)."""
         written: bool = await self.catalog.write.remote(batch)
+        if batch.rows.get("results"):
+            self.notifier.wake()
         return written
 
 

@@ -61,9 +61,8 @@ class WebhookNotifier:
         self.results_base_url = results_base_url
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
-        self.in_flight: set[str] = set()
-        self._deliveries: set[asyncio.Task[None]] = set()
-        """The running deliveries: the event loop holds its tasks only weakly."""
+        self._deliveries: dict[str, asyncio.Task[None]] = {}
+        """The running deliveries by result row id (the event loop holds its tasks only weakly)."""
         self._woken = asyncio.Event()
 
     def wake(self) -> None:
@@ -86,20 +85,19 @@ class WebhookNotifier:
             started = time.monotonic()
             while True:
                 started = await self._next_round(started)
-                room = min(BATCH, MAX_IN_FLIGHT - len(self.in_flight))
+                room = min(BATCH, MAX_IN_FLIGHT - len(self._deliveries))
                 if room <= 0:
                     continue
                 try:
-                    pending: list[Notification] = await self.catalog.undelivered.remote(room, frozenset(self.in_flight))
+                    in_flight = frozenset(self._deliveries)
+                    pending: list[Notification] = await self.catalog.undelivered.remote(room, in_flight)
                 except Exception as exc:  # the catalog is briefly unavailable: the next round asks again
                     logger.warning("webhook round failed, retrying: %s", exc)
                     continue
                 for notification in pending:  # none in flight: the catalog left those out
-                    self.in_flight.add(notification.result_row_id)
-                    task = asyncio.get_running_loop().create_task(self._deliver(client, notification))
-                    self._deliveries.add(task)
-                    task.add_done_callback(self._deliveries.discard)
-                    task.add_done_callback(lambda _, key=notification.result_row_id: self.in_flight.discard(key))  # type: ignore[misc]
+                    key = notification.result_row_id
+                    self._deliveries[key] = asyncio.get_running_loop().create_task(self._deliver(client, notification))
+                    self._deliveries[key].add_done_callback(lambda _, key=key: self._deliveries.pop(key, None))  # type: ignore[misc]
 
     def http_client(self) -> httpx.AsyncClient:
         """Deliveries' client: it connects only to addresses the egress policy allows (`checked_client`)."""

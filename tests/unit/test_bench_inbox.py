@@ -6,27 +6,32 @@ import asyncio
 import json
 import socket
 import threading
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from qure_ray.bench.inbox import MAX_BODY_BYTES, ResultInbox, result_inbox
+from qure_ray.bench.inbox import MAX_BODY_BYTES, ResultInbox
 from qure_ray.client.webhooks import SIGNATURE_HEADER, sign
+from qure_ray.records import Notification, Webhook
 
 SECRET = "bench-inbox-secret-0123456789"
 
 
 def _notify(inbox: ResultInbox, uid: str, *, secret: str = SECRET, per_series: bool = False) -> int:
-    body = json.dumps({
-        "event": "result.final", "sop_instance_uid": None if per_series else uid,
-        "series_instance_uid": uid if per_series else "1.2.3.9", "status": "done",
-    }).encode()  # fmt: skip
+    """POST what the platform's notifier sends for `uid`'s final result (`Notification.payload`), signed."""
+    notification = Notification(
+        result_row_id="r", source="bench", uid=uid, study_uid="1.2.3", series_uid=uid if per_series else "1.2.3.9",
+        usecase="qxr", status="done", triage_status=None, finished_at=datetime.now(UTC),
+        webhook=Webhook(source="bench", url=inbox.url, secret=secret),
+    )  # fmt: skip
+    body = json.dumps(notification.payload("http://platform")).encode()
     return httpx.post(inbox.url, content=body, headers={SIGNATURE_HEADER: sign(body, secret)}).status_code
 
 
 @pytest.mark.timeout(20)  # a client not woken by its webhook would wait out its 60 s
 def test_a_client_waiting_for_its_result_is_woken_by_its_webhook_and_only_by_its_own() -> None:
-    with result_inbox(SECRET) as inbox:
+    with ResultInbox(SECRET) as inbox:
 
         async def scenario() -> list[str]:
             woken: list[str] = []
@@ -49,13 +54,13 @@ def test_a_client_waiting_for_its_result_is_woken_by_its_webhook_and_only_by_its
 
 @pytest.mark.timeout(60)
 def test_a_webhook_that_arrives_before_its_client_waits_is_kept() -> None:
-    with result_inbox(SECRET) as inbox:
+    with ResultInbox(SECRET) as inbox:
         assert _notify(inbox, "1.2.3.4", per_series=True) == 204  # a series result: its SeriesInstanceUID
         asyncio.run(inbox.wait("1.2.3.4", timeout_s=1))
 
 
 def test_unsigned_wrongly_signed_unreadable_and_oversized_requests_are_refused_and_wake_nobody() -> None:
-    with result_inbox(SECRET) as inbox:
+    with ResultInbox(SECRET) as inbox:
         assert _notify(inbox, "1.2.3.5", secret="another-secret-0123456789") == 401
         assert httpx.post(inbox.url, content=b'{"sop_instance_uid": "1.2.3.5"}').status_code == 401
         garbage = b"not json"
@@ -76,9 +81,8 @@ def test_unsigned_wrongly_signed_unreadable_and_oversized_requests_are_refused_a
 )
 @pytest.mark.timeout(20)
 def test_a_request_without_a_readable_length_is_answered_and_closed(length: str | None, status: int) -> None:
-    with result_inbox(SECRET) as inbox:
-        port = int(inbox.url.split(":")[2].split("/")[0])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+    with ResultInbox(SECRET) as inbox:
+        with socket.create_connection(("127.0.0.1", inbox.port), timeout=10) as connection:
             header = "" if length is None else f"Content-Length: {length}\r\n"
             connection.sendall(f"POST /results-final HTTP/1.1\r\nHost: x\r\n{header}\r\n".encode())
             answer = connection.recv(4096).decode()

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from qure_ray.bench import workloads
 from qure_ray.bench.workloads import _stored
 from qure_ray.dicom.stow import FailedInstance, StoredInstance, store_instances_response
+from tests.unit.client_platform import serve
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 STORED = StoredInstance(CT, "1.2.3.1", "http://pacs/studies/1/series/2/instances/1.2.3.1")
@@ -43,36 +45,22 @@ def test_a_response_that_is_no_store_instances_response_is_not_counted(response:
     assert not _stored(response, "1.2.3.1")
 
 
-@contextmanager
-def _peer_answering_200(body: bytes) -> Iterator[str]:
-    """A STOW-RS peer that reads each upload and answers 200 with `body`."""
+def _peer_answering_200(body: bytes) -> AbstractContextManager[str]:
+    """A STOW-RS peer that answers every upload to `/studies` 200 with `body`; yields its base URL."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/dicom+json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    async def store(request: Request) -> Response:
+        await request.body()
+        return Response(body, media_type="application/dicom+json")
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/studies"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serve(Starlette(routes=[Route("/studies", store, methods=["POST"])]))
 
 
 @pytest.mark.timeout(60)
 def test_ingest_refuses_to_count_a_200_that_stored_nothing() -> None:
     failed = json.dumps(store_instances_response([], [FAILED], study_url=None)[1]).encode()
     stored = json.dumps(store_instances_response([STORED], [], study_url=None)[1]).encode()
-    with _peer_answering_200(stored) as url:
-        assert workloads.ingest(url, [("1.2.3.1", b"DICM")], concurrency=1).count == 1
-    with _peer_answering_200(failed) as url, pytest.raises(RuntimeError, match=r"answered 200, not storing 1\.2\.3\.1"):
-        workloads.ingest(url, [("1.2.3.1", b"DICM")], concurrency=1)
+    with _peer_answering_200(stored) as base_url:
+        assert workloads.ingest(f"{base_url}/studies", [("1.2.3.1", b"DICM")], concurrency=1).count == 1
+    refused = pytest.raises(RuntimeError, match=r"answered 200, not storing 1\.2\.3\.1")
+    with _peer_answering_200(failed) as base_url, refused:
+        workloads.ingest(f"{base_url}/studies", [("1.2.3.1", b"DICM")], concurrency=1)

@@ -248,12 +248,13 @@ def test_a_codestream_declaring_another_size_than_rows_and_columns_is_refused_be
 
 
 def test_encapsulated_pixel_data_cut_short_is_refused_as_a_4xx() -> None:
-    """An item tag with a length and nothing after it: the frame reader's struct.error must not be a 500."""
+    """An item whose header is cut short (tag, then half its length): the frame reader's error must not be a
+    500. (A whole item header with nothing after it reads as an empty fragment and raises nothing.)"""
     from pydicom.uid import JPEGBaseline8Bit
 
     ds = pydicom.dcmread(io.BytesIO(chest_dx(seed=3, size=32)))
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + b"\xfe\xff\x00\xe0\x04\x00\x00\x00"
+    ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + b"\xfe\xff\x00\xe0\x04\x00"
     ds["PixelData"].VR = "OB"
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
