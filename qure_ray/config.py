@@ -343,14 +343,11 @@ class Settings:
                     f"QURE_SECRETS_KEY: key {position} has {len(key)} characters; use at least {MIN_KEY_CHARS} "
                     "random ones (openssl rand -base64 32), comma-separated when rotating (new,old)"
                 )
-        if not _is_host(self.http_host):
-            raise ConfigError(
-                f"QURE_HTTP_HOST: {self.http_host!r} is not a host name or address (127.0.0.1, 0.0.0.0, ::)"
-            )
-        if not _is_host(self.dimse_host):
-            raise ConfigError(
-                f"QURE_DIMSE_HOST: {self.dimse_host!r} is not a host name or address (127.0.0.1, 0.0.0.0)"
-            )
+        for name in ("http_host", "dimse_host"):
+            if not _is_host(host := getattr(self, name)):
+                raise ConfigError(
+                    f"{self._ENV_NAMES[name]}: {host!r} is not a host name or address (127.0.0.1, 0.0.0.0, ::)"
+                )
         if not re.fullmatch(r"[\x20-\x5b\x5d-\x7e]{1,16}", self.dimse_ae_title) or not self.dimse_ae_title.strip():
             raise ConfigError(
                 f"QURE_DIMSE_AE_TITLE: {self.dimse_ae_title!r} is not an AE title (1-16 printable ASCII characters, "

@@ -1,9 +1,10 @@
 """Reading one uploaded DICOM object: parse, validate against the rule table, extract metadata.
 
 `read_instance(data)` is the single entry point; it either returns a `ParsedInstance` whose metadata is
-complete, every value of which converts, and whose pixel data is present and long enough (compressed: frame
-1 decodes), or raises `InvalidInstanceError`. What an upload may expand to is bounded before it expands: a
-Deflated data set by the per-instance limit, a compressed frame by `MAX_FRAME_BYTES`.
+complete, every value of which converts, and whose pixel data is present, long enough, and readable as the
+pipeline reads it (frame 1 decodes and its modality values are finite), or raises `InvalidInstanceError`.
+What an upload may expand to is bounded before it expands: a Deflated data set by the per-instance limit, a
+compressed frame by `MAX_FRAME_BYTES`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from qure_ray.dicom.codestream import declared_size
-from qure_ray.dicom.pixels import decode_grayscale
+from qure_ray.dicom.pixels import check_decodable
 from qure_ray.dicom.standards import (
     COMPRESSED_TRANSFER_SYNTAXES,
     IMAGE_STORAGE_SOP_CLASSES,
@@ -90,7 +91,7 @@ class ParsedInstance:
 def read_instance(data: bytes, *, max_bytes: int | None = None) -> ParsedInstance:
     """Parse and validate one uploaded object. Raises `InvalidInstanceError` naming the broken rule.
 
-    Compressed pixel data is decoded (first frame) here, so that what is stored is known to decode.
+    The first frame is decoded here, so that what is stored is known to decode.
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise Rules.TOO_LARGE.value.fail(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
@@ -231,7 +232,7 @@ def _check_pixel_data(dataset: Dataset) -> None:
                 f"BitsAllocated={bits} x frames={frames}, which needs {expected} bytes"
             )
     # frame 1 as the pipeline reads it (`decode_grayscale`): what is accepted here, the pipeline can read
-    decode_grayscale(dataset, failure=Rules.PIXEL_DATA_UNDECODABLE)
+    check_decodable(dataset, failure=Rules.PIXEL_DATA_UNDECODABLE)
 
 
 def _text(dataset: Dataset, keyword: str) -> str:

@@ -32,6 +32,13 @@ class Windowing:
     center: float | None = None
     width: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.mode != "fixed":
+            if self.center is not None or self.width is not None:
+                raise ValueError(f"window: {self.mode} takes no center or width; fixed does")
+        elif self.center is None or self.width is None or not _usable(self.center, self.width):
+            raise ValueError(f"window: fixed takes a finite center and a width above 0, not {self.center}/{self.width}")
+
     def window_of(self, dataset: Dataset) -> tuple[float | None, float | None]:
         if self.mode == "fixed":
             return self.center, self.width
@@ -44,26 +51,54 @@ DATASET_WINDOW = Windowing()
 def decode_grayscale(dataset: Dataset, *, failure: Rules = Rules.UNREADABLE) -> NDArray[np.float32]:
     """The first frame as float32 in modality units (Rescale Slope/Intercept applied), as stored: MONOCHROME1 is
     not inverted here (a window applies to these values; see `displayed`). Colour is reduced to luminance,
-    PALETTE COLOR after its lookup table. A frame that cannot be read so raises `failure` (ingest runs this
-    too, so what it accepts is what the pipeline can read).
+    PALETTE COLOR after its lookup table. A frame that cannot be read so raises `failure`.
 
     Only that frame is decoded: a multi-frame object's other frames would cost memory and time for nothing."""
-    try:
-        pixels = pixel_array(dataset, index=0)
-        if str(dataset.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
-            pixels = apply_color_lut(pixels, dataset)
-    except Exception as exc:  # pydicom raises many kinds when a codec is missing or the data is corrupt
-        raise failure.value.fail(f"pixel data could not be decoded ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    pixels = _stored_values(dataset, failure)
     image = pixels.astype(np.float32)
     if image.ndim == 3:  # colour: luminance
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     slope, intercept = _rescale_of(dataset, failure)
     if slope != 1 or intercept != 0:
-        image = image * np.float32(slope) + np.float32(intercept)
-    if (pixels.dtype.kind == "f" or slope != 1 or intercept != 0) and not np.isfinite(image).all():
+        image = _rescaled(image, slope, intercept)
+    if pixels.dtype.kind == "f" or slope != 1 or intercept != 0:
+        _require_finite(image, failure)
+    return image
+
+
+def check_decodable(dataset: Dataset, *, failure: Rules) -> None:
+    """What ingest asks of the first frame: that `decode_grayscale` reads it, without making its float32 copy
+    (on a 3000 x 3000 frame that copy costs as much as the whole parse). Integer values are finite after the
+    rescale when the two extremes are: the rescale is monotonic, and luminance stays between a pixel's samples."""
+    pixels = _stored_values(dataset, failure)
+    slope, intercept = _rescale_of(dataset, failure)
+    if pixels.dtype.kind == "f":
+        _require_finite(_rescaled(pixels, slope, intercept), failure)
+    elif slope != 1 or intercept != 0:
+        _require_finite(_rescaled(np.array([pixels.min(), pixels.max()], dtype=np.float32), slope, intercept), failure)
+
+
+def _stored_values(dataset: Dataset, failure: Rules) -> NDArray[Any]:
+    """The first frame's stored values as pydicom decodes them, PALETTE COLOR through its lookup table."""
+    try:
+        pixels: NDArray[Any] = pixel_array(dataset, index=0)
+        if str(dataset.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+            pixels = apply_color_lut(pixels, dataset)
+    except Exception as exc:  # pydicom raises many kinds when a codec is missing or the data is corrupt
+        raise failure.value.fail(f"pixel data could not be decoded ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return pixels
+
+
+def _rescaled(values: NDArray[Any], slope: float, intercept: float) -> NDArray[np.float32]:
+    with np.errstate(over="ignore", invalid="ignore"):  # what overflows is refused by `_require_finite`
+        rescaled: NDArray[np.float32] = values * np.float32(slope) + np.float32(intercept)
+    return rescaled
+
+
+def _require_finite(values: NDArray[Any], failure: Rules) -> None:
+    if not np.isfinite(values).all():
         # float pixel data or a rescale with NaN or infinity: NaN windows to NaN, which would score as "routine"
         raise failure.value.fail("the pixel values are NaN or infinite (float pixel data or rescale)")
-    return image
 
 
 def displayed(dataset: Dataset, *, windowing: Windowing = DATASET_WINDOW) -> NDArray[np.float32]:
@@ -81,8 +116,9 @@ def displayed(dataset: Dataset, *, windowing: Windowing = DATASET_WINDOW) -> NDA
 def window(
     image: NDArray[np.float32], *, center: float | None = None, width: float | None = None
 ) -> NDArray[np.float32]:
-    """Map to [0, 1]: with a window when given, else between the 0.5th and 99.5th percentiles."""
-    if center is None or width is None or width <= 0:
+    """Map to [0, 1]: with a window when given and usable (finite, wider than 0: "NaN" would window the image to
+    NaN), else between the 0.5th and 99.5th percentiles."""
+    if center is None or width is None or not _usable(center, width):
         low, high = np.percentile(image, [0.5, 99.5])
     else:
         low, high = center - width / 2, center + width / 2
@@ -132,9 +168,11 @@ def _window_of(dataset: Dataset) -> tuple[float | None, float | None]:
         center, width = float(center), float(width)
     except (TypeError, ValueError):
         return None, None
-    if not (np.isfinite(center) and np.isfinite(width) and width > 0):  # "NaN" windows the image to NaN
-        return None, None
     return center, width
+
+
+def _usable(center: float, width: float) -> bool:
+    return bool(np.isfinite(center) and np.isfinite(width) and width > 0)
 
 
 def _first(value: Any) -> Any:

@@ -80,9 +80,7 @@ class Preprocessing(_Frozen):
 
     @model_validator(mode="after")
     def _fixed_window(self) -> Preprocessing:
-        given = (self.center is not None, self.width is not None)
-        if given != ((True, True) if self.window == "fixed" else (False, False)):
-            raise ValueError("window: fixed takes a center and a width, and only it does")
+        self.windowing  # noqa: B018 - Windowing refuses what it cannot apply
         return self
 
     @property

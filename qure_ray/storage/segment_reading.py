@@ -55,8 +55,9 @@ def read_live_segments(store: ObjectStore, table: str) -> tuple[list[str], pa.Ta
                 unread = True
         if not unread:
             return listed, unique_rows(pa.concat_tables([read[key] for key in listed])) if listed else None
-        logger.info("a listed %s segment could not be read (merged away meanwhile?): listing again", table)
-        time.sleep(min(1.0, RELIST_PAUSE_S * 2**attempt))
+        if attempt + 1 < MAX_LISTINGS:
+            logger.info("a listed %s segment could not be read (merged away meanwhile?): listing again", table)
+            time.sleep(min(1.0, RELIST_PAUSE_S * 2**attempt))
     raise StorageError(f"{table} segments listed could not be read ({MAX_LISTINGS} listings)")
 
 

@@ -183,7 +183,8 @@ def test_only_the_first_frame_is_decoded() -> None:
     "preprocessing",
     [{"window": "fixed"}, {"window": "fixed", "center": 40}, {"window": "dataset", "center": 40, "width": 80},
      {"window": "dataset", "center": 40},
-     {"window": "fixed", "center": 40, "width": 0}],
+     {"window": "fixed", "center": 40, "width": 0}, {"window": "fixed", "center": "nan", "width": 80},
+     {"window": "fixed", "center": 40, "width": "inf"}],
 )  # fmt: skip
 def test_a_fixed_window_takes_a_center_and_a_width_and_nothing_else_does(
     tmp_path: Path, preprocessing: dict[str, object]

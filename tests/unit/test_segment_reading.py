@@ -132,13 +132,18 @@ class ReadsLagListings(LocalObjectStore):
         return super().get(key)
 
 
-def test_a_listed_segment_that_cannot_be_read_for_a_moment_is_read_again_not_dropped(tmp_path: Path) -> None:
+def test_a_listed_segment_that_cannot_be_read_for_a_moment_is_read_again_not_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Dropped, its rows would be lost at the next start, and reconciliation would remove their originals."""
     ids = three_segments(tmp_path)
     keys, read = read_ids(ReadsLagListings(tmp_path))
     assert len(keys) == 3 and sorted(read) == sorted(ids)
+    pauses: list[float] = []
+    monkeypatch.setattr(segment_reading.time, "sleep", pauses.append)
     with pytest.raises(StorageError, match="could not be read"):  # still listed, never readable: not a load
         read_live_segments(ReadsLagListings(tmp_path, always=True), "events")
+    assert len(pauses) == segment_reading.MAX_LISTINGS - 1  # a pause between listings, none after the last
 
 
 def test_unique_rows_keeps_the_first_of_each_row_id_in_order() -> None:

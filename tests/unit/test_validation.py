@@ -161,6 +161,26 @@ def test_a_rescale_of_nan_is_unreadable_not_scored() -> None:
 
 
 @pytest.mark.parametrize(
+    ("slope", "intercept"),
+    [("1", "0"), ("2", "-1024"), ("-1", "4095"), ("NaN", "0"), ("1", "inf"), ("1e38", "0"), ("-1e38", "0")],
+)
+def test_ingest_refuses_exactly_the_rescales_the_pipeline_cannot_read(slope: str, intercept: str) -> None:
+    """Ingest checks the extremes of the stored values, not a float32 copy of the frame: the two must agree.
+    1e38 x 4095 overflows float32 to infinity."""
+    from qure_ray.dicom.pixels import decode_grayscale
+
+    data = edit(chest_dx(seed=3, size=32), RescaleSlope=slope, RescaleIntercept=intercept)
+    try:
+        decode_grayscale(pydicom.dcmread(io.BytesIO(data)))
+    except InvalidInstanceError:
+        assert refusal(data).code == "pixel-data-undecodable"
+        assert slope in ("NaN", "1e38", "-1e38") or intercept == "inf"
+    else:
+        assert read_instance(data).metadata.rows == 32
+        assert (slope, intercept) in (("1", "0"), ("2", "-1024"), ("-1", "4095"))
+
+
+@pytest.mark.parametrize(
     "changes",
     [
         {"BitsAllocated": 12},
