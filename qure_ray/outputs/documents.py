@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from io import BytesIO
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -13,6 +15,8 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image as PdfImage
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
@@ -33,19 +37,35 @@ def png(rgb: np.ndarray, *, max_side: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-UNPRINTABLE = "not shown: characters outside this report's Latin font (see the DICOM header)"
+UNPRINTABLE = "not shown: characters outside this report's font (see the DICOM header)"
 PATIENT_SEXES = {"M": "male", "F": "female", "O": "other"}
 """DICOM's PatientSex codes (an empty value aside), as a report prints them."""
+UNICODE_FONT_FILE = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"
+"""For a header whose values (names, descriptions: what the source wrote) the PDF's built-in Helvetica cannot
+draw (it has Windows-1252's glyphs): DejaVu Sans 2.37 (matplotlib's copy; its licence beside it), embedded as the
+subset the report uses (about 20 KB more). It draws Latin with every accent (Polish, Czech, Turkish,
+Vietnamese), Greek and Cyrillic. Not CJK: a CJK font is 10-20 MB, and a non-embedded one draws nothing in a
+viewer without language packs."""
 
 
-def printable(text: str) -> bool:
-    """Whether the report's font (Helvetica, Windows-1252 glyphs) draws `text`: others come out as boxes or not
-    at all, and a viewer without CJK language packs draws nothing of a non-embedded CJK font."""
+@functools.cache
+def _unicode_font() -> TTFont:
+    font = TTFont("DejaVuSans", str(UNICODE_FONT_FILE))
+    pdfmetrics.registerFont(font)
+    return font
+
+
+def _in_helvetica(text: str) -> bool:
     try:
         text.encode("cp1252")
     except UnicodeEncodeError:
         return False
     return True
+
+
+def printable(text: str) -> bool:
+    """Whether the report draws `text`: in Helvetica, else in the embedded Unicode font."""
+    return _in_helvetica(text) or all(ord(character) in _unicode_font().face.charToGlyph for character in text)
 
 
 def readable_name(name: object) -> str:
@@ -90,7 +110,10 @@ def pdf_report(*, study: dict[str, str], content: ReportContent, overlay: np.nda
     header = [[name, value if printable(value) else UNPRINTABLE] for name, value in study.items()]
     # an image the model could not read has no triage: "Routine" could deprioritise it on a worklist
     header.append(["Triage", "not assessed" if content.unusable_reason else content.triage.value])
-    story += [Spacer(1, 4 * mm), _table(header, header_row=False), Spacer(1, 4 * mm)]
+    table = _table(header, header_row=False)
+    if not all(_in_helvetica(value) for _, value in header):
+        table.setStyle(TableStyle([("FONTNAME", (1, 0), (1, -1), _unicode_font().fontName)]))
+    story += [Spacer(1, 4 * mm), table, Spacer(1, 4 * mm)]
     story.append(Paragraph(f"<b>Impression:</b> {escape(content.summary)}", styles["Normal"]))
     if content.findings:
         rows = [["Finding", "Score", "Threshold", "Decision"]] + [

@@ -151,9 +151,13 @@ def test_an_unreadable_patient_birth_date_is_emptied_not_fatal(source: pydicom.D
     [
         ("ISO_IR 100", "Müller^Anna^Maria^Dr.", "Name Müller, Dr. Anna Maria"),
         (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎", "Name Yamada, Tarou"),
-        ("ISO_IR 192", "=山田^太郎", "Name not shown: characters outside this report's Latin font"),
+        ("ISO_IR 101", "Wróbel^Łukasz", "Name Wróbel, Łukasz"),
+        ("ISO_IR 144", "Иванова^Анна", "Name Иванова, Анна"),
+        ("ISO_IR 126", "Παπαδόπουλος^Νίκος", "Name Παπαδόπουλος, Νίκος"),
+        ("ISO_IR 192", "Nguyễn^Thị Minh", "Name Nguyễn, Thị Minh"),
+        ("ISO_IR 192", "=山田^太郎", "Name not shown: characters outside this report's font"),
     ],
-    ids=["latin-1", "japanese-with-romaji", "ideographic-only"],
+    ids=["latin-1", "japanese-with-romaji", "latin-2", "cyrillic", "greek", "vietnamese", "ideographic-only"],
 )
 def test_the_pdf_report_says_whose_it_is(
     source: pydicom.Dataset, tmp_path: Path, charset: str | list[str], name: str, shown: str

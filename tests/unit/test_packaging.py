@@ -1,4 +1,5 @@
-"""The wheel carries what a cluster node needs: every package, the routing rules and the shipped models."""
+"""The wheel carries what a cluster node needs: every package, the routing rules, the report font and the shipped
+models."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def test_an_installed_wheel_serves_the_shipped_models(tmp_path: Path) -> None:
     for card in sorted((REPO / "models").glob("*/model.yaml")):
         assert f"qure_ray/shipped_models/{card.parent.name}/model.yaml" in names
     assert "qure_ray/routing/rules.yaml" in names
+    assert "qure_ray/outputs/fonts/DejaVuSans.ttf" in names  # the PDF report's header font
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)  # what pip puts in site-packages, without touching this venv
     probe = (
