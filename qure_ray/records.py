@@ -196,6 +196,21 @@ class Prediction:
     """(labels, h, w) float16 in [0, 1], in the order of the card's labels: where each label's evidence is."""
 
 
+FRAMES_SEGMENT = "/frames/"
+
+
+def slice_key(sop_uid: str, frame: int | None = None) -> str:
+    """How a series result names a slice: its SOPInstanceUID, or for a frame of a multi-frame object (an enhanced
+    CT holds a whole series) `SOPInstanceUID/frames/N`, N from 1, as DICOMweb names a frame."""
+    return sop_uid if frame is None else f"{sop_uid}{FRAMES_SEGMENT}{frame}"
+
+
+def slice_of(key: str) -> tuple[str, int | None]:
+    """The SOPInstanceUID and frame number (None: a single-frame object) a `slice_key` names."""
+    sop_uid, _, frame = key.partition(FRAMES_SEGMENT)
+    return sop_uid, int(frame) if frame else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResultRecord:
     """The outcome of one instance, or of one series for a per-series use case: what `GET /results` serves."""
@@ -214,7 +229,7 @@ class ResultRecord:
     assets: dict[str, list[str]] = field(default_factory=dict)
     """Asset kind (`sc`, `report_pdf`, ...) → object keys on the store (a series has one SC per key slice)."""
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per-series results: each slice's SOPInstanceUID → its scores; the series scores are their maximum."""
+    """Per-series results: each slice (`slice_key`) → its scores; the series scores are their maximum."""
 
     @classmethod
     def without_model(cls, source: str, uid: str, state: InstanceState, reason: str) -> ResultRecord:

@@ -39,26 +39,27 @@ class Windowing:
         elif self.center is None or self.width is None or not _usable(self.center, self.width):
             raise ValueError(f"window: fixed takes a finite center and a width above 0, not {self.center}/{self.width}")
 
-    def window_of(self, dataset: Dataset) -> tuple[float | None, float | None]:
+    def window_of(self, dataset: Dataset, frame: int = 0) -> tuple[float | None, float | None]:
         if self.mode == "fixed":
             return self.center, self.width
-        return _window_of(dataset) if self.mode == "dataset" else (None, None)
+        return _window_of(dataset, frame) if self.mode == "dataset" else (None, None)
 
 
 DATASET_WINDOW = Windowing()
 
 
-def decode_grayscale(dataset: Dataset, *, failure: Rules = Rules.UNREADABLE) -> NDArray[np.float32]:
-    """The first frame as float32 in modality units (Rescale Slope/Intercept applied), as stored: MONOCHROME1 is
-    not inverted here (a window applies to these values; see `displayed`). Colour is reduced to luminance,
-    PALETTE COLOR after its lookup table. A frame that cannot be read so raises `failure`.
+def decode_grayscale(dataset: Dataset, *, frame: int = 0, failure: Rules = Rules.UNREADABLE) -> NDArray[np.float32]:
+    """One frame (0-based; the first by default) as float32 in modality units (Rescale Slope/Intercept applied, the
+    frame's own in an enhanced multi-frame object), as stored: MONOCHROME1 is not inverted here (a window applies
+    to these values; see `displayed`). Colour is reduced to luminance, PALETTE COLOR after its lookup table. A
+    frame that cannot be read so raises `failure`.
 
     Only that frame is decoded: a multi-frame object's other frames would cost memory and time for nothing."""
-    pixels = _stored_values(dataset, failure)
+    pixels = _stored_values(dataset, failure, frame)
     image = pixels.astype(np.float32)
     if image.ndim == 3:  # colour: luminance
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    slope, intercept = _rescale_of(dataset, failure)
+    slope, intercept = _rescale_of(dataset, failure, frame)
     if slope != 1 or intercept != 0:
         image = _rescaled(image, slope, intercept)
     if pixels.dtype.kind == "f" or slope != 1 or intercept != 0:
@@ -78,10 +79,10 @@ def check_decodable(dataset: Dataset, *, failure: Rules) -> None:
         _require_finite(_rescaled(np.array([pixels.min(), pixels.max()], dtype=np.float32), slope, intercept), failure)
 
 
-def _stored_values(dataset: Dataset, failure: Rules) -> NDArray[Any]:
-    """The first frame's stored values as pydicom decodes them, PALETTE COLOR through its lookup table."""
+def _stored_values(dataset: Dataset, failure: Rules, frame: int = 0) -> NDArray[Any]:
+    """One frame's stored values as pydicom decodes them, PALETTE COLOR through its lookup table."""
     try:
-        pixels: NDArray[Any] = pixel_array(dataset, index=0)
+        pixels: NDArray[Any] = pixel_array(dataset, index=frame)
         if str(dataset.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
             pixels = apply_color_lut(pixels, dataset)
     except Exception as exc:  # pydicom raises many kinds when a codec is missing or the data is corrupt
@@ -101,13 +102,13 @@ def _require_finite(values: NDArray[Any], failure: Rules) -> None:
         raise failure.value.fail("the pixel values are NaN or infinite (float pixel data or rescale)")
 
 
-def displayed(dataset: Dataset, *, windowing: Windowing = DATASET_WINDOW) -> NDArray[np.float32]:
-    """The first frame in [0, 1] as a reader sees it, bright for dense: windowed (by default the data set's window
+def displayed(dataset: Dataset, *, windowing: Windowing = DATASET_WINDOW, frame: int = 0) -> NDArray[np.float32]:
+    """One frame (0-based) in [0, 1] as a reader sees it, bright for dense: windowed (by default the data set's window
     when present, else percentiles), then inverted for MONOCHROME1. The order is the standard's (the VOI LUT
     applies to modality values, PS3.3 C.11.2); inverting first put a MONOCHROME1 image's window on the wrong
     values (a chest radiograph came out nearly black)."""
-    center, width = windowing.window_of(dataset)
-    shown = window(decode_grayscale(dataset), center=center, width=width)
+    center, width = windowing.window_of(dataset, frame)
+    shown = window(decode_grayscale(dataset, frame=frame), center=center, width=width)
     if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         return np.float32(1) - shown
     return shown
@@ -135,21 +136,28 @@ def resize(image: NDArray[np.float32], *, size: int) -> NDArray[np.float32]:
     return np.asarray(resized, dtype=np.float32)
 
 
-def _frame_0(dataset: Dataset, sequence: str) -> Dataset | None:
-    """Frame 0's item of a functional group macro (enhanced multi-frame objects keep Rescale and Window there,
-    PS3.3 C.7.6.16): the per-frame one, else the shared one."""
-    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+def frame_count(dataset: Dataset) -> int:
+    try:
+        return max(1, int(dataset.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _frame_item(dataset: Dataset, sequence: str, frame: int) -> Dataset | None:
+    """A frame's item of a functional group macro (enhanced multi-frame objects keep Rescale and Window there,
+    PS3.3 C.7.6.16): the frame's own, else the shared one."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
         items = dataset.get(groups)
-        if items and sequence in items[0] and items[0][sequence].value:
-            item: Dataset = items[0][sequence].value[0]
+        if items and len(items) > index and sequence in items[index] and items[index][sequence].value:
+            item: Dataset = items[index][sequence].value[0]
             return item
     return None
 
 
-def _rescale_of(dataset: Dataset, failure: Rules) -> tuple[float, float]:
-    """Rescale Slope and Intercept: the data set's own, else frame 0's Pixel Value Transformation."""
+def _rescale_of(dataset: Dataset, failure: Rules, frame: int = 0) -> tuple[float, float]:
+    """Rescale Slope and Intercept: the data set's own, else the frame's Pixel Value Transformation."""
     source = dataset if "RescaleSlope" in dataset or "RescaleIntercept" in dataset else None
-    source = source or _frame_0(dataset, "PixelValueTransformationSequence") or dataset
+    source = source or _frame_item(dataset, "PixelValueTransformationSequence", frame) or dataset
     slope, intercept = source.get("RescaleSlope", 1), source.get("RescaleIntercept", 0)
     try:  # both are VM 1; a second value is malformed, and `float` of it a TypeError
         return float(slope or 1), float(intercept or 0)
@@ -157,10 +165,10 @@ def _rescale_of(dataset: Dataset, failure: Rules) -> tuple[float, float]:
         raise failure.value.fail("Rescale Slope or Intercept is not one number") from exc
 
 
-def _window_of(dataset: Dataset) -> tuple[float | None, float | None]:
-    """The first Window Center/Width pair of the data set (or of frame 0's Frame VOI LUT), if any."""
+def _window_of(dataset: Dataset, frame: int = 0) -> tuple[float | None, float | None]:
+    """The first Window Center/Width pair of the data set (or of the frame's Frame VOI LUT), if any."""
     if "WindowCenter" not in dataset:
-        dataset = _frame_0(dataset, "FrameVOILUTSequence") or dataset
+        dataset = _frame_item(dataset, "FrameVOILUTSequence", frame) or dataset
     try:
         center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
         if center is None or width is None:
@@ -181,12 +189,20 @@ def _first(value: Any) -> Any:
     return value
 
 
-def prepare_for_model(data: bytes, *, size: int, windowing: Windowing, one_frame: bool = False) -> NDArray[np.float32]:
+def prepare_for_model(data: bytes, *, size: int, windowing: Windowing) -> NDArray[np.float32]:
     """From stored DICOM bytes to the model's input: decode, window (the model card's), resize. Only the first
-    frame is read; `one_frame` refuses an object with more (a series read slice by slice would score one of
-    its slices and miss the rest)."""
+    frame is read (a radiograph has one)."""
     dataset = pydicom.dcmread(BytesIO(data))
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    if one_frame and frames > 1:
-        raise Rules.ONE_FRAME_PER_SLICE.value.fail(f"{frames} frames")
     return resize(displayed(dataset, windowing=windowing), size=size)
+
+
+def prepare_slices(data: bytes, *, size: int, windowing: Windowing) -> NDArray[np.float32]:
+    """Every frame of an object of a series read slice by slice, as the model's inputs (frames, size, size): a
+    classic CT slice has one; an enhanced (or legacy converted) CT holds the whole series, each frame with its
+    own rescale and window."""
+    dataset = pydicom.dcmread(BytesIO(data))
+    count = frame_count(dataset)
+    slices = np.empty((count, size, size), dtype=np.float32)
+    for frame in range(count):
+        slices[frame] = resize(displayed(dataset, windowing=windowing, frame=frame), size=size)
+    return slices

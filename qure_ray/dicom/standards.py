@@ -29,6 +29,7 @@ IMAGE_STORAGE_SOP_CLASSES: dict[str, str] = {
     _STORAGE + "1.3": "Digital Intra-Oral X-Ray Image Storage - For Presentation",
     _STORAGE + "2": "CT Image Storage",
     _STORAGE + "2.1": "Enhanced CT Image Storage",
+    _STORAGE + "2.2": "Legacy Converted Enhanced CT Image Storage",
     _STORAGE + "3.1": "Ultrasound Multi-frame Image Storage",
     _STORAGE + "4": "MR Image Storage",
     _STORAGE + "4.1": "Enhanced MR Image Storage",

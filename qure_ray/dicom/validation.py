@@ -135,12 +135,6 @@ class Rules(Enum):
         "compressed frames that decode with the declared transfer syntax",
         _F.CANNOT_UNDERSTAND,
     )
-    ONE_FRAME_PER_SLICE = Rule(
-        "multi-frame-slice",
-        "(0028,0008) NumberOfFrames",
-        "one frame per instance for a use case that reads a series slice by slice (send each slice on its own)",
-        _F.CANNOT_UNDERSTAND,
-    )
     STUDY_MISMATCH = Rule(
         "study-mismatch",
         "(0020,000D) StudyInstanceUID",

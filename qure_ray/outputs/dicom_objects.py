@@ -56,12 +56,14 @@ class OutputUids:
     seed: tuple[str, ...]
 
     @classmethod
-    def of(cls, sources: Sequence[Dataset], content: ReportContent) -> OutputUids:
+    def of(cls, sources: Sequence[Dataset], content: ReportContent, frames: Sequence[int | None] = ()) -> OutputUids:
         """From everything the outputs show: the findings, each source's identity and header fields it copies
-        (a corrected header is another object, not the same one changed) and a hash of its pixel data."""
+        (a corrected header is another object, not the same one changed), a hash of its pixel data, and the
+        frames read of multi-frame sources (each source counted once)."""
         findings = [(f.name, round(f.score, 6), f.positive) for f in content.findings]
         seed = [MANUFACTURER, content.model.name, content.model.version, repr(findings), content.unusable_reason or ""]
-        for source in sources:
+        seed += [str(frame) for frame in frames if frame is not None]
+        for source in _distinct(sources):
             pixels = source.get("PixelData") or b""
             seed += [str(source.get(keyword, "")) for keyword in _IDENTITY]
             seed.append(hashlib.sha256(bytes(pixels)).hexdigest())
@@ -151,10 +153,17 @@ def _equipment(content: ReportContent) -> hd.ContributingEquipment:
 
 
 def secondary_capture(
-    source: Dataset, rgb: np.ndarray, content: ReportContent, *, uids: OutputUids | None = None, index: int = 0
+    source: Dataset,
+    rgb: np.ndarray,
+    content: ReportContent,
+    *,
+    uids: OutputUids | None = None,
+    index: int = 0,
+    frame: int | None = None,
 ) -> bytes:
     """The overlay image (RGB, 8 bit) as Secondary Capture Image Storage. A series result's key slices share
-    one series (`uids`), each its own `index`: one overlay series in the PACS, not one per slice."""
+    one series (`uids`), each its own `index`: one overlay series in the PACS, not one per slice. `frame`: the
+    frame of a multi-frame source the overlay shows (from 1), which its Source Image Sequence names."""
     uids = uids or OutputUids.of([source], content)
     orientation = patient_orientation(source)
     sc = hd.sc.SCImage.from_ref_dataset(
@@ -175,10 +184,7 @@ def secondary_capture(
         specific_character_set=None,
     )
     _with_charset(sc, source)
-    reference = Dataset()
-    reference.ReferencedSOPClassUID = source.SOPClassUID
-    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    sc.SourceImageSequence = [reference]
+    sc.SourceImageSequence = [_reference(source, frame)]
     if orientation is None:  # Type 2C: unknown, so empty rather than guessed
         sc["PatientOrientation"] = _empty("PatientOrientation")
     else:  # the source's own, which may be "A\FR" (mammography, oblique views): highdicom takes one letter each
@@ -189,16 +195,23 @@ def secondary_capture(
     return to_bytes(sc)
 
 
-def structured_report(sources: Sequence[Dataset], content: ReportContent, *, uids: OutputUids | None = None) -> bytes:
+def structured_report(
+    sources: Sequence[Dataset],
+    content: ReportContent,
+    *,
+    uids: OutputUids | None = None,
+    frames: Sequence[int | None] = (),
+) -> bytes:
     """Comprehensive 3D SR, TID 1500: per label a present/absent evaluation and its score.
 
     Each label's measurement group names the algorithm once (TID 4019); the score inside it does not repeat
     it, which took about a tenth more time to build and write (fastest of six rounds: 115 against 102 ms).
 
-    `sources`: the image read, or a series' key slices; every finding cites them as its source images.
+    `sources`: the image read, or a series' key slices; every finding cites them as its source images, with
+    the frame read (`frames`, from 1, in order) where a source is a multi-frame object.
     """
     source = sources[0]
-    uids = uids or OutputUids.of(sources, content)
+    uids = uids or OutputUids.of(sources, content, frames)
     algorithm = hd.sr.AlgorithmIdentification(name=content.model.name, version=content.model.version)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -206,7 +219,10 @@ def structured_report(sources: Sequence[Dataset], content: ReportContent, *, uid
             uid=device_uid(content), name=content.model.name, manufacturer_name=MANUFACTURER
         ),
     )
-    source_images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in sources]
+    source_images = [
+        hd.sr.SourceImageForMeasurementGroup.from_source_image(ds, referenced_frame_numbers=[frame] if frame else None)
+        for ds, frame in zip(sources, frames or [None] * len(sources), strict=True)
+    ]
     groups = []
     for finding in content.findings:
         finding_code = hd.sr.CodedConcept(value=finding.name, scheme_designator="99QURE", meaning=finding.display)
@@ -238,7 +254,7 @@ def structured_report(sources: Sequence[Dataset], content: ReportContent, *, uid
         imaging_measurements=groups,
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=list(sources),
+        evidence=_distinct(sources),
         content=report,
         series_instance_uid=uids.uid("sr series"),
         series_number=SR_SERIES_NUMBER,
@@ -290,15 +306,22 @@ def encapsulated_pdf(
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)
-    ds.SourceInstanceSequence = [_reference(image) for image in sources]
+    ds.SourceInstanceSequence = [_reference(image) for image in _distinct(sources)]
     return to_bytes(ds)
 
 
-def _reference(source: Dataset) -> Dataset:
+def _reference(source: Dataset, frame: int | None = None) -> Dataset:
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    if frame is not None:
+        reference.ReferencedFrameNumber = frame
     return reference
+
+
+def _distinct(sources: Sequence[Dataset]) -> list[Dataset]:
+    """Each source object once: two key slices of a series may be frames of one multi-frame object."""
+    return list({str(source.SOPInstanceUID): source for source in sources}.values())
 
 
 def device_uid(content: ReportContent) -> str:

@@ -16,14 +16,16 @@ HEAT_FLOOR = 0.4
 LEGEND_MIN_PX = 10
 
 
-def display_image(dataset: Dataset, windowing: Windowing = DATASET_WINDOW) -> np.ndarray:
-    """The first frame as 8-bit grayscale, windowed as the data set says (or by percentiles), or as given."""
-    return (displayed(dataset, windowing=windowing) * 255).astype(np.uint8)
+def display_image(dataset: Dataset, windowing: Windowing = DATASET_WINDOW, frame: int | None = None) -> np.ndarray:
+    """A frame (from 1; None: the first) as 8-bit grayscale, windowed as the data set says (or by percentiles), or
+    as given."""
+    return (displayed(dataset, windowing=windowing, frame=(frame or 1) - 1) * 255).astype(np.uint8)
 
 
-def overlay(dataset: Dataset, content: ReportContent) -> np.ndarray:
-    """RGB uint8 (rows, columns, 3): the image, heat of each positive finding in its colour, a legend."""
-    gray = display_image(dataset, content.windowing).astype(np.float32)
+def overlay(dataset: Dataset, content: ReportContent, frame: int | None = None) -> np.ndarray:
+    """RGB uint8 (rows, columns, 3): the image (the frame read, in a multi-frame object), heat of each positive
+    finding in its colour, a legend."""
+    gray = display_image(dataset, content.windowing, frame).astype(np.float32)
     rgb = np.repeat(gray[..., None], 3, axis=2)
     rows, columns = gray.shape
     positives = [i for i, finding in enumerate(content.findings) if finding.positive]

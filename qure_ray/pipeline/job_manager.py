@@ -36,7 +36,7 @@ from qure_ray.models.registry import load_registry
 from qure_ray.models.verdict import check_prediction, verdict
 from qure_ray.pipeline.notifier import WebhookNotifier
 from qure_ray.pipeline.replicas import live_other_replicas, this_replica
-from qure_ray.pipeline.tasks import build_outputs, preprocess
+from qure_ray.pipeline.tasks import build_outputs, preprocess, preprocess_slices
 from qure_ray.ray_failures import is_platform_failure
 from qure_ray.records import (
     UNFINISHED_STATES,
@@ -48,6 +48,8 @@ from qure_ray.records import (
     SeriesRef,
     SeriesTrigger,
     UseCase,
+    slice_key,
+    slice_of,
 )
 from qure_ray.replica_logging import log_to_replica_file
 from qure_ray.routing import InstanceFacts, Router, load_routing
@@ -291,7 +293,7 @@ class JobManager:
             image = await self._attempts(
                 "preprocess",
                 lambda: preprocess.options(resources=self.task_resources).remote(
-                    self.location, record.object_key, card.input.size, card.preprocessing.windowing, False
+                    self.location, record.object_key, card.input.size, card.preprocessing.windowing
                 ),
             )
             timings["preprocess"] = time.perf_counter() - started
@@ -319,7 +321,10 @@ class JobManager:
             assets = await self._attempts(
                 "outputs",
                 lambda: build_outputs.options(resources=self.task_resources).remote(
-                    self.location, [(record.object_key, prediction.heatmaps)], result, str(card.folder / CARD_FILE)
+                    self.location,
+                    [(record.object_key, None, prediction.heatmaps)],
+                    result,
+                    str(card.folder / CARD_FILE),
                 ),
             )
             timings["outputs"] = time.perf_counter() - started
@@ -427,33 +432,48 @@ class JobManager:
         timings: dict[str, float] = {"queue": max(0.0, (now() - min(r.received_at for r in held)).total_seconds())}
         in_flight = asyncio.Semaphore(MAX_SLICES_IN_FLIGHT)
         unreadable: list[str] = []
+        read_slices: dict[str, Prediction] = {}
 
-        async def read(record: InstanceRecord) -> Prediction | None:
+        def unusable(key: str, reason: str) -> None:
+            logger.warning("slice %s of series %s is unusable: %s", key, series.series_uid, reason)
+            unreadable.append(reason)
+
+        async def read_slice(key: str, image: NDArray[np.float32]) -> None:
             async with in_flight:
-                try:
-                    outcome = await self._read_slice(card, usecase, record)
-                except InvalidInstanceError as exc:
-                    outcome = str(exc)
-                if isinstance(outcome, str):
-                    logger.warning("slice %s of series %s is unusable: %s", record.sop_uid, series.series_uid, outcome)
-                    unreadable.append(outcome)
-                    return None
-                return outcome
+                outcome = await self._read_slice(card, usecase, image)
+            if isinstance(outcome, str):
+                unusable(key, outcome)
+            else:
+                read_slices[key] = outcome
+
+        async def read(record: InstanceRecord) -> None:
+            """Each frame of the instance is a slice (an enhanced CT holds the whole series in one object)."""
+            try:
+                async with in_flight:
+                    images = await self._slices_of(card, record)
+            except InvalidInstanceError as exc:
+                unusable(record.sop_uid, str(exc))
+                return
+            frames = [None] if len(images) == 1 else list(range(1, len(images) + 1))
+            async with asyncio.TaskGroup() as group:
+                for frame, image in zip(frames, images, strict=True):
+                    group.create_task(read_slice(slice_key(record.sop_uid, frame), image))
 
         started = time.perf_counter()
         try:
             async with asyncio.TaskGroup() as group:  # a slice that fails for good cancels the others' reads
-                reads = {r.sop_uid: group.create_task(read(r)) for r in held}
+                for record in held:
+                    group.create_task(read(record))
         except Exception as exc:
-            cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+            cause = exc
+            while isinstance(cause, ExceptionGroup):
+                cause = cause.exceptions[0]
             return ResultRecord(**base, state=InstanceState.FAILED, reason=f"{type(cause).__name__}: {cause}")
-        predictions = {sop: task.result() for sop, task in reads.items()}
         timings["slices"] = time.perf_counter() - started
-        read_slices = {sop: p for sop, p in predictions.items() if p is not None}
         if not read_slices:
             reason = f"no slice of the series could be read: {unreadable[0] if unreadable else 'none held'}"
             return ResultRecord(**base, state=InstanceState.UNUSABLE, reason=reason)
-        slices = {sop: p.scores for sop, p in read_slices.items()}
+        slices = {key: read_slices[key].scores for key in sorted(read_slices, key=_slice_order(held))}
         scores = {label: max(s[label] for s in slices.values()) for label in card.label_names}
         triage, decisions = verdict(card, scores)
         model = next(iter(read_slices.values())).model
@@ -467,7 +487,7 @@ class JobManager:
             slices=slices,
         )
         keys = {r.sop_uid: r.object_key for r in held}
-        images = [(keys[sop], read_slices[sop].heatmaps) for sop in result.key_slices]
+        images = [(keys[slice_of(key)[0]], slice_of(key)[1], read_slices[key].heatmaps) for key in result.key_slices]
         try:
             started = time.perf_counter()
             assets = await self._attempts(
@@ -483,14 +503,18 @@ class JobManager:
             result, assets=assets, timings_s={name: round(value, 4) for name, value in timings.items()}
         )
 
-    async def _read_slice(self, card: ModelCard, usecase: UseCase, record: InstanceRecord) -> Prediction | str:
-        """One slice through preprocessing and the model, or why it is unusable (blank)."""
-        image = await self._attempts(
+    async def _slices_of(self, card: ModelCard, record: InstanceRecord) -> NDArray[np.float32]:
+        """An instance of a series as the model's inputs, one per frame."""
+        images: NDArray[np.float32] = await self._attempts(
             "preprocess",
-            lambda: preprocess.options(resources=self.task_resources).remote(
-                self.location, record.object_key, card.input.size, card.preprocessing.windowing, True
+            lambda: preprocess_slices.options(resources=self.task_resources).remote(
+                self.location, record.object_key, card.input.size, card.preprocessing.windowing
             ),
         )
+        return images
+
+    async def _read_slice(self, card: ModelCard, usecase: UseCase, image: NDArray[np.float32]) -> Prediction | str:
+        """One slice through the model, or why it is unusable (blank)."""
         if (reason := blank_reason(image)) is not None:
             return reason
         return await self._attempts("inference", lambda: self._predict(card, usecase, image))
@@ -507,7 +531,7 @@ class JobManager:
             assets = await self._attempts(
                 "outputs",
                 lambda: build_outputs.options(resources=self.task_resources).remote(
-                    self.location, [(record.object_key, None)], result, str(card.folder / CARD_FILE)
+                    self.location, [(record.object_key, None, None)], result, str(card.folder / CARD_FILE)
                 ),
             )
         except Exception as exc:
@@ -549,6 +573,18 @@ def _observe(result: ResultRecord) -> None:
 def _still_held(record: InstanceRecord) -> Unsettled:
     """A slice that still holds the content its series read (or, for a late slice, that was found late)."""
     return Unsettled.of(record, states=frozenset({InstanceState.HELD}))
+
+
+def _slice_order(held: list[InstanceRecord]) -> Callable[[str], tuple[int, int]]:
+    """Slices in the order of their instances, frames in order: ties between slices' scores pick the same key
+    slice however the reads finished."""
+    position = {record.sop_uid: index for index, record in enumerate(held)}
+
+    def order(key: str) -> tuple[int, int]:
+        sop_uid, frame = slice_of(key)
+        return position[sop_uid], frame or 0
+
+    return order
 
 
 def _late_reason(series_uid: str) -> str:

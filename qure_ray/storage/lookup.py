@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from qure_ray.records import UNFINISHED_STATES, InstanceRecord, InstanceState, ResultRecord
+from qure_ray.records import UNFINISHED_STATES, InstanceRecord, InstanceState, ResultRecord, slice_of
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def _series_lookup(catalog: CatalogReader, source: str, uid: str, series_uid: st
     answer = ResultLookup(uid=uid, found=True, series_uid=series_uid, series_size=len(instances))
     if result is not None:
         slices = {record.sop_uid: record.object_key for record in instances}
-        originals = tuple(slices[sop] for sop in result.key_slices if sop in slices)
+        # one per key slice, in order: two frames of one multi-frame object name it twice
+        originals = tuple(slices[sop] for sop, _ in map(slice_of, result.key_slices) if sop in slices)
         return replace(answer, result=result, originals=originals)
     started = catalog.series_started(source, series_uid) or any(r.state in UNFINISHED_STATES for r in instances)
     return replace(answer, series_started=started)

@@ -9,7 +9,7 @@ import httpx
 import pydicom
 import pytest
 
-from qure_ray.models.phantoms import head_ct_series
+from qure_ray.models.phantoms import head_ct_multiframe, head_ct_series
 from tests.integration.conftest import OTHER_SOURCE, SERIES_QUIET_PERIOD_S, Deployed
 from tests.integration.test_end_to_end import catalog_table
 
@@ -81,6 +81,29 @@ def test_compute_starts_a_series_and_its_result_answers_by_series_and_by_slice(d
     ]  # fmt: skip
     triggers = [row["trigger"] for row in catalog_table(deployed, "series").to_pylist() if row["series_uid"] == series]
     assert triggers == ["compute"]
+
+
+def test_a_series_sent_as_one_multi_frame_ct_is_read_frame_by_frame(deployed: Deployed) -> None:
+    """An enhanced (legacy converted) CT holds the series in one object: it was refused as one multi-frame slice.
+    Each frame is now a slice (`SOPInstanceUID/frames/N`), and the key slice's SC names its frame."""
+    data = head_ct_multiframe(seed=404, findings={"intracranial_haemorrhage", "midline_shift"}, slices=8)
+    study, series, (sop,) = uids([data])
+    assert deployed.upload(data).status_code == 200
+    assert compute(deployed, series).status_code == 200
+    response = deployed.wait_final(series, timeout_s=300)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["series"]["slices_read"] == 8
+    assert set(body["series"]["slice_scores"]) == {f"{sop}/frames/{n}" for n in range(1, 9)}
+    assert body["result"]["decisions"] == {"intracranial_haemorrhage": True, "midline_shift": True}
+    key_slice = body["series"]["key_slices"][0]
+    files = body["result"]["files"]
+    assert len(files["original"]) == len(files["sc"]) == len(body["series"]["key_slices"])
+    sc = pydicom.dcmread(io.BytesIO(httpx.get(files["sc"][0], timeout=30).content))
+    (reference,) = sc.SourceImageSequence
+    assert sc.StudyInstanceUID == study
+    assert f"{reference.ReferencedSOPInstanceUID}/frames/{reference.ReferencedFrameNumber}" == key_slice
+    assert deployed.result(sop).json()["series"] == body["series"]  # the object's own UID answers for the series
 
 
 def test_a_quiet_series_starts_by_itself(deployed: Deployed) -> None:

@@ -438,29 +438,54 @@ def test_an_instance_queued_again_while_it_runs_is_queued_again_once_the_run_end
     assert put_back == ["4.5"]
 
 
-def test_a_series_slice_is_preprocessed_one_frame_only_and_a_single_image_is_not(
+class _Answers:
+    """A Ray task's `.options(...).remote(...)`, answered in this process by `answer(*args)`."""
+
+    def __init__(self, answer: Callable[..., Any]) -> None:
+        self.answer = answer
+
+    def options(self, **_: object) -> _Answers:
+        return self
+
+    async def remote(self, *args: Any) -> Any:
+        return self.answer(*args)
+
+
+def test_each_frame_of_an_instance_in_a_series_is_a_slice_named_by_its_frame(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A multi-frame object in a series read slice by slice would be scored on its first frame alone."""
-    asked: list[bool] = []
+    """An enhanced CT holds a whole series in one object: it was refused. Each frame is now a slice, named
+    `SOPInstanceUID/frames/N`, beside the single-frame slices of the series; a key slice's outputs show its frame."""
+    import numpy as np
 
-    class Preprocess:
-        def options(self, **_: object) -> Preprocess:
-            return self
+    from qure_ray.models import load_card
+    from qure_ray.paths import SHIPPED_MODELS_DIR
+    from qure_ray.records import Prediction
 
-        async def remote(self, *args: Any) -> Any:
-            asked.append(args[-1])
-            raise job_manager.InvalidInstanceError(Rules.ONE_FRAME_PER_SLICE.value.violation("3 frames"))
+    card = load_card(SHIPPED_MODELS_DIR / "qer-densenet" / "model.yaml")
+    noise = np.random.default_rng(0).random((8, 8), dtype=np.float32) * 0.2
+    frames = np.stack([noise + level for level in (0.2, 0.7, 0.4)])  # the second frame scores highest
+    monkeypatch.setattr(job_manager, "preprocess_slices", _Answers(lambda _, key, *__: frames[:1] if "9.6" in key
+                                                                   else frames))  # fmt: skip
+    rendered: list[list[Any]] = []
+    monkeypatch.setattr(job_manager, "build_outputs", _Answers(lambda _, images, *__: rendered.append(images) or {}))
+    heatmaps = np.zeros((len(card.label_names), 2, 2), np.float16)
 
-    monkeypatch.setattr(job_manager, "preprocess", Preprocess())
-    _, record, jobs = queued_instance(tmp_path, "6.1")
-    jobs.location, jobs.max_attempts = None, 1
-    card = SimpleNamespace(input=SimpleNamespace(size=64), preprocessing=SimpleNamespace(windowing=None))
-    with pytest.raises(job_manager.InvalidInstanceError, match="one frame per instance"):
-        asyncio.run(jobs._read_slice(card, UseCase.QER, record))
-    jobs.cards = {UseCase.QXR: card}
-    result = asyncio.run(jobs._workflow(dataclasses.replace(record, rows=512, columns=512)))
-    assert asked == [True, False] and result.state is InstanceState.UNUSABLE
+    def predict(image: Any) -> Prediction:
+        scores = dict.fromkeys(card.label_names, round(float(image.mean()), 3))
+        return Prediction(scores=scores, model=card.info, heatmaps=heatmaps)
+
+    model = SimpleNamespace(predict=Call(predict))
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    held = [dataclasses.replace(make_record(sop), modality="CT", body_part="HEAD", series_uid="7.5")
+            for sop in ("9.5", "9.6")]  # fmt: skip
+    jobs = manager(catalog)
+    jobs.location, jobs.max_attempts, jobs.cards, jobs.models = None, 1, {UseCase.QER: card}, {UseCase.QER: model}
+    result = asyncio.run(jobs._series_workflow(SeriesRef(source="site-a", series_uid="7.5"), held, held))
+    assert result.state is InstanceState.DONE
+    assert list(result.slices) == ["9.5/frames/1", "9.5/frames/2", "9.5/frames/3", "9.6"]
+    assert result.key_slices == ["9.5/frames/2"] and result.scores == result.slices["9.5/frames/2"]
+    assert rendered == [[(held[0].object_key, 2, heatmaps)]]
 
 
 def test_a_series_of_which_no_slice_can_be_read_says_why(tmp_path: Path) -> None:
@@ -470,13 +495,13 @@ def test_a_series_of_which_no_slice_can_be_read_says_why(tmp_path: Path) -> None
         held.append(dataclasses.replace(make_record(sop), modality="CT", body_part="HEAD", series_uid="7.8"))
     jobs = manager(catalog)
 
-    async def read_slice(card: Any, usecase: UseCase, record: InstanceRecord) -> str:
-        raise job_manager.InvalidInstanceError(Rules.ONE_FRAME_PER_SLICE.value.violation("40 frames"))
+    async def slices_of(card: Any, record: InstanceRecord) -> Any:
+        raise job_manager.InvalidInstanceError(Rules.PIXEL_DATA_UNDECODABLE.value.violation("JPEG 2000 cut short"))
 
-    jobs._read_slice = read_slice
+    jobs._slices_of = slices_of
     result = asyncio.run(jobs._series_workflow(SeriesRef(source="site-a", series_uid="7.8"), held, held))
     assert result.state is InstanceState.UNUSABLE
-    assert result.reason.startswith("no slice of the series could be read: (0028,0008) NumberOfFrames: 40 frames")
+    assert result.reason.startswith("no slice of the series could be read: (7FE0,0010) PixelData: JPEG 2000 cut")
 
 
 def test_a_settled_series_is_not_settled_again_by_a_stale_round(tmp_path: Path) -> None:
@@ -568,9 +593,13 @@ class _Preprocessed:
         return self
 
     async def remote(self, *args: Any) -> Any:
+        return self.image(args[2])
+
+    @staticmethod
+    def image(size: int) -> Any:
         import numpy as np
 
-        return np.random.default_rng(0).random((args[2], args[2]), dtype=np.float32)
+        return np.random.default_rng(0).random((size, size), dtype=np.float32)
 
 
 @pytest.mark.parametrize(
@@ -606,7 +635,7 @@ def test_a_prediction_that_is_not_a_score_per_card_label_fails_the_image_not_rep
     assert result.state is InstanceState.FAILED and result.triage_status is None
     assert result.reason.startswith("ModelError: model qxr-densenet") and reason in result.reason
     with pytest.raises(ModelError, match=reason.split(" (")[0]):  # a series' slice: its series fails
-        asyncio.run(jobs._read_slice(card, UseCase.QXR, record))
+        asyncio.run(jobs._read_slice(card, UseCase.QXR, _Preprocessed.image(card.input.size)))
 
 
 def test_an_answer_of_another_card_version_is_asked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -619,10 +648,10 @@ def test_an_answer_of_another_card_version_is_asked_again(tmp_path: Path, monkey
     answers = [{"an old label": 0.2}, dict.fromkeys(card.label_names, 0.1)]
     monkeypatch.setattr(job_manager, "preprocess", _Preprocessed())
     monkeypatch.setattr(job_manager, "RETRY_BASE_DELAY_S", 0.0)
-    _, record, jobs = queued_instance(tmp_path, "6.3")
+    _, _, jobs = queued_instance(tmp_path, "6.3")
     jobs.location, jobs.max_attempts = None, 2
     model = SimpleNamespace(predict=Call(lambda image: Prediction(scores=answers.pop(0), model=card.info)))
     jobs.models = {UseCase.QXR: model}
-    prediction = asyncio.run(jobs._read_slice(card, UseCase.QXR, record))
+    prediction = asyncio.run(jobs._read_slice(card, UseCase.QXR, _Preprocessed.image(card.input.size)))
     assert isinstance(prediction, Prediction) and sorted(prediction.scores) == sorted(card.label_names)
     assert answers == []

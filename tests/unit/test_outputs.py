@@ -16,7 +16,7 @@ from qure_ray.models import load_card
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.dicom_objects import encapsulated_pdf, secondary_capture, structured_report
 from qure_ray.outputs.documents import THUMBNAIL_PX, pdf_report, png
-from qure_ray.outputs.overlay import overlay
+from qure_ray.outputs.overlay import display_image, overlay
 from qure_ray.paths import SHIPPED_MODELS_DIR
 from qure_ray.records import InstanceState, ModelInfo, ResultRecord, TriageStatus, UseCase
 
@@ -112,13 +112,13 @@ def test_png_full_and_thumbnail(source: pydicom.Dataset, content: ReportContent)
 
 
 def test_unusable_image_assets_say_so_instead_of_findings(source: pydicom.Dataset, tmp_path: Path) -> None:
-    from qure_ray.outputs.assets import AssetKind, render_assets
+    from qure_ray.outputs.assets import AssetKind, KeyImage, render_assets
 
     result = ResultRecord(
         source="s", sop_uid=source.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.UNUSABLE,
         reason="ViewPosition LL is a lateral view",
     )  # fmt: skip
-    assets = {asset.kind: asset for asset in render_assets([(source, None)], result, CARD)}
+    assets = {asset.kind: asset for asset in render_assets([KeyImage(source)], result, CARD)}
     assert AssetKind.REPORT_SR not in assets and AssetKind.SC in assets
     assert dciodvfy_errors(assets[AssetKind.SC].data, tmp_path) == []
     (tmp_path / "r.pdf").write_bytes(assets[AssetKind.REPORT_PDF].data)
@@ -131,7 +131,7 @@ def test_an_unreadable_patient_birth_date_is_emptied_not_fatal(source: pydicom.D
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
-    from qure_ray.outputs.assets import AssetKind, render_assets
+    from qure_ray.outputs.assets import AssetKind, KeyImage, render_assets
 
     tag = Tag(0x0010, 0x0030)
     broken = pydicom.dcmread(io.BytesIO(to_bytes(source)))
@@ -140,7 +140,7 @@ def test_an_unreadable_patient_birth_date_is_emptied_not_fatal(source: pydicom.D
         source="s", sop_uid=broken.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
         scores=dict.fromkeys(CARD.label_names, 0.1), decisions=dict.fromkeys(CARD.label_names, False),
     )  # fmt: skip
-    assets = {asset.kind: asset for asset in render_assets([(broken, None)], result, CARD)}
+    assets = {asset.kind: asset for asset in render_assets([KeyImage(broken)], result, CARD)}
     sc = pydicom.dcmread(io.BytesIO(assets[AssetKind.SC].data))
     assert sc.PatientBirthDate == "" and sc.PatientID == source.PatientID
     assert dciodvfy_errors(assets[AssetKind.SC].data, tmp_path) == []
@@ -163,7 +163,7 @@ def test_the_pdf_report_says_whose_it_is(
     source: pydicom.Dataset, tmp_path: Path, charset: str | list[str], name: str, shown: str
 ) -> None:
     """A report downloaded by a partner is read away from the PACS's header: it names the patient."""
-    from qure_ray.outputs.assets import AssetKind, render_assets
+    from qure_ray.outputs.assets import AssetKind, KeyImage, render_assets
 
     patient = pydicom.dcmread(io.BytesIO(to_bytes(source)))
     patient.SpecificCharacterSet = charset
@@ -174,7 +174,7 @@ def test_the_pdf_report_says_whose_it_is(
         source="s", sop_uid=patient.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
         scores=dict.fromkeys(CARD.label_names, 0.1), decisions=dict.fromkeys(CARD.label_names, False),
     )  # fmt: skip
-    assets = {asset.kind: asset for asset in render_assets([(patient, None)], result, CARD)}
+    assets = {asset.kind: asset for asset in render_assets([KeyImage(patient)], result, CARD)}
     (tmp_path / "r.pdf").write_bytes(assets[AssetKind.REPORT_PDF].data)
     text = subprocess.run(["pdftotext", "-raw", str(tmp_path / "r.pdf"), "-"], capture_output=True, text=True).stdout
     text = " ".join(text.split()).replace("Patient name", "Name")
@@ -224,7 +224,7 @@ def test_outputs_of_a_source_with_legacy_dates_pass_the_reference_validator(
 ) -> None:
     """pydicom reads `2001.01.31` as a date; copied as it is, the outputs carried a DA dciodvfy refuses, and a
     second StudyDate value made every output fail."""
-    from qure_ray.outputs.assets import AssetKind, render_assets
+    from qure_ray.outputs.assets import AssetKind, KeyImage, render_assets
 
     legacy = _with_raw(source, {
         "StudyDate": ("DA", b"2001.01.31\\2001.02.01"), "StudyTime": ("TM", b"12:30:05"),
@@ -234,7 +234,7 @@ def test_outputs_of_a_source_with_legacy_dates_pass_the_reference_validator(
         source="s", sop_uid=legacy.SOPInstanceUID, usecase=UseCase.QXR, state=InstanceState.DONE,
         scores=dict.fromkeys(CARD.label_names, 0.1), decisions=dict.fromkeys(CARD.label_names, False),
     )  # fmt: skip
-    assets = {asset.kind: asset for asset in render_assets([(legacy, None)], result, CARD)}
+    assets = {asset.kind: asset for asset in render_assets([KeyImage(legacy)], result, CARD)}
     for kind in (AssetKind.SC, AssetKind.REPORT_SR, AssetKind.REPORT_DCM):
         output = pydicom.dcmread(io.BytesIO(assets[kind].data))
         assert (output.StudyDate, output.StudyTime, output.PatientBirthDate) == ("20010131", "123005", "19700102")
@@ -244,7 +244,7 @@ def test_outputs_of_a_source_with_legacy_dates_pass_the_reference_validator(
 def test_a_series_key_slices_get_numbered_assets_with_their_media_types(
     source: pydicom.Dataset, content: ReportContent
 ) -> None:
-    from qure_ray.outputs.assets import render_assets
+    from qure_ray.outputs.assets import KeyImage, render_assets
 
     second = pydicom.dcmread(io.BytesIO(chest_dx(seed=4, size=256)))
     result = ResultRecord(
@@ -254,7 +254,7 @@ def test_a_series_key_slices_get_numbered_assets_with_their_media_types(
         model=ModelInfo(name=CARD.name, version=CARD.version, trained=False),
     )  # fmt: skip
     heat = np.zeros((len(CARD.label_names), 7, 7), np.float16)
-    assets = render_assets([(source, heat), (second, heat)], result, CARD)
+    assets = render_assets([KeyImage(source, heat), KeyImage(second, heat)], result, CARD)
     objects = {a.name: pydicom.dcmread(io.BytesIO(a.data)) for a in assets if a.name.endswith(".dcm")}
     first, other = objects["sc.dcm"], objects["sc_2.dcm"]  # one overlay series, an instance per key slice
     assert first.SeriesInstanceUID == other.SeriesInstanceUID and (first.InstanceNumber, other.InstanceNumber) == (1, 2)
@@ -266,6 +266,40 @@ def test_a_series_key_slices_get_numbered_assets_with_their_media_types(
         ("sc_full.png", "image/png"), ("sc_full_2.png", "image/png"),
         ("sc_thumbnail.png", "image/png"), ("sc_thumbnail_2.png", "image/png"),
     ]  # fmt: skip
+
+
+def test_key_slices_that_are_frames_of_one_ct_show_and_cite_their_frames(tmp_path: Path) -> None:
+    """An enhanced CT's key slices are frames of one object: each overlay is its frame, each SC and the SR cite
+    it by ReferencedFrameNumber, and the object is cited once where a frame is not named."""
+    from qure_ray.models.phantoms import head_ct_multiframe
+    from qure_ray.outputs.assets import KeyImage, render_assets
+
+    head = load_card(SHIPPED_MODELS_DIR / "qer-densenet" / "model.yaml")
+    ct = pydicom.dcmread(io.BytesIO(head_ct_multiframe(seed=5, findings={"intracranial_haemorrhage"}, slices=4,
+                                                         size=128)))  # fmt: skip
+    result = ResultRecord(
+        source="s", sop_uid=ct.SeriesInstanceUID, usecase=UseCase.QER, state=InstanceState.DONE,
+        triage_status=TriageStatus.CRITICAL, scores=dict.fromkeys(head.label_names, 0.9),
+        decisions=dict.fromkeys(head.label_names, True), model=head.info,
+        slices={f"{ct.SOPInstanceUID}/frames/{n}": dict.fromkeys(head.label_names, 0.9) for n in (2, 3)},
+    )  # fmt: skip
+    assets = render_assets([KeyImage(ct, None, 2), KeyImage(ct, None, 3)], result, head)
+    by_name = {a.name: a.data for a in assets}
+    objects = {name: pydicom.dcmread(io.BytesIO(data)) for name, data in by_name.items() if name.endswith(".dcm")}
+    for name, frame in (("sc.dcm", 2), ("sc_2.dcm", 3)):
+        (reference,) = objects[name].SourceImageSequence
+        assert (reference.ReferencedSOPInstanceUID, reference.ReferencedFrameNumber) == (ct.SOPInstanceUID, frame)
+        shown = objects[name].pixel_array[64:, :, 0]  # below the legend: the frame's own pixels
+        assert np.array_equal(shown, display_image(ct, head.preprocessing.windowing, frame)[64:])
+        assert not np.array_equal(shown, display_image(ct, head.preprocessing.windowing, 1)[64:])
+        assert dciodvfy_errors(by_name[name], tmp_path) == [], name
+    cited = [item.ReferencedSOPInstanceUID for item in objects["report_pdf.dcm"].SourceInstanceSequence]
+    assert cited == [ct.SOPInstanceUID]
+    sr = objects["report_sr.dcm"]
+    frames = {int(frame) for item in sr.iterall() if item.keyword == "ReferencedFrameNumber" for frame in
+              (item.value if isinstance(item.value, list | pydicom.multival.MultiValue) else [item.value])}  # fmt: skip
+    assert frames == {2, 3}
+    assert dciodvfy_errors(by_name["report_sr.dcm"], tmp_path) == []
 
 
 def _done(ds: pydicom.Dataset) -> ResultRecord:
@@ -281,12 +315,12 @@ def test_a_source_without_its_type_2_patient_and_study_attributes_gets_every_ass
     source: pydicom.Dataset, tmp_path: Path
 ) -> None:
     """Ingest does not require them; highdicom's SR read PatientBirthDate and failed the whole result."""
-    from qure_ray.outputs.assets import AssetKind, render_assets
+    from qure_ray.outputs.assets import AssetKind, KeyImage, render_assets
 
     bare = pydicom.dcmread(io.BytesIO(to_bytes(source)))
     for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
         delattr(bare, keyword)
-    assets = {asset.kind: asset for asset in render_assets([(bare, None)], _done(bare), CARD)}
+    assets = {asset.kind: asset for asset in render_assets([KeyImage(bare)], _done(bare), CARD)}
     sr = pydicom.dcmread(io.BytesIO(assets[AssetKind.REPORT_SR].data))
     assert sr.PatientBirthDate == "" and sr.AccessionNumber == "" and sr.PatientID == source.PatientID
     assert "PatientBirthDate" not in bare  # the outputs' copy got the empty elements, not the caller's data set
@@ -391,9 +425,9 @@ def test_a_head_ct_slice_is_shown_through_the_window_its_model_read_it_with() ->
 
 
 def _assets_of(ds: pydicom.Dataset) -> dict[object, pydicom.Dataset]:
-    from qure_ray.outputs.assets import AssetKind, render_assets
+    from qure_ray.outputs.assets import AssetKind, KeyImage, render_assets
 
-    rendered = render_assets([(ds, None)], _done(ds), CARD)
+    rendered = render_assets([KeyImage(ds)], _done(ds), CARD)
     kinds = (AssetKind.SC, AssetKind.REPORT_SR, AssetKind.REPORT_DCM)
     return {a.kind: pydicom.dcmread(io.BytesIO(a.data)) for a in rendered if a.kind in kinds}
 

@@ -5,18 +5,22 @@ import io
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 
 from qure_ray.dicom import read_instance
-from qure_ray.dicom.pixels import DATASET_WINDOW, decode_grayscale, prepare_for_model
+from qure_ray.dicom.pixels import DATASET_WINDOW, Windowing, decode_grayscale, prepare_for_model, prepare_slices
 from qure_ray.models.phantoms import (
     CHEST_FINDINGS,
     HEAD_CT_FINDINGS,
     chest_phantom,
+    head_ct_multiframe,
     head_ct_phantom,
     head_ct_series,
     series_slice_findings,
     to_dicom,
 )
+
+BRAIN_WINDOW = Windowing("fixed", 40, 80)
 
 
 def test_phantoms_are_deterministic_and_vary_with_the_seed() -> None:
@@ -133,8 +137,6 @@ def test_series_slice_findings_handles_short_series() -> None:
 
 def _enhanced_like(data: bytes, *, frames: int = 1) -> bytes:
     """The slice as an enhanced multi-frame object keeps it: Rescale and Window in the functional groups."""
-    from pydicom.dataset import Dataset
-
     from qure_ray.dicom.synthetic import to_bytes
 
     ds = pydicom.dcmread(io.BytesIO(data))
@@ -162,10 +164,33 @@ def test_an_enhanced_slice_is_rescaled_and_windowed_from_its_functional_groups()
     )
 
 
-def test_a_slice_of_many_frames_is_refused_where_a_series_is_read_slice_by_slice() -> None:
-    from qure_ray.errors import InvalidInstanceError
+def test_each_frame_of_a_multi_frame_ct_reaches_the_model_as_its_classic_slice_does() -> None:
+    """An enhanced (here legacy converted) CT holds the series in one object, rescale and window in its functional
+    groups: each frame must be what the classic slice at its position gives."""
+    findings = {"intracranial_haemorrhage"}
+    multiframe = head_ct_multiframe(seed=4, findings=findings, slices=5, size=64)
+    classic = {float(pydicom.dcmread(io.BytesIO(data)).ImagePositionPatient[2]): data
+               for data in head_ct_series(seed=4, findings=findings, slices=5, size=64)}  # fmt: skip
+    dataset = pydicom.dcmread(io.BytesIO(multiframe))
+    frames = prepare_slices(multiframe, size=32, windowing=BRAIN_WINDOW)
+    assert frames.shape == (5, 32, 32) and dataset.NumberOfFrames == 5
+    for index, item in enumerate(dataset.PerFrameFunctionalGroupsSequence):
+        position = float(item.PlanePositionSequence[0].ImagePositionPatient[2])
+        expected = prepare_for_model(classic[position], size=32, windowing=BRAIN_WINDOW)
+        np.testing.assert_array_equal(frames[index], expected)
 
-    many = _enhanced_like(to_dicom(head_ct_phantom(seed=2)), frames=3)
-    assert prepare_for_model(many, size=64, windowing=DATASET_WINDOW).shape == (64, 64)  # the first frame
-    with pytest.raises(InvalidInstanceError, match="3 frames; expected one frame per instance"):
-        prepare_for_model(many, size=64, windowing=DATASET_WINDOW, one_frame=True)
+
+def test_each_frame_is_rescaled_by_its_own_functional_group() -> None:
+    """Per-frame Pixel Value Transformation (PS3.3 C.7.6.16.2.9): frame 1's would misread the others."""
+    many = pydicom.dcmread(io.BytesIO(_enhanced_like(to_dicom(head_ct_phantom(seed=2)), frames=3)))
+    per_frame = []
+    for intercept in (0, -1000, 500):
+        rescale, item = Dataset(), Dataset()
+        rescale.RescaleSlope, rescale.RescaleIntercept, rescale.RescaleType = 1, intercept, "HU"
+        item.PixelValueTransformationSequence = [rescale]
+        per_frame.append(item)
+    many.PerFrameFunctionalGroupsSequence = per_frame
+    del many.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    first = decode_grayscale(many, frame=0)
+    for frame, intercept in ((1, -1000), (2, 500)):
+        np.testing.assert_array_equal(decode_grayscale(many, frame=frame), first + intercept)
