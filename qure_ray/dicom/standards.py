@@ -1,7 +1,11 @@
-"""Which SOP classes and transfer syntaxes the platform accepts (PS3.4 Annex B, PS3.5 §10 / Annex A)."""
+"""Which SOP classes and transfer syntaxes the platform accepts (PS3.4 Annex B, PS3.5 §10 / Annex A), and the body
+part an object that codes its anatomy names (PS3.16 Annex L)."""
 
 from __future__ import annotations
 
+import functools
+
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -72,3 +76,31 @@ SUPPORTED_PHOTOMETRIC = frozenset(
         "YBR_PARTIAL_420",
     }
 )
+
+
+@functools.cache
+def _body_parts_by_code() -> dict[tuple[str, str], str]:
+    """Annex L read backwards: an anatomic region's code → its Body Part Examined term (the first of the table's
+    terms for a code: CHEST, not THORAX). The table is highdicom's (kept current with the standard; a private
+    module), imported only when an object needs it."""
+    from highdicom._standard_utils import get_anatomic_region_map
+
+    terms: dict[tuple[str, str], str] = {}
+    for term, (code, _) in get_anatomic_region_map().items():
+        terms.setdefault((str(code.scheme_designator), str(code.value)), term)
+    return terms
+
+
+def body_part_of_anatomy(dataset: Dataset) -> str:
+    """The Body Part Examined term of an object that codes its anatomy instead (Anatomic Region Sequence, top-level
+    or in the shared Frame Anatomy functional group, as enhanced CT and MR do, and as a legacy conversion leaves
+    it), or "" when there is none or its code is not in Annex L."""
+    region = dataset.get("AnatomicRegionSequence")
+    if not region:
+        shared = dataset.get("SharedFunctionalGroupsSequence")
+        anatomy = shared[0].get("FrameAnatomySequence") if shared else None
+        region = anatomy[0].get("AnatomicRegionSequence") if anatomy else None
+    if not region:
+        return ""
+    item = region[0]
+    return _body_parts_by_code().get((str(item.get("CodingSchemeDesignator", "")), str(item.get("CodeValue", ""))), "")

@@ -16,6 +16,7 @@ from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.dicom_objects import (
     OutputUids,
     as_output_source,
+    body_part,
     encapsulated_pdf,
     secondary_capture,
     structured_report,
@@ -114,7 +115,7 @@ def _report_header(images: list[KeyImage], result: ResultRecord) -> dict[str, st
         "Accession": str(first.get("AccessionNumber", "")),
         "Study date": readable_date(first.get("StudyDate")),
         "Modality": str(first.get("Modality", "")),
-        "Body part": str(first.get("BodyPartExamined", "")),
+        "Body part": body_part(first),
     }
     if result.usecase.per_series:
         header["Series Instance UID"] = str(first.SeriesInstanceUID)

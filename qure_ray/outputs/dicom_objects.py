@@ -22,6 +22,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from qure_ray.dicom.part10 import new_dataset, to_bytes
+from qure_ray.dicom.standards import body_part_of_anatomy
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.documents import PATIENT_SEXES
 
@@ -269,11 +270,16 @@ def structured_report(
     return to_bytes(sr)
 
 
+def body_part(source: Dataset) -> str:
+    """Body Part Examined, or the term of the anatomy the source codes instead (enhanced objects)."""
+    return (str(source.get("BodyPartExamined", "") or "").strip() or body_part_of_anatomy(source)).upper()
+
+
 def _procedure(source: Dataset) -> hd.sr.CodedConcept:
     """The LOINC code of the procedure the SR reports on."""
     if str(source.get("Modality", "")) != "CT":  # a chest radiograph result reads one image: one view
         return hd.sr.CodedConcept(value="36554-4", scheme_designator="LN", meaning="XR Chest Single view")
-    if str(source.get("BodyPartExamined", "")).upper() in ("HEAD", "BRAIN", "SKULL"):
+    if body_part(source) in ("HEAD", "BRAIN", "SKULL"):
         return hd.sr.CodedConcept(value="24725-4", scheme_designator="LN", meaning="CT Head")
     return codes.LN.CTUnspecifiedBodyRegion
 

@@ -194,3 +194,21 @@ def test_each_frame_is_rescaled_by_its_own_functional_group() -> None:
     first = decode_grayscale(many, frame=0)
     for frame, intercept in ((1, -1000), (2, 500)):
         np.testing.assert_array_equal(decode_grayscale(many, frame=frame), first + intercept)
+
+
+def test_a_multi_frame_ct_that_codes_its_anatomy_is_routed_as_head_ct() -> None:
+    """A legacy conversion (and many enhanced CTs) code the anatomy in the Frame Anatomy group, with no
+    BodyPartExamined: routed by that code (PS3.16 Annex L), it reaches head CT, not `unsupported`."""
+    from qure_ray.dicom.synthetic import to_bytes
+    from qure_ray.records import UseCase
+    from qure_ray.routing import InstanceFacts, Router, load_routing
+
+    data = head_ct_multiframe(seed=6, findings=set(), slices=2, size=32)
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    assert "BodyPartExamined" not in dataset
+    metadata = read_instance(data).metadata
+    router = Router(load_routing(), frozenset({UseCase.QXR, UseCase.QER}))
+    assert metadata.body_part == "HEAD"
+    assert router.route(InstanceFacts.of(metadata, source="s")).usecase is UseCase.QER
+    dataset.SharedFunctionalGroupsSequence[0].FrameAnatomySequence[0].AnatomicRegionSequence[0].CodeValue = "1234"
+    assert read_instance(to_bytes(dataset)).metadata.body_part == ""  # a code outside Annex L: no body part
