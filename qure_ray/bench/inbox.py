@@ -2,8 +2,8 @@
 partner does, from the platform's signed webhook, instead of polling `GET /results`.
 
 Polling every half second gave latencies a half-second resolution, and polling faster measured the clients: on a
-small machine their lookups take the CPU the pipeline needs. A webhook arrives as soon as the job manager records
-the result (`WebhookNotifier.wake`); the client then asks `GET /results` once, for the 200 the benchmark counts.
+small machine their lookups take the CPU the pipeline needs. A webhook arrives as soon as the catalog records the
+result (`WebhookNotifier.listen`); the client then asks `GET /results` once, for the 200 the benchmark counts.
 
 The receiver is the standard library's threaded HTTP server on 127.0.0.1 (the platform must be told it may call
 loopback: `QURE_WEBHOOK_ALLOWED_NETWORKS=127.0.0.1/32`). Clients wait on their own event loops: an arrival

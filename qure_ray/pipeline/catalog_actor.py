@@ -14,6 +14,7 @@ from ray import serve
 
 from qure_ray import metrics
 from qure_ray.config import BACKGROUND_LOGGING
+from qure_ray.pipeline.notifier import LONG_POLL_S, Announcements
 from qure_ray.pipeline.replicas import deployment_of, live_other_replicas, this_replica
 from qure_ray.records import (
     InstanceRecord,
@@ -57,6 +58,7 @@ class CatalogActor:
         self.lease.acquire()  # before loading: a deployment already writing here makes this one refuse to start
         self.catalog = Catalog(self.store)
         self.committer = GroupCommitter(self.catalog, interval_s=flush_interval_s)
+        self.announcements = Announcements()
         self._starting: set[tuple[str, str]] = set()
         self._sole_writer = asyncio.Event()
         """Set once no other catalog replica (the one a rolling update replaces) can still write."""
@@ -152,8 +154,17 @@ class CatalogActor:
 
     async def write(self, batch: Batch) -> bool:
         """Returns once the batch is durable on the object store and visible to reads: True, or False when a
-        condition (`Batch.only_if`) did not hold and the rows it drops for that instance were left out."""
-        return await self.committer.write(batch)
+        condition (`Batch.only_if`) did not hold and the rows it drops for that instance were left out. A batch
+        with a result for a source with a webhook is announced to the notifier (`announced_after`)."""
+        written = await self.committer.write(batch)
+        if any(self.catalog.webhook(row["source"]) for row in batch.rows.get("results", [])):
+            self.announcements.note()
+        return written
+
+    async def announced_after(self, seen: int, timeout_s: float) -> int:
+        """The notifier's long poll: the count of announced writes once it differs from `seen`, or after at most
+        `timeout_s` (capped at `LONG_POLL_S`)."""
+        return await self.announcements.after(seen, min(timeout_s, LONG_POLL_S))
 
     async def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         return self.catalog.instance(source, sop_uid)

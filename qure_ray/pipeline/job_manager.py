@@ -554,11 +554,9 @@ class JobManager:
         raise AssertionError("unreachable")
 
     async def _write(self, batch: Batch) -> bool:
-        """False when a condition of the batch did not hold (that instance's rows were left out). A batch with
-        results wakes the notifier: their webhooks go out now, not at its next poll (a held slice has none)."""
+        """False when a condition of the batch did not hold (that instance's rows were left out). The catalog
+        announces a batch with results to the notifier (`WebhookNotifier.listen`): their webhooks go out now."""
         written: bool = await self.catalog.write.remote(batch)
-        if batch.rows.get("results"):
-            self.notifier.wake()
         return written
 
 

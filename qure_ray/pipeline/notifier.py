@@ -30,9 +30,12 @@ from qure_ray.storage.catalog import delivery_row
 logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
-"""Rounds without a `wake`: results settled elsewhere (at ingest, by a replaced job manager) and retries' rounds."""
+"""Rounds without a `wake`: a safety net (an announcement lost to a catalog restart) and retries' rounds."""
 MIN_ROUND_GAP_S = 0.05
 """Rounds that `wake` asks for come at most this often: results recorded together are announced in one round."""
+LONG_POLL_S = 2.0
+"""How long one `announced_after` call may wait in the catalog. Short: Serve lets a replica that is being
+replaced finish its calls first, and a rolling update of the catalog would wait for this one."""
 BATCH = 100
 MAX_IN_FLIGHT = 1000
 """Deliveries at once (most of them waiting out a retry's pause): one partner whose endpoint fails holds up
@@ -42,6 +45,28 @@ TIMEOUT_S = 10.0
 ATTEMPT_TIMEOUT_S = 30.0
 """The most one delivery attempt may take in all: `TIMEOUT_S` bounds each read, not a reply sent slowly."""
 MAX_CONNECTIONS = 100
+
+
+class Announcements:
+    """The catalog's side of the notifier's long poll: how many writes have recorded a final result for a source
+    with a webhook, and a wait for the next one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._next = asyncio.Event()
+
+    def note(self) -> None:
+        self.count += 1
+        self._next.set()
+        self._next = asyncio.Event()
+
+    async def after(self, seen: int, timeout_s: float) -> int:
+        """The count, as soon as it differs from `seen` (at once if it already does), else after `timeout_s`."""
+        if seen == self.count:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._next.wait()
+        return self.count
 
 
 class WebhookNotifier:
@@ -70,6 +95,22 @@ class WebhookNotifier:
         on its webhook learns of the result within milliseconds instead of up to `POLL_S` later."""
         self._woken.set()
 
+    async def listen(self) -> None:
+        """Wake a round whenever the catalog records a final result for a source with a webhook, whoever wrote it:
+        this job manager, an ingress settling what no use case reads, the job manager a rolling update replaces.
+        A long poll of the catalog (`Announcements`)."""
+        seen = -1  # the first call answers at once with the catalog's count
+        while True:
+            try:
+                count: int = await self.catalog.announced_after.remote(seen, LONG_POLL_S)
+            except Exception as exc:  # the catalog is briefly unavailable (a restart): the poll covers meanwhile
+                logger.warning("waiting for the catalog's result announcements failed, retrying: %s", exc)
+                await asyncio.sleep(POLL_S)
+                continue
+            if seen >= 0 and count != seen:  # a restarted catalog counts from 0 again: a change all the same
+                self.wake()
+            seen = count
+
     async def _next_round(self, previous: float) -> float:
         """Wait for a `wake` or `POLL_S`, then at least until `MIN_ROUND_GAP_S` after the previous round."""
         with contextlib.suppress(TimeoutError):
@@ -81,6 +122,13 @@ class WebhookNotifier:
 
     async def run(self) -> None:
         await self.reseal_secrets()
+        listener = asyncio.get_running_loop().create_task(self.listen())
+        try:
+            await self._rounds()
+        finally:
+            listener.cancel()
+
+    async def _rounds(self) -> None:
         async with self.http_client() as client:
             started = time.monotonic()
             while True:

@@ -8,16 +8,14 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from ray.exceptions import RayActorError, RayTaskError
-from ray.serve.handle import DeploymentHandle
 
 from qure_ray.dicom.validation import Rules
 from qure_ray.pipeline import job_manager
 from qure_ray.pipeline.job_manager import JobManager
-from qure_ray.pipeline.notifier import WebhookNotifier
 from qure_ray.records import InstanceRecord, InstanceState, ResultRecord, SeriesRef, SeriesTrigger, UseCase
 from qure_ray.routing import Router, load_routing
 from qure_ray.storage import Batch, Catalog, GroupCommitter, LocalObjectStore, event_row, received_rows
@@ -62,7 +60,6 @@ def manager(catalog: Catalog, *, served: frozenset[UseCase] = frozenset({UseCase
     jobs.max_attempts = 2
     jobs.series_slots = asyncio.Semaphore(2)
     jobs.task_resources = {}
-    jobs.notifier = WebhookNotifier(cast(DeploymentHandle, None), results_base_url="http://x", max_attempts=1)
     return jobs
 
 
@@ -194,9 +191,7 @@ def test_an_unforeseen_error_settles_the_instance_as_failed_with_its_reason(tmp_
         raise KeyError("a defect")
 
     jobs._workflow = broken
-    assert not jobs.notifier._woken.is_set()
     asyncio.run(jobs._process(record.ref))
-    assert jobs.notifier._woken.is_set()  # its webhook goes out now, not at the next poll
     assert catalog.instance("site-a", "6.6").state is InstanceState.FAILED  # type: ignore[union-attr]
     assert catalog.result("site-a", "6.6").reason == "unexpected KeyError: 'a defect'"  # type: ignore[union-attr]
     assert catalog.unfinished() == []
@@ -274,7 +269,7 @@ def test_a_slice_held_for_its_series_has_no_result_to_announce(tmp_path: Path) -
     jobs._workflow = hold
     asyncio.run(jobs._process(record.ref))
     assert catalog.instance("site-a", "6.4").state is InstanceState.HELD  # type: ignore[union-attr]
-    assert not jobs.notifier._woken.is_set()  # no round for a result that does not exist
+    assert catalog.count("results") == 0  # nothing for the notifier to announce
 
 
 def test_a_held_slice_is_left_to_its_series(tmp_path: Path) -> None:
@@ -548,11 +543,9 @@ def test_a_slice_held_after_its_series_was_computed_is_not_computed_alone_by_a_s
     jobs._series_workflow = series_workflow
     asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.4")))
     assert computed == [] and catalog.count("results") == 1
-    assert not jobs.notifier._woken.is_set()
     asyncio.run(jobs._settle_late_slices())
     late = catalog.instance("site-a", "9.5")
     assert late is not None and late.state is InstanceState.UNUSABLE and "arrived after series 7.4" in late.reason
-    assert jobs.notifier._woken.is_set()  # its webhook goes out now
 
 
 def test_a_slice_given_new_content_in_another_series_leaves_its_old_one(tmp_path: Path) -> None:
@@ -583,7 +576,6 @@ def test_a_series_failing_the_same_way_each_round_is_settled_as_failed_not_read_
     result = catalog.result("site-a", "7.3")
     assert rounds == ["7.3"] and result is not None and result.state is InstanceState.FAILED
     assert "KeyError" in result.reason and catalog.pending_series() == []
-    assert jobs.notifier._woken.is_set()
 
 
 class _Preprocessed:

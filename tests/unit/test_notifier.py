@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray.client.webhooks import sign, verify_signature
 from qure_ray.egress import parse_networks
-from qure_ray.pipeline.notifier import WebhookNotifier
+from qure_ray.pipeline.notifier import Announcements, WebhookNotifier
 from qure_ray.records import Notification, Webhook
 from qure_ray.sealing import SecretSealer
 from qure_ray.storage.catalog import Batch
@@ -449,3 +449,79 @@ def test_a_delivered_attempt_reports_how_late_the_partner_learned_of_the_result(
     assert [row["outcome"] for row in recorded] == ["retrying", "delivered"]
     (delay_s,) = observed["qure_webhook_delay_seconds"]  # once: the delivered attempt, not the failed one
     assert 90 <= delay_s < 3600
+
+
+@pytest.mark.timeout(30)
+def test_announcements_answer_a_new_count_at_once_and_otherwise_wait_for_the_next() -> None:
+    async def scenario() -> None:
+        announcements = Announcements()
+        assert await announcements.after(-1, 5.0) == 0  # a count the caller has not seen: at once
+        assert await announcements.after(0, 0.05) == 0  # none since: after the timeout
+        waiting = asyncio.get_running_loop().create_task(announcements.after(0, 5.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        announcements.note()
+        assert await asyncio.wait_for(waiting, 1.0) == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(30)
+def test_a_result_the_catalog_announces_wakes_a_round_whoever_recorded_it() -> None:
+    """Results settled at ingest (what no use case reads) waited for the next poll, up to a second: the catalog
+    now announces every final result for a source with a webhook, and the notifier's long poll wakes a round."""
+    answers = [0, 0, 1, 3]  # the count: first, after a quiet poll, after one result, after two more
+    asked: list[int] = []
+
+    async def announced_after(seen: int, timeout_s: float) -> int:
+        asked.append(seen)
+        if not answers:
+            await asyncio.sleep(3600)
+        return answers.pop(0)
+
+    catalog = SimpleNamespace(announced_after=SimpleNamespace(remote=announced_after))
+    notifier = WebhookNotifier(cast(DeploymentHandle, catalog), results_base_url="http://x", max_attempts=1)
+    woken: list[int] = []
+    notifier.wake = lambda: woken.append(len(asked))  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        listening = asyncio.get_running_loop().create_task(notifier.listen())
+        while answers:
+            await asyncio.sleep(0.01)
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+
+    asyncio.run(scenario())
+    assert asked == [-1, 0, 0, 1, 3]  # each call carries the count last seen
+    assert woken == [3, 4]  # a wake for each change, none for the first answer or a quiet poll
+
+
+def test_the_catalog_announces_a_write_with_a_result_only_for_a_source_with_a_webhook(tmp_path: Any) -> None:
+    from qure_ray.pipeline.catalog_actor import CatalogActor
+    from qure_ray.records import InstanceState, ResultRecord, UseCase
+    from qure_ray.storage import Catalog, GroupCommitter, LocalObjectStore
+    from qure_ray.storage.catalog import settled_rows, webhook_row
+
+    class Actor(CatalogActor.func_or_class):  # type: ignore[misc, name-defined]
+        def __del__(self) -> None:  # Serve's graceful-shutdown hook, never awaited here
+            pass
+
+    actor = object.__new__(Actor)
+    actor.catalog = Catalog(LocalObjectStore(tmp_path))
+    actor.committer = GroupCommitter(actor.catalog, interval_s=0.0)
+    actor.announcements = Announcements()
+
+    def result(source: str, uid: str) -> Batch:
+        return settled_rows(ResultRecord(source=source, sop_uid=uid, usecase=UseCase.UNSUPPORTED,
+                                         state=InstanceState.UNSUPPORTED, reason="a knee"))  # fmt: skip
+
+    async def scenario() -> list[int]:
+        counts = []
+        for batch in (result("site-a", "1.1"), webhook_row("site-a", "https://hook.example/q", "s" * 32, active=True),
+                      result("site-b", "1.2"), result("site-a", "1.3")):  # fmt: skip
+            assert await actor.write(batch)
+            counts.append(actor.announcements.count)
+        return counts
+
+    assert asyncio.run(scenario()) == [0, 0, 0, 1]  # before the webhook, another source's, then site-a's
