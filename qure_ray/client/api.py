@@ -331,12 +331,15 @@ class AsyncQureClient:
         wanted = None if kinds is None else set(kinds)
         directory.mkdir(parents=True, exist_ok=True)
         paths: dict[str, list[Path]] = {}
+        fetched: set[str] = set()  # key frames of one multi-frame object list its original once per frame
         for kind, urls in result.files.items():
             if wanted is not None and kind not in wanted:
                 continue
             for url in urls:
                 target = directory / _asset_name(url)
-                await self._fetch(url, target)
+                if url not in fetched:
+                    await self._fetch(url, target)
+                    fetched.add(url)
                 paths.setdefault(kind, []).append(target)
         return paths
 

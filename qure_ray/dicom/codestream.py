@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from pydicom.encaps import generate_fragmented_frames
+from pydicom.encaps import generate_fragmented_frames, parse_fragments
 
 from qure_ray.dicom.standards import JPEG2000_FAMILY, JPEG_FAMILY
 
@@ -60,3 +60,20 @@ def _jpeg(data: bytes) -> tuple[int, int] | None:
         else:
             at += 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
     return None
+
+
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
+
+
+def fragment_count(pixel_data: bytes) -> int | None:
+    """How many fragments encapsulated pixel data holds after its Basic Offset Table: each frame takes at least
+    one, so fewer than NumberOfFrames cannot be that many frames. None when the items are malformed (the decoder
+    is left to refuse them)."""
+    if pixel_data[:4] != _ITEM_TAG or len(pixel_data) < 8:
+        return None
+    (offsets_length,) = struct.unpack("<I", pixel_data[4:8])
+    try:
+        count, _ = parse_fragments(pixel_data[8 + offsets_length :])
+    except Exception:  # ValueError and others on a malformed item
+        return None
+    return count

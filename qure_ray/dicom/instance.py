@@ -22,7 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from qure_ray.dicom.codestream import declared_size
+from qure_ray.dicom.codestream import declared_size, fragment_count
 from qure_ray.dicom.pixels import check_decodable
 from qure_ray.dicom.standards import (
     COMPRESSED_TRANSFER_SYNTAXES,
@@ -223,6 +223,12 @@ def _check_pixel_data(dataset: Dataset) -> None:
             f"frame 1's codestream declares {declared[0]} x {declared[1]} pixels, the data set Rows={rows} x "
             f"Columns={columns}"
         )
+    if frames > 1 and dataset.file_meta.TransferSyntaxUID in COMPRESSED_TRANSFER_SYNTAXES:
+        fragments = fragment_count(dataset.PixelData)
+        if fragments is not None and fragments < frames:  # a few KB declaring a million frames
+            raise Rules.PIXEL_DATA_SHORT.value.fail(
+                f"{fragments} fragment(s) of encapsulated pixel data for NumberOfFrames={frames}: each frame needs one"
+            )
     if dataset.file_meta.TransferSyntaxUID not in COMPRESSED_TRANSFER_SYNTAXES:
         stored = 2 if photometric == "YBR_FULL_422" else samples  # 4:2:2 keeps two values per pixel, not three
         expected = (rows * columns * stored * bits * frames + 7) // 8

@@ -19,6 +19,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, pixel_array
 
 from qure_ray.dicom.validation import Rules
+from qure_ray.errors import InvalidInstanceError
 
 
 @dataclass(frozen=True)
@@ -196,13 +197,24 @@ def prepare_for_model(data: bytes, *, size: int, windowing: Windowing) -> NDArra
     return resize(displayed(dataset, windowing=windowing), size=size)
 
 
-def prepare_slices(data: bytes, *, size: int, windowing: Windowing) -> NDArray[np.float32]:
+MAX_SLICES = 4096
+"""The most frames of one object a series read slice by slice takes: a whole-body CT at 0.5 mm is about 4000."""
+
+
+def prepare_slices(data: bytes, *, size: int, windowing: Windowing) -> tuple[NDArray[np.float32], dict[int, str]]:
     """Every frame of an object of a series read slice by slice, as the model's inputs (frames, size, size): a
     classic CT slice has one; an enhanced (or legacy converted) CT holds the whole series, each frame with its
-    own rescale and window."""
+    own rescale and window. With them, by 0-based frame, why a frame could not be read (its input is left zero):
+    one broken frame costs its slice, not the series."""
     dataset = pydicom.dcmread(BytesIO(data))
     count = frame_count(dataset)
-    slices = np.empty((count, size, size), dtype=np.float32)
+    if count > MAX_SLICES:
+        raise Rules.TOO_LARGE.value.fail(f"{count} frames; a series is read up to {MAX_SLICES} slices")
+    slices = np.zeros((count, size, size), dtype=np.float32)
+    unreadable: dict[int, str] = {}
     for frame in range(count):
-        slices[frame] = resize(displayed(dataset, windowing=windowing, frame=frame), size=size)
-    return slices
+        try:
+            slices[frame] = resize(displayed(dataset, windowing=windowing, frame=frame), size=size)
+        except InvalidInstanceError as exc:
+            unreadable[frame] = f"frame {frame + 1}: {exc}"
+    return slices, unreadable

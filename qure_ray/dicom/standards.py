@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -80,27 +81,38 @@ SUPPORTED_PHOTOMETRIC = frozenset(
 
 @functools.cache
 def _body_parts_by_code() -> dict[tuple[str, str], str]:
-    """Annex L read backwards: an anatomic region's code → its Body Part Examined term (the first of the table's
-    terms for a code: CHEST, not THORAX). The table is highdicom's (kept current with the standard; a private
-    module), imported only when an object needs it."""
+    """Annex L read backwards: an anatomic region's SNOMED code → its Body Part Examined term (where two terms share
+    a code, the one its meaning names: CHEST, not THORAX). The table is highdicom's (kept current with the
+    standard; a private module, hence `highdicom>=0.28`), imported only when an object needs it."""
     from highdicom._standard_utils import get_anatomic_region_map
 
     terms: dict[tuple[str, str], str] = {}
     for term, (code, _) in get_anatomic_region_map().items():
-        terms.setdefault((str(code.scheme_designator), str(code.value)), term)
+        key = (str(code.scheme_designator), str(code.value))
+        if key not in terms or term == str(code.meaning).upper():
+            terms[key] = term
     return terms
+
+
+def _term_of(item: Dataset) -> str:
+    """The term of one coded anatomic region; an SRT code (SNOMED RT, in objects before 2019) by its SCT twin."""
+    scheme, value = str(item.get("CodingSchemeDesignator", "")), str(item.get("CodeValue", ""))
+    terms = _body_parts_by_code()
+    if scheme == "SRT" and value:
+        wanted = Code(value, "SRT", "")
+        return next((term for (s, v), term in terms.items() if Code(v, s, "") == wanted), "")
+    return terms.get((scheme, value), "")
 
 
 def body_part_of_anatomy(dataset: Dataset) -> str:
     """The Body Part Examined term of an object that codes its anatomy instead (Anatomic Region Sequence, top-level
-    or in the shared Frame Anatomy functional group, as enhanced CT and MR do, and as a legacy conversion leaves
-    it), or "" when there is none or its code is not in Annex L."""
+    or in the Frame Anatomy functional group, shared or of the first frame, as enhanced CT and MR do and a legacy
+    conversion leaves it), or "" when there is none or its code is not in Annex L."""
     region = dataset.get("AnatomicRegionSequence")
-    if not region:
-        shared = dataset.get("SharedFunctionalGroupsSequence")
-        anatomy = shared[0].get("FrameAnatomySequence") if shared else None
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        if region:
+            break
+        items = dataset.get(groups)
+        anatomy = items[0].get("FrameAnatomySequence") if items else None
         region = anatomy[0].get("AnatomicRegionSequence") if anatomy else None
-    if not region:
-        return ""
-    item = region[0]
-    return _body_parts_by_code().get((str(item.get("CodingSchemeDesignator", "")), str(item.get("CodeValue", ""))), "")
+    return _term_of(region[0]) if region else ""

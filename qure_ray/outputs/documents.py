@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import unicodedata
 from io import BytesIO
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -63,9 +64,19 @@ def _in_helvetica(text: str) -> bool:
     return True
 
 
+_NEEDS_SHAPING = frozenset({"R", "AL", "AN", "NSM"})
+"""Bidirectional classes reportlab cannot lay out without a shaping engine: right-to-left letters and digits
+(Hebrew and Arabic came out reversed and unjoined) and combining marks it cannot place."""
+
+
 def printable(text: str) -> bool:
-    """Whether the report draws `text`: in Helvetica, else in the embedded Unicode font."""
-    return _in_helvetica(text) or all(ord(character) in _unicode_font().face.charToGlyph for character in text)
+    """Whether the report draws `text` (NFC, as it is drawn): in Helvetica, else in the embedded Unicode font,
+    left to right, a glyph per character."""
+    text = unicodedata.normalize("NFC", text)
+    if _in_helvetica(text):
+        return True
+    glyphs = _unicode_font().face.charToGlyph
+    return all(ord(c) in glyphs and unicodedata.bidirectional(c) not in _NEEDS_SHAPING for c in text)
 
 
 def readable_name(name: object) -> str:
@@ -107,7 +118,8 @@ def pdf_report(*, study: dict[str, str], content: ReportContent, overlay: np.nda
                 styles["Normal"],
             )
         )
-    header = [[name, value if printable(value) else UNPRINTABLE] for name, value in study.items()]
+    values = {name: unicodedata.normalize("NFC", value) for name, value in study.items()}  # é as one character
+    header = [[name, value if printable(value) else UNPRINTABLE] for name, value in values.items()]
     # an image the model could not read has no triage: "Routine" could deprioritise it on a worklist
     header.append(["Triage", "not assessed" if content.unusable_reason else content.triage.value])
     table = _table(header, header_row=False)

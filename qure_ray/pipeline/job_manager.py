@@ -438,26 +438,33 @@ class JobManager:
             logger.warning("slice %s of series %s is unusable: %s", key, series.series_uid, reason)
             unreadable.append(reason)
 
-        async def read_slice(key: str, image: NDArray[np.float32]) -> None:
-            async with in_flight:
-                outcome = await self._read_slice(card, usecase, image)
-            if isinstance(outcome, str):
-                unusable(key, outcome)
-            else:
-                read_slices[key] = outcome
-
         async def read(record: InstanceRecord) -> None:
-            """Each frame of the instance is a slice (an enhanced CT holds the whole series in one object)."""
-            try:
-                async with in_flight:
-                    images = await self._slices_of(card, record)
-            except InvalidInstanceError as exc:
-                unusable(record.sop_uid, str(exc))
-                return
-            frames = [None] if len(images) == 1 else list(range(1, len(images) + 1))
-            async with asyncio.TaskGroup() as group:
-                for frame, image in zip(frames, images, strict=True):
-                    group.create_task(read_slice(slice_key(record.sop_uid, frame), image))
+            """One instance in flight: its preprocessing, then its slices through the model, so that preprocessing
+            and inference overlap across instances. Each frame is a slice (an enhanced CT holds the series)."""
+            async with in_flight:
+                try:
+                    images, unreadable_frames = await self._slices_of(card, record)
+                except InvalidInstanceError as exc:
+                    unusable(record.sop_uid, str(exc))
+                    return
+                numbers = [None] if len(images) == 1 else list(range(1, len(images) + 1))
+                frames_in_flight = asyncio.Semaphore(MAX_SLICES_IN_FLIGHT)
+
+                async def read_slice(key: str, image: NDArray[np.float32]) -> None:
+                    async with frames_in_flight:
+                        outcome = await self._read_slice(card, usecase, image)
+                    if isinstance(outcome, str):
+                        unusable(key, outcome)
+                    else:
+                        read_slices[key] = outcome
+
+                async with asyncio.TaskGroup() as group:
+                    for index, (number, image) in enumerate(zip(numbers, images, strict=True)):
+                        key = slice_key(record.sop_uid, number)
+                        if index in unreadable_frames:
+                            unusable(key, unreadable_frames[index])
+                        else:
+                            group.create_task(read_slice(key, image))
 
         started = time.perf_counter()
         try:
@@ -503,9 +510,9 @@ class JobManager:
             result, assets=assets, timings_s={name: round(value, 4) for name, value in timings.items()}
         )
 
-    async def _slices_of(self, card: ModelCard, record: InstanceRecord) -> NDArray[np.float32]:
-        """An instance of a series as the model's inputs, one per frame."""
-        images: NDArray[np.float32] = await self._attempts(
+    async def _slices_of(self, card: ModelCard, record: InstanceRecord) -> tuple[NDArray[np.float32], dict[int, str]]:
+        """An instance of a series as the model's inputs, one per frame, and why any frame could not be read."""
+        images: tuple[NDArray[np.float32], dict[int, str]] = await self._attempts(
             "preprocess",
             lambda: preprocess_slices.options(resources=self.task_resources).remote(
                 self.location, record.object_key, card.input.size, card.preprocessing.windowing

@@ -37,9 +37,11 @@ def preprocess(location: StoreLocation, object_key: str, size: int, windowing: W
 
 
 @ray.remote(num_cpus=0.5, max_retries=0)
-def preprocess_slices(location: StoreLocation, object_key: str, size: int, windowing: Windowing) -> NDArray[np.float32]:
-    """`preprocess` for an object of a series read slice by slice: every frame, (frames, size, size). One read of
-    an enhanced CT for all its slices, not one per slice."""
+def preprocess_slices(
+    location: StoreLocation, object_key: str, size: int, windowing: Windowing
+) -> tuple[NDArray[np.float32], dict[int, str]]:
+    """`preprocess` for an object of a series read slice by slice: every frame, (frames, size, size), and why any
+    could not be read (`prepare_slices`). One read of an enhanced CT for all its slices, not one per slice."""
     return prepare_slices(_store(location).get(object_key), size=size, windowing=windowing)
 
 

@@ -195,3 +195,13 @@ def test_download_picks_kinds_and_refuses_odd_names(tmp_path: Path) -> None:
         assert seen[0].headers["Authorization"] == "Token tok"  # the platform's own /assets URL
         with pytest.raises(DownloadError, match="file name"):
             client.download(result_with({"x": [f"{BASE}/a/..%2F..%2Fevil.sh"]}), tmp_path)
+
+
+def test_an_original_listed_once_per_key_frame_is_fetched_once(tmp_path: Path) -> None:
+    """Two key slices that are frames of one enhanced CT list its original twice (`files.original` runs parallel
+    to `key_slices`): fetched once, named for both."""
+    handler, seen = serving(PDF, "application/pdf")
+    url = f"{BASE}/a/report.pdf"
+    with client_for(handler) as client:
+        paths = client.download(result_with({"report_pdf": [url, url]}), tmp_path)
+    assert len(seen) == 1 and paths["report_pdf"] == [tmp_path / "report.pdf"] * 2

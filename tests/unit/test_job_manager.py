@@ -450,7 +450,8 @@ def test_each_frame_of_an_instance_in_a_series_is_a_slice_named_by_its_frame(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An enhanced CT holds a whole series in one object: it was refused. Each frame is now a slice, named
-    `SOPInstanceUID/frames/N`, beside the single-frame slices of the series; a key slice's outputs show its frame."""
+    `SOPInstanceUID/frames/N`, beside the single-frame slices of the series; a frame that cannot be read costs
+    only its slice; a key slice's outputs show its frame."""
     import numpy as np
 
     from qure_ray.models import load_card
@@ -460,8 +461,11 @@ def test_each_frame_of_an_instance_in_a_series_is_a_slice_named_by_its_frame(
     card = load_card(SHIPPED_MODELS_DIR / "qer-densenet" / "model.yaml")
     noise = np.random.default_rng(0).random((8, 8), dtype=np.float32) * 0.2
     frames = np.stack([noise + level for level in (0.2, 0.7, 0.4)])  # the second frame scores highest
-    monkeypatch.setattr(job_manager, "preprocess_slices", _Answers(lambda _, key, *__: frames[:1] if "9.6" in key
-                                                                   else frames))  # fmt: skip
+
+    def slices_of(_: object, key: str, *__: object) -> tuple[Any, dict[int, str]]:
+        return (frames[:1], {}) if "9.6" in key else (frames, {2: "frame 3: cut short"})
+
+    monkeypatch.setattr(job_manager, "preprocess_slices", _Answers(slices_of))
     rendered: list[list[Any]] = []
     monkeypatch.setattr(job_manager, "build_outputs", _Answers(lambda _, images, *__: rendered.append(images) or {}))
     heatmaps = np.zeros((len(card.label_names), 2, 2), np.float16)
@@ -478,7 +482,7 @@ def test_each_frame_of_an_instance_in_a_series_is_a_slice_named_by_its_frame(
     jobs.location, jobs.max_attempts, jobs.cards, jobs.models = None, 1, {UseCase.QER: card}, {UseCase.QER: model}
     result = asyncio.run(jobs._series_workflow(SeriesRef(source="site-a", series_uid="7.5"), held, held))
     assert result.state is InstanceState.DONE
-    assert list(result.slices) == ["9.5/frames/1", "9.5/frames/2", "9.5/frames/3", "9.6"]
+    assert list(result.slices) == ["9.5/frames/1", "9.5/frames/2", "9.6"]  # frame 3 could not be read: only it
     assert result.key_slices == ["9.5/frames/2"] and result.scores == result.slices["9.5/frames/2"]
     assert rendered == [[(held[0].object_key, 2, heatmaps)]]
 

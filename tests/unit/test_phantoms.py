@@ -172,8 +172,8 @@ def test_each_frame_of_a_multi_frame_ct_reaches_the_model_as_its_classic_slice_d
     classic = {float(pydicom.dcmread(io.BytesIO(data)).ImagePositionPatient[2]): data
                for data in head_ct_series(seed=4, findings=findings, slices=5, size=64)}  # fmt: skip
     dataset = pydicom.dcmread(io.BytesIO(multiframe))
-    frames = prepare_slices(multiframe, size=32, windowing=BRAIN_WINDOW)
-    assert frames.shape == (5, 32, 32) and dataset.NumberOfFrames == 5
+    frames, unreadable = prepare_slices(multiframe, size=32, windowing=BRAIN_WINDOW)
+    assert frames.shape == (5, 32, 32) and dataset.NumberOfFrames == 5 and unreadable == {}
     for index, item in enumerate(dataset.PerFrameFunctionalGroupsSequence):
         position = float(item.PlanePositionSequence[0].ImagePositionPatient[2])
         expected = prepare_for_model(classic[position], size=32, windowing=BRAIN_WINDOW)
@@ -196,6 +196,30 @@ def test_each_frame_is_rescaled_by_its_own_functional_group() -> None:
         np.testing.assert_array_equal(decode_grayscale(many, frame=frame), first + intercept)
 
 
+def test_a_frame_that_cannot_be_read_costs_its_slice_and_too_many_frames_the_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from qure_ray.dicom import pixels
+    from qure_ray.dicom.synthetic import to_bytes
+    from qure_ray.errors import InvalidInstanceError
+
+    many = pydicom.dcmread(io.BytesIO(_enhanced_like(to_dicom(head_ct_phantom(seed=2)), frames=3)))
+    per_frame = []
+    for slope in ("1", "NaN", "1"):  # frame 2's rescale cannot be applied
+        rescale, item = Dataset(), Dataset()
+        rescale.RescaleSlope, rescale.RescaleIntercept, rescale.RescaleType = slope, "0", "HU"
+        item.PixelValueTransformationSequence = [rescale]
+        per_frame.append(item)
+    many.PerFrameFunctionalGroupsSequence = per_frame
+    del many.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    frames, unreadable = prepare_slices(to_bytes(many), size=32, windowing=BRAIN_WINDOW)
+    assert list(unreadable) == [1] and unreadable[1].startswith("frame 2: ") and "NaN" in unreadable[1]
+    assert frames[0].std() > 0 and frames[2].std() > 0 and not frames[1].any()
+    monkeypatch.setattr(pixels, "MAX_SLICES", 2)
+    with pytest.raises(InvalidInstanceError, match="3 frames; a series is read up to 2 slices"):
+        prepare_slices(to_bytes(many), size=32, windowing=BRAIN_WINDOW)
+
+
 def test_a_multi_frame_ct_that_codes_its_anatomy_is_routed_as_head_ct() -> None:
     """A legacy conversion (and many enhanced CTs) code the anatomy in the Frame Anatomy group, with no
     BodyPartExamined: routed by that code (PS3.16 Annex L), it reaches head CT, not `unsupported`."""
@@ -212,3 +236,29 @@ def test_a_multi_frame_ct_that_codes_its_anatomy_is_routed_as_head_ct() -> None:
     assert router.route(InstanceFacts.of(metadata, source="s")).usecase is UseCase.QER
     dataset.SharedFunctionalGroupsSequence[0].FrameAnatomySequence[0].AnatomicRegionSequence[0].CodeValue = "1234"
     assert read_instance(to_bytes(dataset)).metadata.body_part == ""  # a code outside Annex L: no body part
+
+
+@pytest.mark.parametrize(
+    ("where", "scheme", "value", "term"),
+    [
+        ("AnatomicRegionSequence", "SCT", "69536005", "HEAD"),
+        ("AnatomicRegionSequence", "SRT", "T-D1100", "HEAD"),  # SNOMED RT, before DICOM moved to SCT
+        ("PerFrameFunctionalGroupsSequence", "SCT", "12738006", "BRAIN"),
+        ("SharedFunctionalGroupsSequence", "SCT", "816094009", "CHEST"),  # CHEST and THORAX share it: its meaning
+        ("SharedFunctionalGroupsSequence", "99LOCAL", "69536005", ""),  # another scheme's code is not SNOMED's
+    ],
+)
+def test_the_body_part_of_a_coded_anatomy(where: str, scheme: str, value: str, term: str) -> None:
+    from qure_ray.dicom.standards import body_part_of_anatomy
+
+    code = Dataset()
+    code.CodingSchemeDesignator, code.CodeValue, code.CodeMeaning = scheme, value, "Chest"
+    dataset = Dataset()
+    if where == "AnatomicRegionSequence":
+        dataset.AnatomicRegionSequence = [code]
+    else:
+        anatomy, group = Dataset(), Dataset()
+        anatomy.AnatomicRegionSequence = [code]
+        group.FrameAnatomySequence = [anatomy]
+        setattr(dataset, where, [group])
+    assert body_part_of_anatomy(dataset) == term

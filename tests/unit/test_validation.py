@@ -279,3 +279,17 @@ def test_encapsulated_pixel_data_cut_short_is_refused_as_a_4xx() -> None:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     assert refusal(buffer.getvalue()).http_status < 500
+
+
+def test_compressed_pixel_data_declaring_more_frames_than_it_holds_is_refused() -> None:
+    """Each frame takes at least one fragment: 2,000,000 declared frames in a few KB would later have the pipeline
+    allocate for every one of them."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("SC_rgb_rle_2frame.dcm")
+    assert path is not None
+    with open(path, "rb") as file:
+        data = file.read()
+    assert read_instance(data).metadata.rows > 0  # two frames in two fragments: fine
+    error = refusal(edit(data, NumberOfFrames=2_000_000))
+    assert error.code == "pixel-data-short" and "2 fragment(s)" in str(error) and "2000000" in str(error)
