@@ -114,8 +114,8 @@ def spec() -> dict[str, Any]:
                             "trained_on": {"type": "string"}}},
                         "series": {"type": "object", "description": "per-series results (head CT) only", "properties": {
                             "series_instance_uid": {"type": "string"}, "slices_read": {"type": "integer"},
-                            "key_slices": {"type": "array", "items": {"type": "string"}},
-                            "slice_scores": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {"type": "number"}}}}},
+                            "key_slices": {"type": "array", "items": {"type": "string"}, "description": "per label, the slice that scored highest: a SOPInstanceUID, or SOPInstanceUID/frames/N for frame N (from 1) of a multi-frame object; files.original and files.sc list one entry per key slice, in this order"},
+                            "slice_scores": {"type": "object", "description": "scores by slice, named as in key_slices", "additionalProperties": {"type": "object", "additionalProperties": {"type": "number"}}}}},
                         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
                     },
                 },
