@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 
 from pydicom.dataset import Dataset
-from pydicom.sr.coding import Code
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -99,6 +98,8 @@ def _term_of(item: Dataset) -> str:
     scheme, value = str(item.get("CodingSchemeDesignator", "")), str(item.get("CodeValue", ""))
     terms = _body_parts_by_code()
     if scheme == "SRT" and value:
+        from pydicom.sr.coding import Code  # here: it loads pydicom's code tables, 60k objects every GC would scan
+
         wanted = Code(value, "SRT", "")
         return next((term for (s, v), term in terms.items() if Code(v, s, "") == wanted), "")
     return terms.get((scheme, value), "")
