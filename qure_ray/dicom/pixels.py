@@ -144,7 +144,7 @@ def frame_count(dataset: Dataset) -> int:
         return 1
 
 
-def _frame_item(dataset: Dataset, sequence: str, frame: int) -> Dataset | None:
+def functional_group_item(dataset: Dataset, sequence: str, frame: int) -> Dataset | None:
     """A frame's item of a functional group macro (enhanced multi-frame objects keep Rescale and Window there,
     PS3.3 C.7.6.16): the frame's own, else the shared one."""
     for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
@@ -158,7 +158,7 @@ def _frame_item(dataset: Dataset, sequence: str, frame: int) -> Dataset | None:
 def _rescale_of(dataset: Dataset, failure: Rules, frame: int = 0) -> tuple[float, float]:
     """Rescale Slope and Intercept: the data set's own, else the frame's Pixel Value Transformation."""
     source = dataset if "RescaleSlope" in dataset or "RescaleIntercept" in dataset else None
-    source = source or _frame_item(dataset, "PixelValueTransformationSequence", frame) or dataset
+    source = source or functional_group_item(dataset, "PixelValueTransformationSequence", frame) or dataset
     slope, intercept = source.get("RescaleSlope", 1), source.get("RescaleIntercept", 0)
     try:  # both are VM 1; a second value is malformed, and `float` of it a TypeError
         return float(slope or 1), float(intercept or 0)
@@ -169,7 +169,7 @@ def _rescale_of(dataset: Dataset, failure: Rules, frame: int = 0) -> tuple[float
 def _window_of(dataset: Dataset, frame: int = 0) -> tuple[float | None, float | None]:
     """The first Window Center/Width pair of the data set (or of the frame's Frame VOI LUT), if any."""
     if "WindowCenter" not in dataset:
-        dataset = _frame_item(dataset, "FrameVOILUTSequence", frame) or dataset
+        dataset = functional_group_item(dataset, "FrameVOILUTSequence", frame) or dataset
     try:
         center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
         if center is None or width is None:

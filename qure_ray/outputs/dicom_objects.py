@@ -22,6 +22,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from qure_ray.dicom.part10 import new_dataset, to_bytes
+from qure_ray.dicom.pixels import functional_group_item
 from qure_ray.dicom.standards import body_part_of_anatomy
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.documents import PATIENT_SEXES
@@ -166,7 +167,7 @@ def secondary_capture(
     one series (`uids`), each its own `index`: one overlay series in the PACS, not one per slice. `frame`: the
     frame of a multi-frame source the overlay shows (from 1), which its Source Image Sequence names."""
     uids = uids or OutputUids.of([source], content)
-    orientation = patient_orientation(source)
+    orientation = patient_orientation(source, frame)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=rgb,
@@ -339,13 +340,15 @@ _AXIS_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))
 """Patient directions of +x, +y, +z and their opposites (DICOM's patient coordinates: LPS)."""
 
 
-def patient_orientation(source: Dataset) -> tuple[str, str] | None:
+def patient_orientation(source: Dataset, frame: int | None = None) -> tuple[str, str] | None:
     """Patient Orientation (the directions of the image's rows and columns): the source's own, else worked
-    out from Image Orientation (Patient), else None (unknown: a guess put "feet" markers on axial slices)."""
+    out from Image Orientation (Patient), top-level or the frame's Plane Orientation functional group (frame
+    from 1), else None (unknown: a guess put "feet" markers on axial slices)."""
     given = source.get("PatientOrientation")
     if given and len(given) == 2 and all(str(value) for value in given):
         return str(given[0]), str(given[1])
-    cosines = source.get("ImageOrientationPatient")
+    plane = functional_group_item(source, "PlaneOrientationSequence", (frame or 1) - 1)
+    cosines = source.get("ImageOrientationPatient") or (plane.get("ImageOrientationPatient") if plane else None)
     if not cosines or len(cosines) != 6:
         return None
     return _direction(cosines[:3]), _direction(cosines[3:])

@@ -312,6 +312,7 @@ def test_key_slices_that_are_frames_of_one_ct_show_and_cite_their_frames(tmp_pat
         assert (reference.ReferencedSOPInstanceUID, reference.ReferencedFrameNumber) == (ct.SOPInstanceUID, frame)
         shown = objects[name].pixel_array[64:, :, 0]  # below the legend: the frame's own pixels
         assert np.array_equal(shown, display_image(slice_at_frame(frame), head.preprocessing.windowing)[64:])
+        assert list(objects[name].PatientOrientation) == ["L", "P"]  # from the Plane Orientation group: axial
         assert dciodvfy_errors(by_name[name], tmp_path) == [], name
     cited = [item.ReferencedSOPInstanceUID for item in objects["report_pdf.dcm"].SourceInstanceSequence]
     assert cited == [ct.SOPInstanceUID]
