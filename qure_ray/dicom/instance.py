@@ -29,7 +29,7 @@ from qure_ray.dicom.standards import (
     IMAGE_STORAGE_SOP_CLASSES,
     SUPPORTED_PHOTOMETRIC,
     SUPPORTED_TRANSFER_SYNTAXES,
-    body_part_of_anatomy,
+    body_part,
 )
 from qure_ray.dicom.uids import is_valid_uid
 from qure_ray.dicom.validation import Rules
@@ -175,7 +175,7 @@ def _extract_metadata(dataset: Dataset, data: bytes) -> InstanceMetadata:
         sop_uid=uids["SOPInstanceUID"],
         sop_class_uid=uids["SOPClassUID"],
         modality=_text(dataset, "Modality"),
-        body_part=(_text(dataset, "BodyPartExamined") or body_part_of_anatomy(dataset)).upper(),
+        body_part=body_part(dataset),
         view_position=_text(dataset, "ViewPosition").upper(),
         series_description=_text(dataset, "SeriesDescription")[:64],
         rows=_int(dataset, "Rows"),

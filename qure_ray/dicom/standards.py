@@ -105,6 +105,12 @@ def _term_of(item: Dataset) -> str:
     return terms.get((scheme, value), "")
 
 
+def body_part(dataset: Dataset) -> str:
+    """Body Part Examined, upper case, or the term of the anatomy the object codes instead (enhanced objects)."""
+    examined = str(dataset.get("BodyPartExamined", "") or "").strip()
+    return (examined or body_part_of_anatomy(dataset)).upper()
+
+
 def body_part_of_anatomy(dataset: Dataset) -> str:
     """The Body Part Examined term of an object that codes its anatomy instead (Anatomic Region Sequence, top-level
     or in the Frame Anatomy functional group, shared or of the first frame, as enhanced CT and MR do and a legacy

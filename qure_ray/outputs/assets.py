@@ -10,13 +10,13 @@ from typing import NamedTuple
 import numpy as np
 from pydicom.dataset import Dataset
 
+from qure_ray.dicom.standards import body_part
 from qure_ray.media_types import MEDIA_TYPES
 from qure_ray.models.card import ModelCard
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.dicom_objects import (
     OutputUids,
     as_output_source,
-    body_part,
     encapsulated_pdf,
     secondary_capture,
     structured_report,

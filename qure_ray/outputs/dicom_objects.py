@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from qure_ray.dicom.part10 import new_dataset, to_bytes
 from qure_ray.dicom.pixels import functional_group_item
-from qure_ray.dicom.standards import body_part_of_anatomy
+from qure_ray.dicom.standards import body_part
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.documents import PATIENT_SEXES
 
@@ -269,11 +269,6 @@ def structured_report(
     )
     _with_charset(sr, source)
     return to_bytes(sr)
-
-
-def body_part(source: Dataset) -> str:
-    """Body Part Examined, or the term of the anatomy the source codes instead (enhanced objects)."""
-    return (str(source.get("BodyPartExamined", "") or "").strip() or body_part_of_anatomy(source)).upper()
 
 
 def _procedure(source: Dataset) -> hd.sr.CodedConcept:

@@ -161,10 +161,10 @@ class CatalogActor:
             self.announcements.note()
         return written
 
-    async def announced_after(self, seen: int, timeout_s: float) -> int:
-        """The notifier's long poll: the count of announced writes once it differs from `seen`, or after at most
-        `timeout_s` (capped at `LONG_POLL_S`)."""
-        return await self.announcements.after(seen, min(timeout_s, LONG_POLL_S))
+    async def announced_after(self, seen: int) -> int:
+        """The notifier's long poll: the count of announced writes once it differs from `seen`, or after
+        `LONG_POLL_S`."""
+        return await self.announcements.after(seen, LONG_POLL_S)
 
     async def instance(self, source: str, sop_uid: str) -> InstanceRecord | None:
         return self.catalog.instance(source, sop_uid)

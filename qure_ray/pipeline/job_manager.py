@@ -494,7 +494,11 @@ class JobManager:
             slices=slices,
         )
         keys = {r.sop_uid: r.object_key for r in held}
-        images = [(keys[slice_of(key)[0]], slice_of(key)[1], read_slices[key].heatmaps) for key in result.key_slices]
+        images = [
+            (keys[sop_uid], frame, read_slices[key].heatmaps)
+            for key in result.key_slices
+            for sop_uid, frame in [slice_of(key)]
+        ]
         try:
             started = time.perf_counter()
             assets = await self._attempts(

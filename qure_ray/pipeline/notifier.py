@@ -102,7 +102,7 @@ class WebhookNotifier:
         seen = -1  # the first call answers at once with the catalog's count
         while True:
             try:
-                count: int = await self.catalog.announced_after.remote(seen, LONG_POLL_S)
+                count: int = await self.catalog.announced_after.remote(seen)
             except Exception as exc:  # the catalog is briefly unavailable (a restart): the poll covers meanwhile
                 logger.warning("waiting for the catalog's result announcements failed, retrying: %s", exc)
                 await asyncio.sleep(POLL_S)

@@ -582,20 +582,15 @@ def test_a_series_failing_the_same_way_each_round_is_settled_as_failed_not_read_
     assert "KeyError" in result.reason and catalog.pending_series() == []
 
 
-class _Preprocessed:
-    """`preprocess.options(...).remote(...)` answering an image with something in it (not blank)."""
+def _image(size: int) -> Any:
+    """A preprocessed image with something in it (not blank)."""
+    import numpy as np
 
-    def options(self, **_: object) -> _Preprocessed:
-        return self
+    return np.random.default_rng(0).random((size, size), dtype=np.float32)
 
-    async def remote(self, *args: Any) -> Any:
-        return self.image(args[2])
 
-    @staticmethod
-    def image(size: int) -> Any:
-        import numpy as np
-
-        return np.random.default_rng(0).random((size, size), dtype=np.float32)
+_PREPROCESSED = _Answers(lambda _, __, size, *___: _image(size))
+"""`preprocess.options(...).remote(location, key, size, windowing)`, answered with `_image(size)`."""
 
 
 @pytest.mark.parametrize(
@@ -621,7 +616,7 @@ def test_a_prediction_that_is_not_a_score_per_card_label_fails_the_image_not_rep
     answered = {**dict.fromkeys(card.label_names, 0.1), **scores}
     if "an old label" in scores:
         del answered[card.label_names[0]]
-    monkeypatch.setattr(job_manager, "preprocess", _Preprocessed())
+    monkeypatch.setattr(job_manager, "preprocess", _PREPROCESSED)
     _, record, jobs = queued_instance(tmp_path, "6.2")
     jobs.location, jobs.max_attempts, jobs.cards = None, 1, {UseCase.QXR: card}
     model = SimpleNamespace(predict=Call(lambda image: Prediction(scores=answered, model=card.info)))
@@ -631,7 +626,7 @@ def test_a_prediction_that_is_not_a_score_per_card_label_fails_the_image_not_rep
     assert result.state is InstanceState.FAILED and result.triage_status is None
     assert result.reason.startswith("ModelError: model qxr-densenet") and reason in result.reason
     with pytest.raises(ModelError, match=reason.split(" (")[0]):  # a series' slice: its series fails
-        asyncio.run(jobs._read_slice(card, UseCase.QXR, _Preprocessed.image(card.input.size)))
+        asyncio.run(jobs._read_slice(card, UseCase.QXR, _image(card.input.size)))
 
 
 def test_an_answer_of_another_card_version_is_asked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -642,12 +637,12 @@ def test_an_answer_of_another_card_version_is_asked_again(tmp_path: Path, monkey
 
     card = load_card(SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml")
     answers = [{"an old label": 0.2}, dict.fromkeys(card.label_names, 0.1)]
-    monkeypatch.setattr(job_manager, "preprocess", _Preprocessed())
+    monkeypatch.setattr(job_manager, "preprocess", _PREPROCESSED)
     monkeypatch.setattr(job_manager, "RETRY_BASE_DELAY_S", 0.0)
     _, _, jobs = queued_instance(tmp_path, "6.3")
     jobs.location, jobs.max_attempts = None, 2
     model = SimpleNamespace(predict=Call(lambda image: Prediction(scores=answers.pop(0), model=card.info)))
     jobs.models = {UseCase.QXR: model}
-    prediction = asyncio.run(jobs._read_slice(card, UseCase.QXR, _Preprocessed.image(card.input.size)))
+    prediction = asyncio.run(jobs._read_slice(card, UseCase.QXR, _image(card.input.size)))
     assert isinstance(prediction, Prediction) and sorted(prediction.scores) == sorted(card.label_names)
     assert answers == []

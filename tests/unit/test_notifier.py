@@ -473,7 +473,7 @@ def test_a_result_the_catalog_announces_wakes_a_round_whoever_recorded_it() -> N
     answers = [0, 0, 1, 3]  # the count: first, after a quiet poll, after one result, after two more
     asked: list[int] = []
 
-    async def announced_after(seen: int, timeout_s: float) -> int:
+    async def announced_after(seen: int) -> int:
         asked.append(seen)
         if not answers:
             await asyncio.sleep(3600)
