@@ -152,6 +152,16 @@ class ModelCard(_Frozen):
     """Written by training: each label's ROC AUC on the validation split."""
     folder: Path = Field(exclude=True)
 
+    @field_validator("usecase")
+    @classmethod
+    def _a_served_usecase(cls, usecase: UseCase) -> UseCase:
+        if usecase is UseCase.UNSUPPORTED:
+            served = [u.value for u in UseCase if u is not UseCase.UNSUPPORTED]
+            raise ValueError(
+                f"'unsupported' is what routing answers when no model serves an image; a card serves one of {served}"
+            )
+        return usecase
+
     @field_validator("labels")
     @classmethod
     def _unique_labels(cls, labels: tuple[Label, ...]) -> tuple[Label, ...]:

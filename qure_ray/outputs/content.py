@@ -8,7 +8,7 @@ import numpy as np
 
 from qure_ray.dicom.pixels import DATASET_WINDOW, Windowing
 from qure_ray.models.card import ModelCard
-from qure_ray.records import InstanceState, ModelInfo, ResultRecord, TriageStatus
+from qure_ray.records import InstanceState, ModelInfo, ResultRecord, TriageStatus, UseCase
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class ReportContent:
     triage: TriageStatus
     model: ModelInfo
     trained_on: str
+    usecase: UseCase
+    """What the model read (a chest radiograph, a head CT): the procedure the SR reports on."""
     heatmaps: np.ndarray | None = None
     """(labels, h, w) in [0, 1], in the order of `findings`."""
     unusable_reason: str | None = None
@@ -41,6 +43,7 @@ class ReportContent:
                 triage=TriageStatus.ROUTINE,
                 model=card.info,
                 trained_on=card.trained_on,
+                usecase=card.usecase,
                 unusable_reason=result.reason or "the image cannot be read by the model",
                 windowing=card.preprocessing.windowing,
             )
@@ -59,6 +62,7 @@ class ReportContent:
             triage=result.triage_status or TriageStatus.ROUTINE,
             model=card.info,
             trained_on=card.trained_on,
+            usecase=card.usecase,
             heatmaps=heatmaps,
             windowing=card.preprocessing.windowing,
         )

@@ -23,9 +23,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from qure_ray.dicom.part10 import new_dataset, to_bytes
 from qure_ray.dicom.pixels import functional_group_item
-from qure_ray.dicom.standards import body_part
 from qure_ray.outputs.content import ReportContent
 from qure_ray.outputs.documents import PATIENT_SEXES
+from qure_ray.records import UseCase
 
 MANUFACTURER = "qure_ray"
 SC_SERIES_NUMBER, SR_SERIES_NUMBER, PDF_SERIES_NUMBER = 9001, 9002, 9003
@@ -252,7 +252,7 @@ def structured_report(
         )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=_procedure(source),
+        procedure_reported=_PROCEDURES[content.usecase],
         imaging_measurements=groups,
     )
     sr = hd.sr.Comprehensive3DSR(
@@ -271,13 +271,12 @@ def structured_report(
     return to_bytes(sr)
 
 
-def _procedure(source: Dataset) -> hd.sr.CodedConcept:
-    """The LOINC code of the procedure the SR reports on."""
-    if str(source.get("Modality", "")) != "CT":  # a chest radiograph result reads one image: one view
-        return hd.sr.CodedConcept(value="36554-4", scheme_designator="LN", meaning="XR Chest Single view")
-    if body_part(source) in ("HEAD", "BRAIN", "SKULL"):
-        return hd.sr.CodedConcept(value="24725-4", scheme_designator="LN", meaning="CT Head")
-    return codes.LN.CTUnspecifiedBodyRegion
+_PROCEDURES = {
+    UseCase.QXR: hd.sr.CodedConcept(value="36554-4", scheme_designator="LN", meaning="XR Chest Single view"),
+    UseCase.QER: hd.sr.CodedConcept(value="24725-4", scheme_designator="LN", meaning="CT Head"),
+}
+"""The LOINC code of the procedure an SR reports on, by what the model read: one chest radiograph, or a head CT
+(whatever the routing rules took for one, BodyPartExamined or not)."""
 
 
 def encapsulated_pdf(

@@ -14,7 +14,7 @@ from ray import serve
 
 from qure_ray import metrics
 from qure_ray.config import BACKGROUND_LOGGING
-from qure_ray.pipeline.notifier import LONG_POLL_S, Announcements
+from qure_ray.pipeline.announcements import LONG_POLL_S, Announcements
 from qure_ray.pipeline.replicas import deployment_of, live_other_replicas, this_replica
 from qure_ray.records import (
     InstanceRecord,

@@ -33,9 +33,6 @@ POLL_S = 1.0
 """Rounds without a `wake`: a safety net (an announcement lost to a catalog restart) and retries' rounds."""
 MIN_ROUND_GAP_S = 0.05
 """Rounds that `wake` asks for come at most this often: results recorded together are announced in one round."""
-LONG_POLL_S = 2.0
-"""How long one `announced_after` call may wait in the catalog. Short: Serve lets a replica that is being
-replaced finish its calls first, and a rolling update of the catalog would wait for this one."""
 BATCH = 100
 MAX_IN_FLIGHT = 1000
 """Deliveries at once (most of them waiting out a retry's pause): one partner whose endpoint fails holds up
@@ -45,28 +42,6 @@ TIMEOUT_S = 10.0
 ATTEMPT_TIMEOUT_S = 30.0
 """The most one delivery attempt may take in all: `TIMEOUT_S` bounds each read, not a reply sent slowly."""
 MAX_CONNECTIONS = 100
-
-
-class Announcements:
-    """The catalog's side of the notifier's long poll: how many writes have recorded a final result for a source
-    with a webhook, and a wait for the next one."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._next = asyncio.Event()
-
-    def note(self) -> None:
-        self.count += 1
-        self._next.set()
-        self._next = asyncio.Event()
-
-    async def after(self, seen: int, timeout_s: float) -> int:
-        """The count, as soon as it differs from `seen` (at once if it already does), else after `timeout_s`."""
-        if seen == self.count:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await self._next.wait()
-        return self.count
 
 
 class WebhookNotifier:

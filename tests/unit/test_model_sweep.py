@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from qure_ray.client.cli import main
 from qure_ray.models import load_card, timing
 from qure_ray.models.timing import ForwardTiming, suggested_batch_size, sweep_batch_sizes, sweep_input
 from qure_ray.paths import SHIPPED_MODELS_DIR
+from tests.unit.fresh_imports import loaded_by_importing
 
 CARD = load_card(SHIPPED_MODELS_DIR / "qxr-densenet" / "model.yaml")
 TINY = BenchConfig(sweep_batch_sizes=(1, 3), sweep_seconds=0.05)
@@ -125,9 +124,7 @@ def test_the_bare_machine_entry_point_sweeps_every_card(tmp_path: Path, capsys: 
 def test_the_timing_module_imports_no_platform_dependencies() -> None:
     """`benchmarks/gpu_sweep.sh` runs it on a CUDA machine that has torch but not Ray, boto3 or the rest."""
     heavy = ("ray", "boto3", "aiohttp", "highdicom", "duckdb", "pyarrow", "starlette", "httpx", "cryptography")
-    probe = f"import sys, qure_ray.models.timing; print([m for m in {heavy!r} if m in sys.modules])"
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    assert loaded_by_importing("qure_ray.models.timing", heavy) == []
 
 
 def test_the_bare_pass_can_be_timed_with_a_replica_s_thread_count() -> None:

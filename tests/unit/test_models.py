@@ -68,6 +68,11 @@ def test_bad_card_names_the_file_and_field(tmp_path: Path) -> None:
     assert str(path) in str(info.value) and "labels.0.threshold" in str(info.value)
 
 
+def test_a_card_serves_a_use_case_routing_can_pick(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a card serves one of"):
+        load_card(copy_card(tmp_path, usecase="unsupported"))
+
+
 def test_weights_with_a_wrong_sha256_are_refused(tmp_path: Path) -> None:
     path = copy_card(tmp_path, weights={"file": "weights.pt", "sha256": "0" * 64})
     with pytest.raises(ConfigError, match="hashes to"):

@@ -18,7 +18,8 @@ from ray.serve.handle import DeploymentHandle
 
 from qure_ray.client.webhooks import sign, verify_signature
 from qure_ray.egress import parse_networks
-from qure_ray.pipeline.notifier import Announcements, WebhookNotifier
+from qure_ray.pipeline.announcements import Announcements
+from qure_ray.pipeline.notifier import WebhookNotifier
 from qure_ray.records import Notification, Webhook
 from qure_ray.sealing import SecretSealer
 from qure_ray.storage.catalog import Batch

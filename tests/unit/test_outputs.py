@@ -321,7 +321,7 @@ def test_key_slices_that_are_frames_of_one_ct_show_and_cite_their_frames(tmp_pat
               (item.value if isinstance(item.value, list | pydicom.multival.MultiValue) else [item.value])}  # fmt: skip
     assert frames == {2, 3}
     procedure = {item.value for item in sr.iterall() if item.keyword == "CodeValue"}
-    assert "24725-4" in procedure  # CT Head, from the anatomy the object codes (it has no BodyPartExamined)
+    assert "24725-4" in procedure  # CT Head: what the head CT model read
     assert dciodvfy_errors(by_name["report_sr.dcm"], tmp_path) == []
 
 

@@ -19,6 +19,7 @@ from qure_ray.models.phantoms import (
     series_slice_findings,
     to_dicom,
 )
+from tests.unit.fresh_imports import loaded_by_importing
 
 BRAIN_WINDOW = Windowing("fixed", 40, 80)
 
@@ -267,9 +268,4 @@ def test_the_body_part_of_a_coded_anatomy(where: str, scheme: str, value: str, t
 def test_the_ingress_loads_no_code_tables_until_an_object_needs_them() -> None:
     """pydicom's SR code tables and highdicom hold about 60k objects that every full collection of the ingress's
     garbage collector would scan: lookups measured about 10% slower with them loaded at import."""
-    import subprocess
-    import sys
-
-    probe = "import sys, qure_ray.api.app; print([m for m in ('pydicom.sr.coding', 'highdicom') if m in sys.modules])"
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    assert loaded_by_importing("qure_ray.api.app", ("pydicom.sr.coding", "highdicom")) == []
