@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 DICOM_MEDIA_TYPE = "application/dicom"
 MEDIA_TYPES = {".dcm": DICOM_MEDIA_TYPE, ".png": "image/png", ".pdf": "application/pdf"}
 """Originals and assets by file extension."""
@@ -16,16 +18,7 @@ def accepts(accept_header: str, *offered: str) -> bool:
     ignored but for `q=0`, which refuses."""
     if not accept_header.strip():
         return True
-    for media_range in accept_header.split(","):
-        name, _, parameters = media_range.partition(";")
-        name = name.strip().lower()
-        params = {
-            k.strip().lower(): v.strip().strip('"').lower()
-            for k, _, v in (p.partition("=") for p in parameters.split(";"))
-            if k.strip()
-        }
-        if params.get("q", "1").strip() in ("0", "0.0", "0.00", "0.000"):
-            continue
+    for name, params in media_ranges(accept_header):
         for media_type in offered:
             offered_name, _, offered_type = media_type.lower().partition('; type="')
             if name not in ("*/*", f"{offered_name.split('/')[0]}/*", offered_name):
@@ -34,3 +27,17 @@ def accepts(accept_header: str, *offered: str) -> bool:
                 continue
             return True
     return False
+
+
+def media_ranges(accept_header: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The media ranges of an `Accept` header in its order, each with its parameters (names and values in lower
+    case, quotes removed); not those with `q=0`, which refuse."""
+    for media_range in accept_header.split(","):
+        name, _, parameters = media_range.partition(";")
+        params = {
+            k.strip().lower(): v.strip().strip('"').lower()
+            for k, _, v in (p.partition("=") for p in parameters.split(";"))
+            if k.strip()
+        }
+        if params.get("q", "1").strip() not in ("0", "0.0", "0.00", "0.000"):
+            yield name.strip().lower(), params

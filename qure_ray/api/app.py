@@ -18,7 +18,7 @@ from qure_ray.api.errors import EXCEPTION_HANDLERS, error_response
 from qure_ray.api.openapi import openapi_json
 from qure_ray.api.platform import Platform
 from qure_ray.api.results import get_result
-from qure_ray.api.retrieve import get_instance, get_series, get_study
+from qure_ray.api.retrieve import get_frames, get_instance, get_instance_metadata, get_many_metadata, get_originals
 from qure_ray.api.uploads import post_studies, post_upload
 from qure_ray.api.webhooks import delete_webhook, get_webhook, put_webhook
 
@@ -77,9 +77,13 @@ def create_app(platform: Platform) -> Starlette:
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/studies", post_studies, methods=["POST"]),
             Route("/studies/{study}", post_studies, methods=["POST"]),
-            Route("/studies/{study}", get_study, methods=["GET"]),
-            Route("/studies/{study}/series/{series}", get_series, methods=["GET"]),
+            Route("/studies/{study}", get_originals, methods=["GET"]),
+            Route("/studies/{study}/metadata", get_many_metadata, methods=["GET"]),
+            Route("/studies/{study}/series/{series}", get_originals, methods=["GET"]),
+            Route("/studies/{study}/series/{series}/metadata", get_many_metadata, methods=["GET"]),
             Route("/studies/{study}/series/{series}/instances/{sop}", get_instance, methods=["GET"]),
+            Route("/studies/{study}/series/{series}/instances/{sop}/metadata", get_instance_metadata, methods=["GET"]),
+            Route("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", get_frames, methods=["GET"]),
             Route("/upload", post_upload, methods=["POST"]),
             Route("/results/v2/{uid}", get_result, methods=["GET"]),
             Route("/results/{uid}", get_result, methods=["GET"]),

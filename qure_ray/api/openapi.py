@@ -40,6 +40,22 @@ _RETRIEVE_RESPONSES = {
     "406": _error('Accept admits no multipart/related; type="application/dicom"'),
     **_AUTH_ERRORS,
 }
+_METADATA_RESPONSES = {
+    "200": {"description": "DICOM JSON model, one object per instance; Pixel Data is a BulkDataURI of its frames",
+            "content": {"application/dicom+json": {"schema": {"type": "array", "items": {"type": "object"}}}}},
+    **{code: _RETRIEVE_RESPONSES[code] for code in ("400", "404")},
+    "406": _error("Accept admits neither application/dicom+json nor application/json"),
+    **_AUTH_ERRORS,
+}  # fmt: skip
+_FRAMES_RESPONSES = {
+    "200": {"description": "multipart/related, a part per frame in the order asked: as stored (a compressed frame's "
+                           "codestream, e.g. image/jls) or, for application/octet-stream without transfer-syntax=*, "
+                           "native Explicit VR Little Endian; each part's Content-Type names its transfer-syntax"},
+    "400": _error("not a DICOM UID, or a frame list other than distinct whole numbers from 1"),
+    "404": _error("nothing stored there by this source, or no such frame"),
+    "406": _error("Accept admits neither the frames as stored nor native application/octet-stream"),
+    **_AUTH_ERRORS,
+}  # fmt: skip
 _STOW_RESPONSES = {
     "200": {"description": "all stored", "content": {"application/dicom+json": {"schema": {"type": "object"}}}},
     "202": {"description": "some failed (FailedSOPSequence with FailureReason)"},
@@ -137,6 +153,21 @@ def spec() -> dict[str, Any]:
             "/studies/{study}/series/{series}/instances/{sop}": {"get": {
                 "summary": "WADO-RS: the stored original",
                 "parameters": [{**_UID, "name": name} for name in ("study", "series", "sop")], "responses": _RETRIEVE_RESPONSES}},
+            "/studies/{study}/metadata": {"get": {
+                "summary": "WADO-RS: the metadata of the study's instances",
+                "parameters": [{**_UID, "name": "study"}], "responses": _METADATA_RESPONSES}},
+            "/studies/{study}/series/{series}/metadata": {"get": {
+                "summary": "WADO-RS: the metadata of the series' instances",
+                "parameters": [{**_UID, "name": name} for name in ("study", "series")], "responses": _METADATA_RESPONSES}},
+            "/studies/{study}/series/{series}/instances/{sop}/metadata": {"get": {
+                "summary": "WADO-RS: the instance's metadata",
+                "parameters": [{**_UID, "name": name} for name in ("study", "series", "sop")], "responses": _METADATA_RESPONSES}},
+            "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}": {"get": {
+                "summary": "WADO-RS: some of the instance's frames (1-based, comma-separated: 1,3)",
+                "parameters": [*({**_UID, "name": name} for name in ("study", "series", "sop")),
+                               {"name": "frames", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$"}}],
+                "responses": _FRAMES_RESPONSES}},
             "/upload": {"post": {"summary": "upload one instance (application/dicom), a zip, or form-data",
                                  "requestBody": {"content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}},
                                                              "application/zip": {"schema": {"type": "string", "format": "binary"}}, **form}},

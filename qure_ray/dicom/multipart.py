@@ -31,13 +31,14 @@ def dicom_multipart(parts: Sequence[bytes], boundary: str | None = None) -> tupl
     """DICOM Part 10 files as one `multipart/related; type="application/dicom"` body (STOW-RS requests,
     WADO-RS answers): the body and its Content-Type."""
     boundary = boundary or uuid.uuid4().hex
-    body = b"".join(dicom_part(part, boundary) for part in parts) + closing_delimiter(boundary)
+    body = b"".join(multipart_part(part, DICOM_MEDIA_TYPE, boundary) for part in parts) + closing_delimiter(boundary)
     return body, f"{DICOM_MULTIPART}; boundary={boundary}"
 
 
-def dicom_part(data: bytes, boundary: str) -> bytes:
-    """One part of such a body, delimiter and header included (a streamed answer yields them one by one)."""
-    return f"--{boundary}\r\nContent-Type: {DICOM_MEDIA_TYPE}\r\n\r\n".encode() + data + b"\r\n"
+def multipart_part(data: bytes, content_type: str, boundary: str) -> bytes:
+    """One part of a `multipart/related` body, delimiter and header included (a streamed answer yields them one
+    by one)."""
+    return f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n"
 
 
 def closing_delimiter(boundary: str) -> bytes:

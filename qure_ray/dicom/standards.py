@@ -54,14 +54,21 @@ IMAGE_STORAGE_SOP_CLASSES: dict[str, str] = {
 NATIVE_TRANSFER_SYNTAXES = frozenset(
     {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian}
 )
-JPEG_FAMILY = frozenset(
-    {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless}
-)
+JPEG_LS = frozenset({JPEGLSLossless, JPEGLSNearLossless})
+JPEG_FAMILY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1}) | JPEG_LS
 """Frames whose header is a JPEG (or JPEG-LS) start-of-frame segment."""
 JPEG2000_FAMILY = frozenset({JPEG2000Lossless, JPEG2000})
 """Frames that are JPEG 2000 codestreams."""
 COMPRESSED_TRANSFER_SYNTAXES = JPEG_FAMILY | JPEG2000_FAMILY | {RLELossless}
 SUPPORTED_TRANSFER_SYNTAXES = NATIVE_TRANSFER_SYNTAXES | COMPRESSED_TRANSFER_SYNTAXES
+LITTLE_ENDIAN_NATIVE = NATIVE_TRANSFER_SYNTAXES - {ExplicitVRBigEndian}
+FRAME_MEDIA_TYPES: dict[str, str] = {
+    **dict.fromkeys(JPEG_FAMILY - JPEG_LS, "image/jpeg"),
+    **dict.fromkeys(JPEG_LS, "image/jls"),
+    **dict.fromkeys(JPEG2000_FAMILY, "image/jp2"),
+    RLELossless: "image/dicom-rle",
+}
+"""The media type of a compressed frame sent as stored (PS3.18 Table 8.7.3-2)."""
 
 SUPPORTED_PHOTOMETRIC = frozenset(
     {

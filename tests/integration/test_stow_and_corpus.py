@@ -44,6 +44,12 @@ def test_dicomweb_client_stores_and_retrieves(deployed: Deployed) -> None:
     first_series = client(deployed).retrieve_series(study, series[0])
     assert sorted(d.SOPInstanceUID for d in first_series) == sorted(d.SOPInstanceUID for d in datasets[:2])
     assert response.RetrieveURL.endswith(f"/studies/{study}")  # dicomweb-client sends Host without the port
+    metadata = client(deployed).retrieve_series_metadata(study, series[0])
+    assert sorted(item["00080018"]["Value"][0] for item in metadata) == sorted(d.SOPInstanceUID for d in datasets[:2])
+    (frame,) = client(deployed).retrieve_instance_frames(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, frame_numbers=[1]
+    )
+    assert frame == ds.PixelData  # S3 through the real ingress: the stored frame, byte for byte
     assert deployed.wait_final(ds.SOPInstanceUID).status_code == 200
 
 

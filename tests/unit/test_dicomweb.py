@@ -1,17 +1,24 @@
-"""DICOMweb over the real app and an in-memory platform: WADO-RS retrieve of a study or series, STOW-RS's
-RetrieveURL, Accept negotiation, and a STOW-RS request cut short after some instances were stored."""
+"""DICOMweb over the real app and an in-memory platform: WADO-RS retrieve of a study or series, their metadata and an
+instance's frames (with dicomweb-client as the peer), STOW-RS's RetrieveURL, Accept negotiation, and a STOW-RS
+request cut short after some instances were stored."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pydicom
+import pydicom.encaps
 import pytest
+from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
 
 from qure_ray.config import Settings
 from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, dicom_multipart
 from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.models.phantoms import head_ct_multiframe
 from tests.unit.client_platform import SOURCE, TOKEN, MemoryPlatform, running_platform
 
 HEADERS = {"Authorization": f"Token {TOKEN}", "Source": SOURCE}
@@ -28,11 +35,22 @@ OTHER_SOURCE = {"Authorization": "Token other-site-token", "Source": "other-site
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[MemoryPlatform, httpx.Client]]:
-    with running_platform(tmp_path) as (platform, base_url), httpx.Client(base_url=base_url, timeout=30) as client:
+def running(tmp_path: Path) -> Iterator[tuple[MemoryPlatform, str]]:
+    with running_platform(tmp_path) as (platform, base_url):
         tokens = f"{TOKEN}:{SOURCE},other-site-token:other-site"
         platform.settings = Settings.load({**platform.settings.to_args(), "QURE_TOKENS": tokens}, {})
-        yield platform, client
+        yield platform, base_url
+
+
+@pytest.fixture
+def base_url(running: tuple[MemoryPlatform, str]) -> str:
+    return running[1]
+
+
+@pytest.fixture
+def served(running: tuple[MemoryPlatform, str]) -> Iterator[tuple[MemoryPlatform, httpx.Client]]:
+    with httpx.Client(base_url=running[1], timeout=30) as client:
+        yield running[0], client
 
 
 @pytest.fixture
@@ -135,3 +153,109 @@ def test_urls_handed_out_follow_the_public_url_when_one_is_set(client: httpx.Cli
     assert reply[RETRIEVE_URL]["Value"][0] == f"https://ai.example.org/studies/{STUDY}"  # type: ignore[index]
     referenced = reply[REFERENCED_SOP_SEQUENCE]["Value"][0][RETRIEVE_URL]["Value"][0]  # type: ignore[index]
     assert referenced == f"https://ai.example.org/studies/{STUDY}/series/{SERIES_A}/instances/{SERIES_A}.12"
+
+
+# --- frames and metadata (WADO-RS) ---------------------------------------------------------------------------
+
+
+def multiframe(syntax: str) -> bytes:
+    """A 3-frame legacy-converted head CT in `syntax`: native as highdicom writes it, RLE, or big endian."""
+    original = head_ct_multiframe(seed=1, findings=set(), slices=3, size=32)
+    if syntax == ExplicitVRLittleEndian:
+        return original
+    dataset = pydicom.dcmread(io.BytesIO(original))
+    buffer = io.BytesIO()
+    if syntax == RLELossless:
+        dataset.compress(RLELossless)
+        dataset.save_as(buffer, enforce_file_format=True)
+    else:  # big endian, where pydicom writes Pixel Data's bytes as they are: swap them
+        values = dataset.pixel_array
+        dataset.PixelData = values.astype(values.dtype.newbyteorder(">")).tobytes()
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+        pydicom.dcmwrite(buffer, dataset, implicit_vr=False, little_endian=False, force_encoding=True)
+    return buffer.getvalue()
+
+
+def dicomweb(base_url: str) -> DICOMwebClient:
+    return DICOMwebClient(url=base_url, headers=HEADERS)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless])
+def test_frames_come_as_stored_or_decoded_to_native_as_accept_asks(
+    served: tuple[MemoryPlatform, httpx.Client], base_url: str, syntax: str
+) -> None:
+    data = multiframe(syntax)
+    stored = pydicom.dcmread(io.BytesIO(data))
+    assert stow(served[1], *dicom_multipart([data]))[0] == 200
+    uids = {"study_instance_uid": stored.StudyInstanceUID, "series_instance_uid": stored.SeriesInstanceUID,
+            "sop_instance_uid": stored.SOPInstanceUID}  # fmt: skip
+    peer = dicomweb(base_url)
+
+    def native(index: int) -> bytes:
+        values = stored.pixel_array[index]
+        return values.astype(values.dtype.newbyteorder("<")).tobytes()
+
+    as_stored = peer.retrieve_instance_frames(**uids, frame_numbers=[3, 1])  # its default: type="*/*"
+    if syntax == RLELossless:  # the codestreams, untouched
+        assert as_stored == [pydicom.encaps.get_frame(stored.PixelData, i, number_of_frames=3) for i in (2, 0)]
+    else:
+        assert as_stored == [native(2), native(0)]
+    decoded = peer.retrieve_instance_frames(
+        **uids, frame_numbers=[2], media_types=(("application/octet-stream", ExplicitVRLittleEndian),)
+    )
+    assert decoded == [native(1)]
+
+    url = f"/studies/{stored.StudyInstanceUID}/series/{stored.SeriesInstanceUID}/instances/{stored.SOPInstanceUID}"
+    answer = served[1].get(f"{url}/frames/1", headers={**HEADERS, "Accept": "multipart/related; type=image/jp2"})
+    assert answer.status_code == 406 and "does not admit" in answer.json()["message"]
+    if syntax == RLELossless:
+        assert "image/dicom-rle" in answer.json()["message"]  # what it could have sent
+        sent_as = served[1].get(
+            f"{url}/frames/1", headers={**HEADERS, "Accept": 'multipart/related; type="image/dicom-rle"'}
+        )
+        assert sent_as.status_code == 200 and 'type="image/dicom-rle"' in sent_as.headers["content-type"]
+        assert f"transfer-syntax={RLELossless}".encode() in sent_as.content  # each part says what it holds
+
+
+def test_a_frame_list_names_frames_the_instance_has(served: tuple[MemoryPlatform, httpx.Client]) -> None:
+    client = served[1]
+    data = multiframe(ExplicitVRLittleEndian)
+    stored = pydicom.dcmread(io.BytesIO(data))
+    assert stow(client, *dicom_multipart([data]))[0] == 200
+    url = f"/studies/{stored.StudyInstanceUID}/series/{stored.SeriesInstanceUID}/instances/{stored.SOPInstanceUID}"
+    for frames, status, said in (("4", 404, "has 3 frame(s)"), ("0", 400, "from 1"), ("1,x", 400, "'x'"),
+                                 ("2,1,2", 400, "repeated: [2]")):  # fmt: skip
+        answer = client.get(f"{url}/frames/{frames}", headers=HEADERS)
+        assert (answer.status_code, said in answer.json()["message"]) == (status, True), frames
+    assert client.get(f"{url}/frames/1", headers=OTHER_SOURCE).status_code == 404
+    assert client.get(f"{url}/frames/1", headers={**HEADERS, "Source": "x"}).status_code == 403
+
+
+def test_metadata_is_the_data_set_without_pixels_which_its_frames_url_serves(
+    served: tuple[MemoryPlatform, httpx.Client], base_url: str
+) -> None:
+    platform, client = served
+    data = multiframe(RLELossless)
+    stored = pydicom.dcmread(io.BytesIO(data))
+    sent = [data, instance(21), instance(22, series=SERIES_B)]
+    assert stow(client, *dicom_multipart([data]))[0] == 200 and stow(client, *dicom_multipart(sent[1:]))[0] == 200
+    peer = dicomweb(base_url)
+
+    described = peer.retrieve_instance_metadata(
+        stored.StudyInstanceUID, stored.SeriesInstanceUID, stored.SOPInstanceUID
+    )
+    pixels = described.pop("7FE00010")
+    assert pydicom.Dataset.from_json(described) == pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    assert pixels["vr"] == "OB" and pixels["BulkDataURI"].endswith(f"/instances/{stored.SOPInstanceUID}/frames/1,2,3")
+    bulk = client.get(httpx.URL(pixels["BulkDataURI"]).path, headers=HEADERS)  # the peer's Host has no port
+    assert bulk.status_code == 200 and bulk.content.count(b"Content-Type: image/dicom-rle") == 3
+
+    series = peer.retrieve_series_metadata(STUDY, SERIES_A)
+    assert [item["00080018"]["Value"] for item in series] == [[f"{SERIES_A}.21"]]
+    platform.store.put(f"dicom/{SOURCE}/{STUDY}/{SERIES_B}/{SERIES_B}.9.dcm", instance(9, series=SERIES_B))  # orphan
+    study = peer.retrieve_study_metadata(STUDY)
+    assert sorted(item["00080018"]["Value"][0] for item in study) == [f"{SERIES_A}.21", f"{SERIES_B}.22"]
+    assert all(item["7FE00010"]["vr"] == "OW" for item in study)  # native 16-bit radiographs
+    refused = client.get(f"/studies/{STUDY}/metadata", headers={**HEADERS, "Accept": "application/dicom"})
+    assert refused.status_code == 406 and "application/dicom+json" in refused.json()["message"]
+    assert client.get(f"/studies/{STUDY}/metadata", headers=OTHER_SOURCE).status_code == 404
