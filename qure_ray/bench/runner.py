@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import os
 import platform as host
@@ -12,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import torch
 from numpy.typing import NDArray
 from pydicom.uid import generate_uid
 
 from qure_ray.bench import workloads
 from qure_ray.bench.inbox import ResultInbox
-from qure_ray.bench.platform import platform, seed_results
+from qure_ray.bench.platform import RunningPlatform, platform, seed_results
 from qure_ray.bench.report import BenchReport
 from qure_ray.bench.services import orthanc, seaweedfs
 from qure_ray.config import Settings
@@ -27,7 +30,14 @@ from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.models.card import ModelCard
 from qure_ray.models.inference import select_device
 from qure_ray.models.network import load_network
-from qure_ray.models.phantoms import CHEST_FINDINGS, chest_phantom, to_dicom
+from qure_ray.models.phantoms import (
+    CHEST_FINDINGS,
+    HEAD_CT_FINDINGS,
+    chest_phantom,
+    head_ct_multiframe,
+    head_ct_series,
+    to_dicom,
+)
 from qure_ray.models.registry import load_registry
 from qure_ray.models.timing import (
     cpu_threads,
@@ -52,6 +62,11 @@ class BenchConfig:
     images_per_client: int = 8
     small_instances: int = 400
     large_instances: int = 200
+    series_concurrencies: tuple[int, ...] = (1, 4)
+    series_per_client: int = 2
+    series_slices: int = 32
+    """Slices of each head CT series (512 x 512, 16-bit: 0.5 MB each), sent as that many instances or as one
+    multi-frame object."""
     lookup_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     lookup_requests: int = 2000
     sweep_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
@@ -70,6 +85,7 @@ class BenchConfig:
         the full run. A thousand lookups per catalog size, so that p99 is not the third-slowest request."""
         return cls(
             model_seconds=5.0, concurrencies=(1, 8), images_per_client=3, small_instances=64, large_instances=48,
+            series_concurrencies=(2,), series_per_client=1, series_slices=16,
             lookup_rows=(10_000, 100_000), lookup_requests=1000, sweep_batch_sizes=(1, 4, 16), sweep_seconds=1.0,
         )  # fmt: skip
 
@@ -84,6 +100,20 @@ def phantom_images(count: int, *, seed: int) -> list[tuple[str, bytes]]:
     return images
 
 
+def head_ct_studies(count: int, *, slices: int, multi_frame: bool, seed: int) -> list[tuple[str, list[bytes]]]:
+    """(SeriesInstanceUID, its instances) of head CT phantoms, about a third with a finding: `slices` instances,
+    or one Legacy Converted Enhanced CT of that many frames when `multi_frame`."""
+    studies: list[tuple[str, list[bytes]]] = []
+    for i in range(count):
+        findings = {HEAD_CT_FINDINGS[i % len(HEAD_CT_FINDINGS)]} if i % 3 == 0 else set()
+        make = head_ct_multiframe if multi_frame else head_ct_series
+        made = make(seed=seed + i, findings=findings, slices=slices, size=512)
+        parts = [made] if isinstance(made, bytes) else made
+        series_uid = str(pydicom.dcmread(io.BytesIO(parts[0]), stop_before_pixels=True).SeriesInstanceUID)
+        studies.append((series_uid, parts))
+    return studies
+
+
 def ingest_instances(count: int, *, size: int, seed: int) -> list[tuple[str, bytes]]:
     """(SOPInstanceUID, DICOM bytes) of DX instances of `size`² 16-bit pixels (512: 0.5 MB, 1024: 2 MB) of a body
     part no use case reads, so the pipeline behind ingest stays idle and the numbers are ingest's own (with no
@@ -93,8 +123,8 @@ def ingest_instances(count: int, *, size: int, seed: int) -> list[tuple[str, byt
 
 
 def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = None) -> BenchReport:
-    """Run model limit and sweep, end to end, store limit, ingest (qure_ray and Orthanc) and lookups; return the
-    report."""
+    """Run model limit and sweep, end to end (chest radiographs, then head CT series), store limit, ingest
+    (qure_ray and Orthanc) and lookups; return the report."""
     config = config or BenchConfig()
     report = BenchReport(machine=_machine(), config=config.__dict__)
     settings = Settings.load(config.settings, os.environ)  # the platform under test reads the same
@@ -132,6 +162,7 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                         running.base_url, batch, concurrency=clients, headers=running.headers, inbox=inbox
                     )
                     report.add_timed("end to end", f"{clients} clients", timed, latencies=True)
+                _head_ct_series(report, config, running, inbox)
             for label, size, count in (
                 ("small 0.5 MB", 512, config.small_instances),
                 ("large 2 MB", 1024, config.large_instances),
@@ -162,6 +193,23 @@ def run_benchmarks(config: BenchConfig | None = None, *, workdir: Path | None = 
                                           concurrency=LOOKUP_CLIENTS, headers=running.headers)  # fmt: skip
                 report.add_timed("results lookup", f"{rows} rows", timed, throughput_unit="requests/s", latencies=True)
     return report
+
+
+def _head_ct_series(report: BenchReport, config: BenchConfig, running: RunningPlatform, inbox: ResultInbox) -> None:
+    """Head CT series through their result at each concurrency, as instances and as one multi-frame object: series/s,
+    slices/s and latency upload → result 200. Each concurrency warms up on as many series first."""
+    for form, multi_frame in (("classic", False), ("multi-frame", True)):
+        for clients in config.series_concurrencies:
+            studies = head_ct_studies(clients * (config.series_per_client + 1), slices=config.series_slices,
+                                      multi_frame=multi_frame, seed=20_000 + clients * 100)  # fmt: skip
+            through = functools.partial(
+                workloads.series_end_to_end, running.base_url, concurrency=clients, headers=running.headers, inbox=inbox
+            )
+            through(studies[:clients])  # warm-up
+            timed = through(studies[clients:])
+            variant = f"{form}, {clients} clients"
+            report.add_timed("head CT series end to end", variant, timed, throughput_unit="series/s", latencies=True)
+            report.add("head CT series end to end", variant, "slices/s", timed.per_s * config.series_slices)
 
 
 def run_model_sweep(config: BenchConfig | None = None) -> BenchReport:

@@ -143,19 +143,55 @@ def end_to_end(
     `GET /results` once: latency is upload → result 200."""
 
     async def one(client: aiohttp.ClientSession, item: tuple[str, bytes]) -> None:
-        sop_uid, data = item
-        body, content_type = dicom_multipart([data])
-        status, text, _ = await _request(
-            client, "POST", f"{base_url}/studies", body, {**headers, "Content-Type": content_type}
-        )
-        if status != 200:
-            raise RuntimeError(f"upload answered {status}: {text[:300]}")
-        await inbox.wait(sop_uid, timeout_s=RESULT_WAIT_S)
-        status, text, _ = await _request(client, "GET", f"{base_url}/results/{sop_uid}", None, headers)
-        if status != 200:
-            raise RuntimeError(f"result answered {status}: {text[:300]}")
+        await _through_result(client, base_url, item[0], [item[1]], headers=headers, inbox=inbox)
 
     return _run(_clients(items, concurrency, one, bytes_sent=_size(items)))
+
+
+def series_end_to_end(
+    base_url: str,
+    items: Sequence[tuple[str, list[bytes]]],
+    *,
+    concurrency: int,
+    headers: dict[str, str],
+    inbox: ResultInbox,
+) -> Timed:
+    """Each (SeriesInstanceUID, its instances) as a PACS forwards a series: one STOW-RS request, then
+    `GET /compute` (the Qure API's "every slice is uploaded"); wait for the series result's webhook, then ask
+    `GET /results` once: latency is upload → result 200."""
+
+    async def one(client: aiohttp.ClientSession, item: tuple[str, list[bytes]]) -> None:
+        await _through_result(client, base_url, item[0], item[1], headers=headers, inbox=inbox, compute=True)
+
+    return _run(_clients(items, concurrency, one, bytes_sent=sum(len(part) for _, parts in items for part in parts)))
+
+
+async def _through_result(
+    client: aiohttp.ClientSession,
+    base_url: str,
+    uid: str,
+    parts: list[bytes],
+    *,
+    headers: dict[str, str],
+    inbox: ResultInbox,
+    compute: bool = False,
+) -> None:
+    """Upload `parts` in one request, start series `uid` when `compute`, wait for the webhook of `uid`'s result,
+    then read it once."""
+    body, content_type = dicom_multipart(parts)
+    status, text, _ = await _request(
+        client, "POST", f"{base_url}/studies", body, {**headers, "Content-Type": content_type}
+    )
+    if status != 200:
+        raise RuntimeError(f"upload answered {status}: {text[:300]}")
+    if compute:
+        status, text, _ = await _request(client, "GET", f"{base_url}/compute/{uid}", None, headers)
+        if status not in (200, 304):
+            raise RuntimeError(f"compute answered {status}: {text[:300]}")
+    await inbox.wait(uid, timeout_s=RESULT_WAIT_S)
+    status, text, _ = await _request(client, "GET", f"{base_url}/results/{uid}", None, headers)
+    if status != 200:
+        raise RuntimeError(f"result answered {status}: {text[:300]}")
 
 
 def store_puts(store: ObjectStore, items: Sequence[bytes], *, concurrency: int) -> Timed:
