@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 DICOM_MEDIA_TYPE = "application/dicom"
 MEDIA_TYPES = {".dcm": DICOM_MEDIA_TYPE, ".png": "image/png", ".pdf": "application/pdf"}
 """Originals and assets by file extension."""
@@ -29,9 +27,11 @@ def accepts(accept_header: str, *offered: str) -> bool:
     return False
 
 
-def media_ranges(accept_header: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """The media ranges of an `Accept` header in its order, each with its parameters (names and values in lower
-    case, quotes removed); not those with `q=0`, which refuse."""
+def media_ranges(accept_header: str) -> list[tuple[str, dict[str, str]]]:
+    """The media ranges of an `Accept` header, most preferred first (by quality value, then in the header's
+    order), each with its parameters (names and values in lower case, quotes removed); not those with `q=0`,
+    which refuse."""
+    ranges: list[tuple[float, str, dict[str, str]]] = []
     for media_range in accept_header.split(","):
         name, _, parameters = media_range.partition(";")
         params = {
@@ -39,5 +39,11 @@ def media_ranges(accept_header: str) -> Iterator[tuple[str, dict[str, str]]]:
             for k, _, v in (p.partition("=") for p in parameters.split(";"))
             if k.strip()
         }
-        if params.get("q", "1").strip() not in ("0", "0.0", "0.00", "0.000"):
-            yield name.strip().lower(), params
+        try:
+            quality = float(params.get("q", "1"))
+        except ValueError:
+            quality = 1.0  # malformed: not a refusal
+        if quality > 0:
+            ranges.append((quality, name.strip().lower(), params))
+    ranges.sort(key=lambda r: -r[0])  # stable: equal preference keeps the header's order
+    return [(name, params) for _, name, params in ranges]

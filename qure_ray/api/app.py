@@ -18,7 +18,14 @@ from qure_ray.api.errors import EXCEPTION_HANDLERS, error_response
 from qure_ray.api.openapi import openapi_json
 from qure_ray.api.platform import Platform
 from qure_ray.api.results import get_result
-from qure_ray.api.retrieve import get_frames, get_instance, get_instance_metadata, get_many_metadata, get_originals
+from qure_ray.api.retrieve import (
+    get_bulkdata,
+    get_frames,
+    get_instance,
+    get_instance_metadata,
+    get_many_metadata,
+    get_originals,
+)
 from qure_ray.api.uploads import post_studies, post_upload
 from qure_ray.api.webhooks import delete_webhook, get_webhook, put_webhook
 
@@ -84,6 +91,7 @@ def create_app(platform: Platform) -> Starlette:
             Route("/studies/{study}/series/{series}/instances/{sop}", get_instance, methods=["GET"]),
             Route("/studies/{study}/series/{series}/instances/{sop}/metadata", get_instance_metadata, methods=["GET"]),
             Route("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", get_frames, methods=["GET"]),
+            Route("/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}", get_bulkdata, methods=["GET"]),
             Route("/upload", post_upload, methods=["POST"]),
             Route("/results/v2/{uid}", get_result, methods=["GET"]),
             Route("/results/{uid}", get_result, methods=["GET"]),

@@ -41,7 +41,8 @@ _RETRIEVE_RESPONSES = {
     **_AUTH_ERRORS,
 }
 _METADATA_RESPONSES = {
-    "200": {"description": "DICOM JSON model, one object per instance; Pixel Data is a BulkDataURI of its frames",
+    "200": {"description": "DICOM JSON model, one object per instance; Pixel Data and binary values over 1 KB are "
+                           "BulkDataURIs (.../bulkdata/{tag})",
             "content": {"application/dicom+json": {"schema": {"type": "array", "items": {"type": "object"}}}}},
     **{code: _RETRIEVE_RESPONSES[code] for code in ("400", "404")},
     "406": _error("Accept admits neither application/dicom+json nor application/json"),
@@ -168,6 +169,14 @@ def spec() -> dict[str, Any]:
                                {"name": "frames", "in": "path", "required": True,
                                 "schema": {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$"}}],
                 "responses": _FRAMES_RESPONSES}},
+            "/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}": {"get": {
+                "summary": "WADO-RS bulk data, as metadata's BulkDataURIs name it: Pixel Data (7FE00010) as all "
+                           "the frames (as /frames answers), another value as one application/octet-stream part",
+                "parameters": [*({**_UID, "name": name} for name in ("study", "series", "sop")),
+                               {"name": "tag", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": r"^[0-9A-Fa-f]{8}$"}}],
+                "responses": {**_FRAMES_RESPONSES, "404": _error("nothing stored there by this source, or no such "
+                                                                 "bulk data element")}}},
             "/upload": {"post": {"summary": "upload one instance (application/dicom), a zip, or form-data",
                                  "requestBody": {"content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}},
                                                              "application/zip": {"schema": {"type": "string", "format": "binary"}}, **form}},

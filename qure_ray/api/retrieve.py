@@ -1,14 +1,15 @@
 """WADO-RS retrieve of stored originals (PS3.18 §10.4): an instance, a series or a study as
 `multipart/related; type="application/dicom"`; their metadata as `application/dicom+json`; an instance's frames
-(`dicom.frames`). They are what the RetrieveURLs of a STOW-RS reply point at; a source sees only its own
-instances, and only those the catalog holds. A series or a study is streamed an instance at a time, so its size
-never sits in memory; so are frames, a frame at a time.
+and bulk data (`dicom.frames`). They are what the RetrieveURLs of a STOW-RS reply point at; a source sees only
+its own instances, and only those the catalog holds. A series or a study is streamed an instance at a time, so
+its size never sits in memory. Frames are sent a frame at a time, from the one stored object read whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,15 +20,17 @@ from qure_ray.api.asset_urls import public_base_url
 from qure_ray.api.auth import authenticate
 from qure_ray.api.errors import require_acceptable
 from qure_ray.api.platform import Platform
-from qure_ray.dicom.frames import frame_numbers, frame_rendition, frames_of, metadata_json, parse_stored
+from qure_ray.dicom.frames import OCTET_STREAM, PIXEL_DATA, StoredObject, frame_numbers, frame_rendition
 from qure_ray.dicom.multipart import DICOM_MULTIPART, closing_delimiter, dicom_multipart, multipart_part
 from qure_ray.dicom.uids import require_uid
-from qure_ray.errors import NotFoundError, ObjectMissingError
+from qure_ray.errors import BadRequestError, NotFoundError, ObjectMissingError
 from qure_ray.media_types import DICOM_JSON_MEDIA_TYPE, DICOM_MEDIA_TYPE
 from qure_ray.records import InstanceRecord
 from qure_ray.storage.keys import dicom_key_parts, dicom_prefix
 from qure_ray.storage.object_store import ObjectStore
 
+BULK_MULTIPART = f'multipart/related; type="{OCTET_STREAM}"'
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _UID_LABELS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID", "sop": "SOPInstanceUID"}
 
 
@@ -53,10 +56,36 @@ async def get_frames(request: Request) -> Response:
     """Some frames of an instance, in the order asked, each as the Accept header admits (`frame_rendition`)."""
     platform, source = _authenticated(request)
     numbers = frame_numbers(request.path_params["frames"])
+    return await _frames(request, platform, source, numbers)
+
+
+async def get_bulkdata(request: Request) -> Response:
+    """A BulkDataURI of the metadata: Pixel Data as all the instance's frames, another value as one
+    `application/octet-stream` part, as stored."""
+    platform, source = _authenticated(request)
+    tag = request.path_params["tag"]
+    if not _TAG.fullmatch(tag):
+        raise BadRequestError(f"a bulk data tag is 8 hexadecimal digits, like 7FE00010; got {tag[:20]!r}")
+    if int(tag, 16) == PIXEL_DATA:
+        return await _frames(request, platform, source, None)
+    require_acceptable(request.headers, BULK_MULTIPART, answer=f"bulk data is sent as {BULK_MULTIPART}")
+    record = await _instance(request, platform, source)
+    stored = await asyncio.to_thread(_read, platform.store, record)
+    value = await asyncio.to_thread(stored.value_bytes, int(tag, 16)) if int(tag, 16) in stored.bulk_tags() else None
+    if value is None:
+        raise NotFoundError(f"the instance has no bulk data element {tag}")
+    boundary = uuid.uuid4().hex
+    body = multipart_part(value, OCTET_STREAM, boundary) + closing_delimiter(boundary)
+    return Response(body, media_type=f"{BULK_MULTIPART}; boundary={boundary}")
+
+
+async def _frames(request: Request, platform: Platform, source: str, numbers: list[int] | None) -> Response:
+    """Frames `numbers` (None: all) of the instance the path names; the first is made before the answer begins."""
     record = await _instance(request, platform, source)
     rendition = frame_rendition(request.headers.get("accept", ""), record.transfer_syntax)
-    data = await asyncio.to_thread(platform.store.get, record.object_key)
-    frames = await asyncio.to_thread(frames_of, data, numbers, rendition)  # a missing frame is a 404 here
+    stored = await asyncio.to_thread(_read, platform.store, record)
+    wanted = numbers or list(range(1, stored.frames + 1))
+    frames = await asyncio.to_thread(stored.pixel_frames, wanted, rendition)
     boundary = uuid.uuid4().hex
     return StreamingResponse(
         _frame_parts(frames, rendition.content_type, boundary),
@@ -68,7 +97,7 @@ async def get_instance_metadata(request: Request) -> Response:
     platform, source = _describing(request)
     record = await _instance(request, platform, source)
     body = await asyncio.to_thread(_metadata, platform.store, record, _base(request, platform))
-    return Response(json.dumps([body]), media_type=DICOM_JSON_MEDIA_TYPE)
+    return Response(b"[" + body + b"]", media_type=DICOM_JSON_MEDIA_TYPE)
 
 
 async def get_many_metadata(request: Request) -> Response:
@@ -127,14 +156,19 @@ async def _metadata_array(store: ObjectStore, records: list[InstanceRecord], bas
             body = await asyncio.to_thread(_metadata, store, record, base)
         except ObjectMissingError:  # overwritten under another key meanwhile: the answer has begun, go on
             continue
-        yield separator + json.dumps(body).encode()
+        yield separator + body
         separator = b","
     yield b"[]" if separator == b"[" else b"]"
 
 
-def _metadata(store: ObjectStore, record: InstanceRecord, base: str) -> dict[str, object]:
-    frames_url = f"{base}/studies/{record.study_uid}/series/{record.series_uid}/instances/{record.sop_uid}/frames"
-    return metadata_json(parse_stored(store.get(record.object_key), pixels=False), frames_url)
+def _read(store: ObjectStore, record: InstanceRecord) -> StoredObject:
+    return StoredObject.read(store.get(record.object_key))
+
+
+def _metadata(store: ObjectStore, record: InstanceRecord, base: str) -> bytes:
+    """One instance's metadata as JSON (encoded here, in a worker thread: a large data set takes a while)."""
+    instance = f"{base}/studies/{record.study_uid}/series/{record.series_uid}/instances/{record.sop_uid}"
+    return json.dumps(_read(store, record).metadata(f"{instance}/bulkdata")).encode()
 
 
 async def _frame_parts(frames: Iterator[bytes], content_type: str, boundary: str) -> AsyncIterator[bytes]:

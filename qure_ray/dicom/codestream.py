@@ -1,10 +1,12 @@
 """The image size a compressed frame declares in its own header: JPEG's SOF (JPEG-LS's SOF55 too) and JPEG 2000's
 SIZ marker. Codecs size their buffers from it, not from Rows and Columns: a kilobyte of JPEG 2000 whose header
-claims 30000 x 30000 took 1.9 GB to refuse. Ingest compares it with Rows and Columns before decoding."""
+claims 30000 x 30000 took 1.9 GB to refuse. Ingest compares every frame's with Rows and Columns before decoding
+any (the pipeline and WADO-RS decode frames past the first)."""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from pydicom.encaps import generate_fragmented_frames, parse_fragments
 
@@ -19,16 +21,27 @@ _J2K_SIZ = b"\xff\x4f\xff\x51"
 _HEADER_SCAN = 64 * 1024
 
 
-def declared_size(pixel_data: bytes, transfer_syntax: str, frames: int) -> tuple[int, int] | None:
-    """(rows, columns) that frame 1's codestream declares; None where its header is not found or this transfer
-    syntax has none (RLE: decoded to Rows x Columns), leaving the decoder to judge."""
+def declared_sizes(pixel_data: bytes, transfer_syntax: str, frames: int) -> Iterator[tuple[int, tuple[int, int]]]:
+    """(frame number from 1, (rows, columns) its codestream declares) for each frame whose header is found; none
+    where this transfer syntax has no such header (RLE: decoded to Rows x Columns) or the items are malformed,
+    leaving the decoder to judge. A frame at a time: fragments are read, never all frames' at once."""
     if transfer_syntax not in JPEG_FAMILY | JPEG2000_FAMILY:
-        return None
+        return
     try:
-        first = next(generate_fragmented_frames(pixel_data, number_of_frames=frames))[0][:_HEADER_SCAN]
+        for number, fragments in enumerate(generate_fragmented_frames(pixel_data, number_of_frames=frames), 1):
+            declared = frame_declared_size(fragments[0], transfer_syntax)
+            if declared is not None:
+                yield number, declared
     except Exception:  # struct.error, ValueError, ...: a malformed item is the decoder's to refuse, as a 4xx
-        return None
-    return _jpeg2000(first) if transfer_syntax in JPEG2000_FAMILY else _jpeg(first)
+        return
+
+
+def frame_declared_size(codestream: bytes, transfer_syntax: str) -> tuple[int, int] | None:
+    """(rows, columns) that one frame's codestream (or its first fragment) declares; None where not found."""
+    head = codestream[:_HEADER_SCAN]
+    if transfer_syntax in JPEG2000_FAMILY:
+        return _jpeg2000(head)
+    return _jpeg(head) if transfer_syntax in JPEG_FAMILY else None
 
 
 def _jpeg2000(data: bytes) -> tuple[int, int] | None:

@@ -22,7 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from qure_ray.dicom.codestream import declared_size, fragment_count
+from qure_ray.dicom.codestream import declared_sizes, fragment_count
 from qure_ray.dicom.pixels import check_decodable
 from qure_ray.dicom.standards import (
     COMPRESSED_TRANSFER_SYNTAXES,
@@ -217,17 +217,17 @@ def _check_pixel_data(dataset: Dataset) -> None:
             f"a frame of Rows={rows} x Columns={columns} x SamplesPerPixel={samples} x BitsAllocated={bits} "
             f"decodes to {frame_bytes} bytes, over the limit of {MAX_FRAME_BYTES}"
         )
-    declared = declared_size(dataset.PixelData, dataset.file_meta.TransferSyntaxUID, frames)
-    if declared is not None and declared != (rows, columns):
-        raise Rules.PIXEL_DATA_UNDECODABLE.value.fail(
-            f"frame 1's codestream declares {declared[0]} x {declared[1]} pixels, the data set Rows={rows} x "
-            f"Columns={columns}"
-        )
     if frames > 1 and dataset.file_meta.TransferSyntaxUID in COMPRESSED_TRANSFER_SYNTAXES:
         fragments = fragment_count(dataset.PixelData)
         if fragments is not None and fragments < frames:  # a few KB declaring a million frames
             raise Rules.PIXEL_DATA_SHORT.value.fail(
                 f"{fragments} fragment(s) of encapsulated pixel data for NumberOfFrames={frames}: each frame needs one"
+            )
+    for number, declared in declared_sizes(dataset.PixelData, dataset.file_meta.TransferSyntaxUID, frames):
+        if declared != (rows, columns):
+            raise Rules.PIXEL_DATA_UNDECODABLE.value.fail(
+                f"frame {number}'s codestream declares {declared[0]} x {declared[1]} pixels, the data set Rows={rows} "
+                f"x Columns={columns}"
             )
     if dataset.file_meta.TransferSyntaxUID not in COMPRESSED_TRANSFER_SYNTAXES:
         stored = 2 if photometric == "YBR_FULL_422" else samples  # 4:2:2 keeps two values per pixel, not three

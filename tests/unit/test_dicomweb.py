@@ -231,7 +231,7 @@ def test_a_frame_list_names_frames_the_instance_has(served: tuple[MemoryPlatform
     assert client.get(f"{url}/frames/1", headers={**HEADERS, "Source": "x"}).status_code == 403
 
 
-def test_metadata_is_the_data_set_without_pixels_which_its_frames_url_serves(
+def test_metadata_is_the_data_set_with_pixel_data_as_a_bulk_data_url_of_its_frames(
     served: tuple[MemoryPlatform, httpx.Client], base_url: str
 ) -> None:
     platform, client = served
@@ -246,9 +246,15 @@ def test_metadata_is_the_data_set_without_pixels_which_its_frames_url_serves(
     )
     pixels = described.pop("7FE00010")
     assert pydicom.Dataset.from_json(described) == pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    assert pixels["vr"] == "OB" and pixels["BulkDataURI"].endswith(f"/instances/{stored.SOPInstanceUID}/frames/1,2,3")
-    bulk = client.get(httpx.URL(pixels["BulkDataURI"]).path, headers=HEADERS)  # the peer's Host has no port
-    assert bulk.status_code == 200 and bulk.content.count(b"Content-Type: image/dicom-rle") == 3
+    assert pixels["vr"] == "OB" and pixels["BulkDataURI"].endswith(
+        f"/instances/{stored.SOPInstanceUID}/bulkdata/7FE00010"
+    )
+    bulk_url = httpx.URL(pixels["BulkDataURI"]).path  # the peer's Host has no port
+    bulk = client.get(bulk_url, headers=HEADERS)
+    assert bulk.status_code == 200 and bulk.content.count(b"Content-Type: image/dicom-rle") == 3  # every frame
+    not_bulk = client.get(bulk_url.replace("7FE00010", "00100010"), headers=HEADERS)  # PatientName: inline
+    assert not_bulk.status_code == 404 and "no bulk data element 00100010" in not_bulk.json()["message"]
+    assert client.get(bulk_url.replace("7FE00010", "7FE0001"), headers=HEADERS).status_code == 400
 
     series = peer.retrieve_series_metadata(STUDY, SERIES_A)
     assert [item["00080018"]["Value"] for item in series] == [[f"{SERIES_A}.21"]]

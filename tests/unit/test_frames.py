@@ -1,15 +1,23 @@
-"""WADO-RS frames without HTTP: which rendition an Accept header gets, and a colour JPEG frame decoded to native."""
+"""WADO-RS frames and metadata without HTTP: which rendition an Accept header gets, frame lists, frames decoded
+as the data set describes them, a frame bomb refused, bulk data named and not inlined."""
 
 from __future__ import annotations
+
+import io
+import struct
 
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import convert_color_space
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
-from qure_ray.dicom.frames import FrameRendition, frame_bytes, frame_rendition
-from qure_ray.errors import BadRequestError
+from qure_ray.dicom.frames import FrameRendition, StoredObject, frame_numbers, frame_rendition
+from qure_ray.dicom.instance import read_instance
+from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.errors import BadRequestError, InvalidInstanceError
 
 RELATED = "multipart/related; type="
 RLE_AS_STORED = FrameRendition("image/dicom-rle", RLELossless)
@@ -32,12 +40,14 @@ DECODED = FrameRendition("application/octet-stream", ExplicitVRLittleEndian, dec
          FrameRendition("application/octet-stream", RLELossless)),
         (f'{RELATED}"image/jls", {RELATED}"application/octet-stream"', RLELossless, DECODED),  # the first it can
         (f'{RELATED}"application/octet-stream"; q=0, {RELATED}"image/*"', RLELossless, RLE_AS_STORED),
+        (f'{RELATED}"application/octet-stream"; q=0.1, {RELATED}"image/dicom-rle"; q=0.9', RLELossless,
+         RLE_AS_STORED),  # by q before order
         (f'{RELATED}"application/octet-stream"', ExplicitVRLittleEndian, OCTETS),
         (f'{RELATED}"application/octet-stream"; transfer-syntax=*', ExplicitVRLittleEndian, OCTETS),
-        ("", "1.2.840.10008.1.2.2", OCTETS),  # big endian goes out little endian
+        ("", ExplicitVRBigEndian, OCTETS),  # big endian goes out little endian
     ],
 )  # fmt: skip
-def test_frames_go_out_as_the_first_rendition_accept_admits(accept: str, stored: str, expected: FrameRendition) -> None:
+def test_frames_go_out_as_the_rendition_accept_prefers(accept: str, stored: str, expected: FrameRendition) -> None:
     assert frame_rendition(accept, stored) == expected
 
 
@@ -48,6 +58,7 @@ def test_frames_go_out_as_the_first_rendition_accept_admits(accept: str, stored:
         (f'{RELATED}"image/jpeg"', ExplicitVRLittleEndian),
         (f'{RELATED}"image/*"', ExplicitVRLittleEndian),
         (f'{RELATED}"application/octet-stream"; transfer-syntax={JPEGBaseline8Bit}', RLELossless),
+        (f'{RELATED}"application/octet-stream"; transfer-syntax={ExplicitVRBigEndian}', ExplicitVRBigEndian),
         ("application/dicom", RLELossless),
     ],
 )
@@ -57,11 +68,73 @@ def test_an_accept_that_admits_no_rendition_is_406_naming_what_could_be_sent(acc
     assert refused.value.http_status == 406 and "application/octet-stream" in str(refused.value)
 
 
+@pytest.mark.parametrize("frame_list", ["0", "1,x", "²", "9" * 5000, "1,,2", "-1", "2,1,2"])
+def test_a_frame_list_is_distinct_whole_numbers_from_1(frame_list: str) -> None:
+    with pytest.raises(BadRequestError):
+        frame_numbers(frame_list)
+
+
+def _bytes(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def test_a_colour_jpeg_frame_is_sent_as_stored_or_decoded_to_rgb() -> None:
-    dataset = pydicom.dcmread(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))  # YBR_FULL, JPEG baseline
-    stored = frame_bytes(dataset, 1, frame_rendition("", JPEGBaseline8Bit))
-    assert stored[:2] == b"\xff\xd8" and stored.rstrip(b"\0")[-2:] == b"\xff\xd9"  # a whole JPEG codestream
-    decoded = frame_bytes(dataset, 1, DECODED)
-    rgb = np.frombuffer(decoded, np.uint8).reshape(dataset.Rows, dataset.Columns, 3)
-    assert np.array_equal(rgb, dataset.pixel_array)  # pydicom's RGB, as PS3.5 8.2.1 has a decompressed YBR frame
-    assert rgb[..., 0].mean() != rgb[..., 1].mean()  # colour, not luminance
+    data = open(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"), "rb").read()
+    stored = StoredObject.read(data)
+    (codestream,) = stored.pixel_frames([1], frame_rendition("", JPEGBaseline8Bit))
+    assert codestream[:2] == b"\xff\xd8" and codestream.rstrip(b"\0")[-2:] == b"\xff\xd9"  # a whole JPEG codestream
+    (decoded,) = stored.pixel_frames([1], DECODED)
+    rgb = np.frombuffer(decoded, np.uint8).reshape(stored.dataset.Rows, stored.dataset.Columns, 3)
+    assert np.array_equal(rgb, pydicom.dcmread(io.BytesIO(data)).pixel_array)  # PS3.5 8.2.1: RGB once decompressed
+
+
+def test_an_rle_frame_decodes_to_the_colour_space_its_data_set_names() -> None:
+    """RLE has no colour transform: a YBR_FULL frame decoded is YBR_FULL, as the metadata says, not RGB."""
+    dataset = pydicom.dcmread(get_testdata_file("SC_rgb_rle.dcm"))
+    dataset.decompress()
+    ybr = convert_color_space(dataset.pixel_array, "RGB", "YBR_FULL")
+    dataset.PhotometricInterpretation = "YBR_FULL"
+    dataset.PixelData = ybr.tobytes()
+    dataset.compress(RLELossless)
+    (decoded,) = StoredObject.read(_bytes(dataset)).pixel_frames([1], DECODED)
+    assert decoded == ybr.tobytes()
+
+
+def _jpeg2000_bomb() -> bytes:
+    """Two JPEG 2000 frames of a real 64 x 64 image; frame 2's codestream declares 16000 x 16000 (2 GB decoded)."""
+    dataset = pydicom.dcmread(get_testdata_file("MR_small_jp2klossless.dcm"))
+    first = next(generate_frames(dataset.PixelData, number_of_frames=1))
+    at = first.find(b"\xff\x4f\xff\x51")  # SOC, SIZ; then Lsiz, Rsiz, Xsiz, Ysiz
+    second = first[: at + 8] + struct.pack(">II", 16000, 16000) + first[at + 16 :]
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    dataset.NumberOfFrames = 2
+    dataset.PixelData = encapsulate([first, second])
+    return _bytes(dataset)
+
+
+def test_a_frame_whose_codestream_claims_another_size_is_refused_at_ingest_and_never_decoded() -> None:
+    data = _jpeg2000_bomb()
+    with pytest.raises(InvalidInstanceError, match="frame 2's codestream declares 16000 x 16000"):
+        read_instance(data)
+    stored = StoredObject.read(data)  # one stored before ingest checked past frame 1
+    (as_stored,) = stored.pixel_frames([2], frame_rendition("", JPEG2000Lossless))
+    assert b"\xff\x4f\xff\x51" in as_stored
+    with pytest.raises(BadRequestError, match="frame 2's codestream declares 16000 x 16000") as refused:
+        stored.pixel_frames([2], DECODED)
+    assert refused.value.http_status == 406
+
+
+def test_metadata_names_bulk_data_and_keeps_what_follows_pixel_data() -> None:
+    dataset = pydicom.dcmread(io.BytesIO(chest_dx(size=32)))
+    blob = bytes(range(256)) * 40  # 10 KB of private binary data
+    dataset.private_block(0x0009, "QURE TEST", create=True).add_new(0x10, "OB", blob)
+    dataset.private_block(0x7FE1, "QURE TEST", create=True).add_new(0x10, "LO", "after the pixels")
+    stored = StoredObject.read(_bytes(dataset))
+    document = stored.metadata("http://x/bulkdata")
+    assert document["00091010"] == {"vr": "OB", "BulkDataURI": "http://x/bulkdata/00091010"}
+    assert document["7FE00010"] == {"vr": "OW", "BulkDataURI": "http://x/bulkdata/7FE00010"}
+    assert document["7FE11010"]["Value"] == ["after the pixels"]
+    assert stored.value_bytes(0x00091010) == blob
+    assert list(document) == sorted(document)  # in tag order
