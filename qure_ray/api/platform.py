@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +18,8 @@ from qure_ray.routing import Router
 from qure_ray.storage.catalog import Batch, received_rows, webhook_row
 from qure_ray.storage.lookup import ResultLookup
 from qure_ray.storage.object_store import ObjectStore
+
+logger = logging.getLogger(__name__)
 
 DEPTH_CACHE_S = 0.5
 READY_PROBE_KEY = "catalog/ready-probe"
@@ -103,6 +106,11 @@ class RayPlatform:
 
     async def start_series(self, source: str, series_uid: str) -> SeriesStart:
         outcome: SeriesStart = await self.catalog.start_series.remote(source, series_uid, SeriesTrigger.COMPUTE)
+        if outcome is SeriesStart.STARTED:
+            try:
+                await self.jobs.wake_series.remote()
+            except Exception as exc:  # the start is durable: the job manager's next round finds it
+                logger.warning("job manager not woken for series %s: %s", series_uid, exc)
         return outcome
 
     async def record_and_enqueue(self, record: InstanceRecord) -> bool:

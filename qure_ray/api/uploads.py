@@ -1,7 +1,7 @@
 """Uploads: `POST /studies` (Qure form-data, or DICOMweb STOW-RS), `POST /studies/{study}`, `POST /upload`.
 
 Request bodies are parsed part by part as they stream in (`qure_ray.dicom.multipart`); each part is
-ingested as soon as it is complete, so memory holds one part at a time.
+ingested as soon as it is complete, up to `PARTS_IN_FLIGHT` at once, so memory holds at most that many parts.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -68,6 +69,39 @@ async def _parts(request: Request, media_type: MediaType, limits: MultipartLimit
         yield part
 
 
+PARTS_IN_FLIGHT = 4
+"""Parts of one request ingested at once while the rest streams in: a PACS pushes a series in one STOW-RS request,
+and one part at a time left each waiting on the store and the catalog's commit (16 slices of 0.5 MB: 1.2 s)."""
+
+
+class _Ingests:
+    """The ingests of one request's parts, up to `PARTS_IN_FLIGHT` at once; outcomes in the parts' order."""
+
+    def __init__(self) -> None:
+        self._slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
+        self._tasks: list[asyncio.Task[IngestOutcome]] = []
+
+    async def add(self, work: Coroutine[Any, Any, IngestOutcome]) -> None:
+        """Start `work` once a slot is free (the body is not read further meanwhile: memory holds at most
+        `PARTS_IN_FLIGHT` parts)."""
+        await self._slots.acquire()
+        self._tasks.append(asyncio.create_task(self._run(work)))
+
+    async def _run(self, work: Coroutine[Any, Any, IngestOutcome]) -> IngestOutcome:
+        try:
+            return await work
+        finally:
+            self._slots.release()
+
+    async def outcomes(self) -> list[IngestOutcome]:
+        """Every outcome; a failure (a storage error: 503) is raised once the others are done."""
+        return list(await asyncio.gather(*self._tasks))
+
+    async def settle(self) -> None:
+        """Let every started ingest finish, whatever happens to the request: each part was received whole."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 async def _ingest_part(
     platform: Platform, source: str, part: Part, field: str, *, expected_study: str | None = None
 ) -> IngestOutcome:
@@ -83,19 +117,28 @@ async def _ingest_part(
         part.close()
 
 
+async def _refused_now(outcome: IngestOutcome) -> IngestOutcome:
+    return outcome
+
+
 async def _form_data(request: Request, platform: Platform, source: str, media_type: MediaType) -> JSONResponse:
-    outcomes: list[IngestOutcome] = []
     fields = _FieldNames()
+    ingests, cut_short = _Ingests(), None
     try:
         async for part in _parts(request, media_type, _limits(platform)):
             if not part.is_file:
                 part.close()  # plain form fields carry no instance
                 continue
-            outcomes.append(await _ingest_part(platform, source, part, fields.unique(part.name)))
+            await ingests.add(_ingest_part(platform, source, part, fields.unique(part.name)))
     except BadRequestError as exc:
+        cut_short = exc
+    finally:
+        await ingests.settle()
+    outcomes = await ingests.outcomes()
+    if cut_short is not None:
         if not any(outcome.accepted for outcome in outcomes):
-            raise
-        outcomes.append(refused(REST_OF_REQUEST, _cut_short(exc)))
+            raise cut_short
+        outcomes.append(refused(REST_OF_REQUEST, _cut_short(cut_short)))
     if not outcomes:
         raise BadRequestError("the form has no file parts; send each DICOM file as a file part")
     status, body = qure_reply(outcomes)
@@ -106,31 +149,37 @@ async def _stow(
     request: Request, platform: Platform, source: str, media_type: MediaType, study: str | None
 ) -> Response:
     base = public_base_url(request, platform.settings.public_url)
-    stored: list[StoredInstance] = []
-    failed: list[FailedInstance] = []
-    studies: set[str] = set()
+    ingests, cut_short = _Ingests(), None
     try:
         async for part in _parts(request, media_type, _limits(platform)):
             field = f"part{part.index}"
             if part.content_type not in ("", DICOM_MEDIA_TYPE):
                 part.close()
-                violation = Rules.NOT_DICOM.value.violation(f"a part of type {part.content_type!r}")
-                failed.append(FailedInstance("", "", violation.failure_reason))
-                count_outcome(source, refused(field, violation), 0)
+                outcome = refused(field, Rules.NOT_DICOM.value.violation(f"a part of type {part.content_type!r}"))
+                count_outcome(source, outcome, 0)
+                await ingests.add(_refused_now(outcome))
                 continue
-            outcome = await _ingest_part(platform, source, part, field, expected_study=study)
-            if outcome.accepted and outcome.metadata:
-                m = outcome.metadata
-                url = f"{base}/studies/{m.study_uid}/series/{m.series_uid}/instances/{m.sop_uid}"
-                stored.append(StoredInstance(m.sop_class_uid, m.sop_uid, url))
-                studies.add(m.study_uid)
-            elif outcome.violation:
-                failed.append(FailedInstance(outcome.sop_class_uid, outcome.sop_uid, outcome.violation.failure_reason))
+            await ingests.add(_ingest_part(platform, source, part, field, expected_study=study))
     except BadRequestError as exc:
+        cut_short = exc
+    finally:
+        await ingests.settle()
+    stored: list[StoredInstance] = []
+    failed: list[FailedInstance] = []
+    studies: set[str] = set()
+    for outcome in await ingests.outcomes():
+        if outcome.accepted and outcome.metadata:
+            m = outcome.metadata
+            url = f"{base}/studies/{m.study_uid}/series/{m.series_uid}/instances/{m.sop_uid}"
+            stored.append(StoredInstance(m.sop_class_uid, m.sop_uid, url))
+            studies.add(m.study_uid)
+        elif outcome.violation:
+            failed.append(FailedInstance(outcome.sop_class_uid, outcome.sop_uid, outcome.violation.failure_reason))
+    if cut_short is not None:
         if not stored:
-            raise
-        logger.info("STOW-RS from source %s cut short after %d stored: %s", source, len(stored), exc)
-        failed.append(FailedInstance("", "", _cut_short(exc).failure_reason))
+            raise cut_short
+        logger.info("STOW-RS from source %s cut short after %d stored: %s", source, len(stored), cut_short)
+        failed.append(FailedInstance("", "", _cut_short(cut_short).failure_reason))
     if not stored and not failed:
         raise BadRequestError("the multipart/related body has no parts; send one application/dicom part per instance")
     # the study's URL when the request stored into one study (GET /studies/{study} retrieves it)
@@ -207,7 +256,7 @@ async def post_upload(request: Request) -> Response:
 
 
 async def _zip(request: Request, platform: Platform, source: str) -> JSONResponse:
-    """The body is spooled (to disk past a few MB), then each member is ingested in turn."""
+    """The body is spooled (to disk past a few MB), then its members are ingested, `PARTS_IN_FLIGHT` at once."""
     limits = _limits(platform)
     _check_declared_size(request, limits.max_request_bytes)
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
@@ -218,17 +267,22 @@ async def _zip(request: Request, platform: Platform, source: str) -> JSONRespons
                 raise BadRequestError(f"the zip exceeds the limit of {limits.max_request_bytes} bytes", http_status=413)
             spool.write(chunk)
         spool.seek(0)
-        outcomes: list[IngestOutcome] = []
         fields = _FieldNames()
         members = zip_members(spool, limits)
-        while (member := await asyncio.to_thread(next, members, None)) is not None:
-            field = fields.unique(member.name)  # a zip may hold two members of one name, in two entries
-            if member.data is None:
-                assert member.refusal is not None
-                outcomes.append(refused(field, member.refusal))
-                count_outcome(source, outcomes[-1], 0)
-            else:
-                outcomes.append(await ingest(platform, source=source, field=field, data=member.data))
+        ingests = _Ingests()
+        try:
+            while (member := await asyncio.to_thread(next, members, None)) is not None:
+                field = fields.unique(member.name)  # a zip may hold two members of one name, in two entries
+                if member.data is None:
+                    assert member.refusal is not None
+                    outcome = refused(field, member.refusal)
+                    count_outcome(source, outcome, 0)
+                    await ingests.add(_refused_now(outcome))
+                else:
+                    await ingests.add(ingest(platform, source=source, field=field, data=member.data))
+        finally:
+            await ingests.settle()
+        outcomes = await ingests.outcomes()
     if not outcomes:
         raise BadRequestError("the zip holds no files; put one DICOM file per member")
     status, body = qure_reply(outcomes)

@@ -15,6 +15,7 @@ each slice ends `done` (or `failed`) with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -67,6 +68,10 @@ MAX_CONTENTS_PER_RUN = 8
 RETRY_BASE_DELAY_S = 0.5
 RETRY_MAX_DELAY_S = 30.0
 SERIES_POLL_S = 1.0
+"""Series rounds without a wake: the quiet period's clock, and a safety net for a lost wake."""
+MIN_SERIES_ROUND_GAP_S = 0.25
+"""Woken rounds come at most this often: a series of 300 slices held one by one wakes the loop 300 times, and
+each round asks the catalog three questions."""
 MAX_SERIES_AT_ONCE = 2
 MAX_SLICES_IN_FLIGHT = 32
 DRAIN_TIMEOUT_S = 60.0
@@ -119,6 +124,7 @@ class JobManager:
         self.series_quiet_period_s = series_quiet_period_s
         self.task_resources = task_resources
         self.series_slots = asyncio.Semaphore(MAX_SERIES_AT_ONCE)
+        self._series_woken = asyncio.Event()
         self.series_in_flight: set[SeriesRef] = set()
         self._work: set[asyncio.Task[None]] = set()
         self.notifier = WebhookNotifier(
@@ -250,6 +256,8 @@ class JobManager:
                     settled = settled_rows(result)
                     settled.only_if = unsettled
                     if await self._write(settled):
+                        if result.state is InstanceState.HELD:
+                            self._series_woken.set()
                         _observe(result)
                         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
                         return
@@ -346,10 +354,22 @@ class JobManager:
 
     # -- series ------------------------------------------------------------------------------------
 
+    async def wake_series(self) -> None:
+        """A series was started (`GET /compute`): look now, not at the next round (up to `SERIES_POLL_S` away)."""
+        self._series_woken.set()
+
     async def _series_loop(self) -> None:
-        """Start quiet series, settle late slices, and run every started series without a result."""
+        """Start quiet series, settle late slices, and run every started series without a result. A round comes
+        every `SERIES_POLL_S`, or sooner when woken: by `GET /compute`, or by a slice held (the last slice of a
+        started series may be the one that was still being routed)."""
+        previous = time.monotonic()
         while True:
-            await asyncio.sleep(SERIES_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SERIES_POLL_S):  # not `wait_for`: in 3.11 it can swallow a cancel
+                    await self._series_woken.wait()
+            self._series_woken.clear()
+            await asyncio.sleep(max(0.0, previous + MIN_SERIES_ROUND_GAP_S - time.monotonic()))
+            previous = time.monotonic()
             try:
                 for due in await self.catalog.series_due.remote(self.series_quiet_period_s):
                     await self.catalog.start_series.remote(due.source, due.series_uid, SeriesTrigger.QUIET_PERIOD)

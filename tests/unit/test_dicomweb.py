@@ -4,6 +4,7 @@ request cut short after some instances were stored."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
 
+from qure_ray.api import uploads
 from qure_ray.config import Settings
 from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, dicom_multipart
 from qure_ray.dicom.synthetic import chest_dx
@@ -265,3 +267,30 @@ def test_metadata_is_the_data_set_with_pixel_data_as_a_bulk_data_url_of_its_fram
     refused = client.get(f"/studies/{STUDY}/metadata", headers={**HEADERS, "Accept": "application/dicom"})
     assert refused.status_code == 406 and "application/dicom+json" in refused.json()["message"]
     assert client.get(f"/studies/{STUDY}/metadata", headers=OTHER_SOURCE).status_code == 404
+
+
+def test_parts_of_one_request_are_ingested_together_and_answered_in_their_order(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PACS pushes a series in one STOW-RS request: its parts are ingested up to PARTS_IN_FLIGHT at once (not
+    one after another), and the reply lists them in the request's order though the first finishes last."""
+    in_flight, peak = 0, 0
+    real_ingest = uploads.ingest
+
+    async def slow_first(platform: object, *, field: str, **kwargs: object) -> object:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            if field == "part0":
+                await asyncio.sleep(0.5)  # the others start meanwhile
+            return await real_ingest(platform, field=field, **kwargs)  # type: ignore[arg-type]
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(uploads, "ingest", slow_first)
+    sent = [instance(n) for n in range(30, 38)]
+    status, reply = stow(client, *dicom_multipart(sent))
+    assert status == 200 and peak == uploads.PARTS_IN_FLIGHT > 1
+    referenced = [item["00081155"]["Value"][0] for item in reply[REFERENCED_SOP_SEQUENCE]["Value"]]  # type: ignore[index]
+    assert referenced == [f"{SERIES_A}.{n}" for n in range(30, 38)]

@@ -59,6 +59,7 @@ def manager(catalog: Catalog, *, served: frozenset[UseCase] = frozenset({UseCase
     jobs.router = Router(load_routing(), served)
     jobs.max_attempts = 2
     jobs.series_slots = asyncio.Semaphore(2)
+    jobs._series_woken = asyncio.Event()
     jobs.task_resources = {}
     return jobs
 
@@ -270,6 +271,38 @@ def test_a_slice_held_for_its_series_has_no_result_to_announce(tmp_path: Path) -
     asyncio.run(jobs._process(record.ref))
     assert catalog.instance("site-a", "6.4").state is InstanceState.HELD  # type: ignore[union-attr]
     assert catalog.count("results") == 0  # nothing for the notifier to announce
+    assert jobs._series_woken.is_set()  # its series may have been started while it was routed: look now
+
+
+def test_a_started_series_is_looked_at_when_woken_not_at_the_next_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GET /compute` wakes the series loop: the series starts at once, not up to SERIES_POLL_S later."""
+    monkeypatch.setattr(job_manager, "SERIES_POLL_S", 600.0)
+    monkeypatch.setattr(job_manager, "MIN_SERIES_ROUND_GAP_S", 0.0)
+
+    async def run() -> list[str]:
+        rounds: list[str] = []
+        looked = asyncio.Event()
+
+        async def pending_series() -> list[Any]:
+            rounds.append("round")
+            looked.set()
+            return []
+
+        jobs = manager(Catalog(LocalObjectStore(tmp_path)))
+        jobs.catalog = SimpleNamespace(series_due=Call(lambda quiet_s: []), late_slices=Call(lambda: []),
+                                       pending_series=Call(pending_series))  # fmt: skip
+        jobs.series_quiet_period_s = 30.0
+        loop = asyncio.get_running_loop().create_task(jobs._series_loop())
+        await asyncio.sleep(0.2)
+        assert rounds == []  # no round before the poll interval
+        await jobs.wake_series()
+        await asyncio.wait_for(looked.wait(), timeout=30)
+        loop.cancel()
+        return rounds
+
+    assert asyncio.run(run()) == ["round"]
 
 
 def test_a_held_slice_is_left_to_its_series(tmp_path: Path) -> None:
