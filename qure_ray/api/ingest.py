@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,17 +85,36 @@ def count_outcome(source: str, outcome: IngestOutcome, size_bytes: int) -> None:
         metrics.count_failure("ingest", outcome.violation.code)
 
 
+AfterParse = Callable[[str], Awaitable[None]]
+"""Awaited with the SOPInstanceUID once an upload is parsed and before anything is looked up or stored: a request
+of several parts orders its parts of one UID by it (`api.uploads`)."""
+
+
 async def ingest(
-    platform: Platform, *, source: str, field: str, data: bytes, expected_study: str | None = None
+    platform: Platform,
+    *,
+    source: str,
+    field: str,
+    data: bytes,
+    expected_study: str | None = None,
+    after_parse: AfterParse | None = None,
 ) -> IngestOutcome:
     """Validate, store and enqueue one object. `expected_study`: the StudyInstanceUID the URL names."""
-    outcome = await _ingest(platform, source=source, field=field, data=data, expected_study=expected_study)
+    outcome = await _ingest(
+        platform, source=source, field=field, data=data, expected_study=expected_study, after_parse=after_parse
+    )
     count_outcome(source, outcome, len(data))
     return outcome
 
 
 async def _ingest(
-    platform: Platform, *, source: str, field: str, data: bytes, expected_study: str | None
+    platform: Platform,
+    *,
+    source: str,
+    field: str,
+    data: bytes,
+    expected_study: str | None,
+    after_parse: AfterParse | None,
 ) -> IngestOutcome:
     try:
         parsed = await asyncio.to_thread(read_instance, data, max_bytes=platform.settings.max_instance_bytes)
@@ -106,6 +126,8 @@ async def _ingest(
     if expected_study is not None and metadata.study_uid != expected_study:
         violation = Rules.STUDY_MISMATCH.value.violation(f"{metadata.study_uid} differs from {expected_study}")
         return IngestOutcome(field, False, violation.message, metadata, violation)
+    if after_parse is not None:
+        await after_parse(metadata.sop_uid)
     existing = await platform.find_instance(source, metadata.sop_uid)
     if existing is not None and existing.sha256 == metadata.sha256:
         return await _duplicate(platform, source, field, metadata)

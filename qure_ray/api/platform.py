@@ -22,6 +22,8 @@ from qure_ray.storage.object_store import ObjectStore
 logger = logging.getLogger(__name__)
 
 DEPTH_CACHE_S = 0.5
+WAKE_TIMEOUT_S = 1.0
+"""How long `GET /compute` waits for the job manager to take its wake; its once-a-second round is the fallback."""
 READY_PROBE_KEY = "catalog/ready-probe"
 """A key that need not exist: asking for it proves the object store answers."""
 
@@ -108,7 +110,8 @@ class RayPlatform:
         outcome: SeriesStart = await self.catalog.start_series.remote(source, series_uid, SeriesTrigger.COMPUTE)
         if outcome is SeriesStart.STARTED:
             try:
-                await self.jobs.wake_series.remote()
+                async with asyncio.timeout(WAKE_TIMEOUT_S):  # a job manager being replaced must not hold the reply
+                    await self.jobs.wake_series.remote()
             except Exception as exc:  # the start is durable: the job manager's next round finds it
                 logger.warning("job manager not woken for series %s: %s", series_uid, exc)
         return outcome

@@ -7,9 +7,10 @@ ingested as soon as it is complete, up to `PARTS_IN_FLIGHT` at once, so memory h
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from starlette.requests import Request
@@ -19,7 +20,7 @@ from qure_ray.api.asset_urls import public_base_url
 from qure_ray.api.auth import authenticate
 from qure_ray.api.bodies import body_of_at_most
 from qure_ray.api.errors import require_acceptable
-from qure_ray.api.ingest import IngestOutcome, count_outcome, ingest, qure_reply, refused
+from qure_ray.api.ingest import AfterParse, IngestOutcome, count_outcome, ingest, qure_reply, refused
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.archive import zip_members
 from qure_ray.dicom.multipart import (
@@ -72,38 +73,87 @@ async def _parts(request: Request, media_type: MediaType, limits: MultipartLimit
 PARTS_IN_FLIGHT = 4
 """Parts of one request ingested at once while the rest streams in: a PACS pushes a series in one STOW-RS request,
 and one part at a time left each waiting on the store and the catalog's commit (16 slices of 0.5 MB: 1.2 s)."""
+LARGE_PART_BYTES = 64 * 1024 * 1024
+"""A part this large is ingested alone: memory holds at most `PARTS_IN_FLIGHT` small parts, or one large one
+(and, either way, the part being read)."""
+_LINGERING: set[asyncio.Task[IngestOutcome]] = set()
+"""Ingests that outlive their request (its client went away): held here until they finish."""
+
+StartIngest = Callable[[AfterParse], Coroutine[Any, Any, IngestOutcome]]
 
 
 class _Ingests:
-    """The ingests of one request's parts, up to `PARTS_IN_FLIGHT` at once; outcomes in the parts' order."""
+    """The ingests of one request's parts, up to `PARTS_IN_FLIGHT` at once; outcomes in the parts' order.
+
+    Parts of one SOPInstanceUID are stored in the request's order, as they were when parts went one at a time
+    (the last content wins for a source that may overwrite; else the first): after parsing, a part waits until
+    every earlier part is parsed, and for the earlier ones of its UID to finish."""
 
     def __init__(self) -> None:
         self._slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
         self._tasks: list[asyncio.Task[IngestOutcome]] = []
+        self._uids: list[asyncio.Future[str | None]] = []
 
-    async def add(self, work: Coroutine[Any, Any, IngestOutcome]) -> None:
-        """Start `work` once a slot is free (the body is not read further meanwhile: memory holds at most
-        `PARTS_IN_FLIGHT` parts)."""
-        await self._slots.acquire()
-        self._tasks.append(asyncio.create_task(self._run(work)))
+    @property
+    def failed(self) -> bool:
+        """Whether an ingest has failed (a storage error: the request answers 503, so reading on is pointless)."""
+        return any(task.done() and not task.cancelled() and task.exception() for task in self._tasks)
 
-    async def _run(self, work: Coroutine[Any, Any, IngestOutcome]) -> IngestOutcome:
+    async def add(self, start: StartIngest, *, size: int = 0, discard: Callable[[], None] = lambda: None) -> None:
+        """Start an ingest once slots are free (one, or all for a part of `LARGE_PART_BYTES`); meanwhile the body
+        is not read further. `discard` releases the part if the request ends before it starts."""
+        weight = PARTS_IN_FLIGHT if size >= LARGE_PART_BYTES else 1
+        taken = 0
         try:
-            return await work
+            for _ in range(weight):  # only this request's reader takes slots: no deadlock between takers
+                await self._slots.acquire()
+                taken += 1
+        except BaseException:
+            for _ in range(taken):
+                self._slots.release()
+            discard()
+            raise
+        index = len(self._tasks)
+        self._uids.append(asyncio.get_running_loop().create_future())
+        task = asyncio.create_task(self._run(start, index, weight))
+        self._tasks.append(task)
+        _LINGERING.add(task)
+        task.add_done_callback(_LINGERING.discard)
+
+    async def _run(self, start: StartIngest, index: int, weight: int) -> IngestOutcome:
+        try:
+            return await start(lambda uid: self._in_order(index, uid))
         finally:
-            self._slots.release()
+            if not self._uids[index].done():  # refused before its UID was known, or failed
+                self._uids[index].set_result(None)
+            for _ in range(weight):
+                self._slots.release()
+
+    async def _in_order(self, index: int, uid: str) -> None:
+        self._uids[index].set_result(uid)
+        for earlier in range(index):
+            if await self._uids[earlier] == uid:
+                await asyncio.wait([self._tasks[earlier]])  # its outcome, or its failure, is its own
 
     async def outcomes(self) -> list[IngestOutcome]:
         """Every outcome; a failure (a storage error: 503) is raised once the others are done."""
         return list(await asyncio.gather(*self._tasks))
 
     async def settle(self) -> None:
-        """Let every started ingest finish, whatever happens to the request: each part was received whole."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait for every started ingest: each part was received whole. If the request is cancelled meanwhile
+        (its client went away), they go on to their end regardless (`_LINGERING`)."""
+        if self._tasks:
+            await asyncio.shield(asyncio.gather(*self._tasks, return_exceptions=True))
 
 
 async def _ingest_part(
-    platform: Platform, source: str, part: Part, field: str, *, expected_study: str | None = None
+    platform: Platform,
+    source: str,
+    part: Part,
+    field: str,
+    after_parse: AfterParse,
+    *,
+    expected_study: str | None = None,
 ) -> IngestOutcome:
     try:
         if part.oversize:
@@ -112,13 +162,24 @@ async def _ingest_part(
             count_outcome(source, outcome, part.size)
             return outcome
         data = await asyncio.to_thread(part.read) if part.body.on_disk else part.read()
-        return await ingest(platform, source=source, field=field, data=data, expected_study=expected_study)
+        return await ingest(
+            platform, source=source, field=field, data=data, expected_study=expected_study, after_parse=after_parse
+        )
     finally:
         part.close()
 
 
-async def _refused_now(outcome: IngestOutcome) -> IngestOutcome:
-    return outcome
+async def _ingest_member(
+    platform: Platform, source: str, field: str, data: bytes, after_parse: AfterParse
+) -> IngestOutcome:
+    return await ingest(platform, source=source, field=field, data=data, after_parse=after_parse)
+
+
+def _refused_now(outcome: IngestOutcome) -> StartIngest:
+    async def answer(_: AfterParse) -> IngestOutcome:
+        return outcome
+
+    return answer
 
 
 async def _form_data(request: Request, platform: Platform, source: str, media_type: MediaType) -> JSONResponse:
@@ -129,7 +190,12 @@ async def _form_data(request: Request, platform: Platform, source: str, media_ty
             if not part.is_file:
                 part.close()  # plain form fields carry no instance
                 continue
-            await ingests.add(_ingest_part(platform, source, part, fields.unique(part.name)))
+            field = fields.unique(part.name)
+            await ingests.add(
+                functools.partial(_ingest_part, platform, source, part, field), size=part.size, discard=part.close
+            )
+            if ingests.failed:
+                break
     except BadRequestError as exc:
         cut_short = exc
     finally:
@@ -159,7 +225,10 @@ async def _stow(
                 count_outcome(source, outcome, 0)
                 await ingests.add(_refused_now(outcome))
                 continue
-            await ingests.add(_ingest_part(platform, source, part, field, expected_study=study))
+            start = functools.partial(_ingest_part, platform, source, part, field, expected_study=study)
+            await ingests.add(start, size=part.size, discard=part.close)
+            if ingests.failed:
+                break
     except BadRequestError as exc:
         cut_short = exc
     finally:
@@ -279,7 +348,10 @@ async def _zip(request: Request, platform: Platform, source: str) -> JSONRespons
                     count_outcome(source, outcome, 0)
                     await ingests.add(_refused_now(outcome))
                 else:
-                    await ingests.add(ingest(platform, source=source, field=field, data=member.data))
+                    data = member.data
+                    await ingests.add(functools.partial(_ingest_member, platform, source, field, data), size=len(data))
+                    if ingests.failed:
+                        break
         finally:
             await ingests.settle()
         outcomes = await ingests.outcomes()

@@ -29,7 +29,8 @@ def declared_sizes(pixel_data: bytes, transfer_syntax: str, frames: int) -> Iter
         return
     try:
         for number, fragments in enumerate(generate_fragmented_frames(pixel_data, number_of_frames=frames), 1):
-            declared = frame_declared_size(fragments[0], transfer_syntax)
+            head = fragments[0] if len(fragments) == 1 else b"".join(fragments)  # a header split across fragments
+            declared = frame_declared_size(head, transfer_syntax)
             if declared is not None:
                 yield number, declared
     except Exception:  # struct.error, ValueError, ...: a malformed item is the decoder's to refuse, as a 4xx
@@ -37,11 +38,12 @@ def declared_sizes(pixel_data: bytes, transfer_syntax: str, frames: int) -> Iter
 
 
 def frame_declared_size(codestream: bytes, transfer_syntax: str) -> tuple[int, int] | None:
-    """(rows, columns) that one frame's codestream (or its first fragment) declares; None where not found."""
-    head = codestream[:_HEADER_SCAN]
+    """(rows, columns) that one frame's codestream (or its start) declares; None where not found. JPEG's markers
+    are walked segment by segment to the start of frame, however far (an APP segment may be 64 KB); JPEG 2000's
+    SIZ follows its SOC at the start of the codestream (in a JP2 box header at most)."""
     if transfer_syntax in JPEG2000_FAMILY:
-        return _jpeg2000(head)
-    return _jpeg(head) if transfer_syntax in JPEG_FAMILY else None
+        return _jpeg2000(codestream[:_HEADER_SCAN])
+    return _jpeg(codestream) if transfer_syntax in JPEG_FAMILY else None
 
 
 def _jpeg2000(data: bytes) -> tuple[int, int] | None:

@@ -155,6 +155,7 @@ class StoredObject:
         return BytesIO(value), len(value)
 
     def value_bytes(self, tag: int) -> bytes | None:
+        """A top-level element's value of defined length (encapsulated Pixel Data is read by `pixel_frames`)."""
         found = self.value_stream(tag)
         return None if found is None else found[0].read() if found[1] < 0 else found[0].read(found[1])
 
@@ -197,7 +198,7 @@ class StoredObject:
         """Frame `number` of native Pixel Data whose value begins at `start` in `stream`."""
         if int(self.dataset.BitsAllocated) == 1:  # frames need not start on a byte: unpack them all
             stream.seek(start)
-            self.dataset.PixelData = stream.read()
+            self.dataset.PixelData = stream.read(get_expected_length(self.dataset, "bytes"))
             values = pixel_array(self.dataset, index=number - 1, as_rgb=False)
             return np.packbits(values.astype(np.uint8).ravel(), bitorder="little").tobytes()
         length = get_expected_length(self.dataset, "bytes") // count
@@ -227,8 +228,7 @@ class StoredObject:
         raw = self.dataset.get_item(tag, keep_deferred=True)
         if not isinstance(raw, RawDataElement) or raw.value is not None:
             return tag == PIXEL_DATA
-        vr = raw.VR or (dictionary_VR(tag) if not Tag(tag).is_private else "UN")
-        return tag == PIXEL_DATA or vr in _BINARY_VRS
+        return tag == PIXEL_DATA or _vr_of(raw) in _BINARY_VRS
 
     def metadata(self, bulk_url: str) -> dict[str, Any]:
         """The DICOM JSON model, bulk data as BulkDataURIs `{bulk_url}/{tag}`."""
@@ -246,9 +246,20 @@ class StoredObject:
         if tag == PIXEL_DATA:
             wide = int(self.dataset.get("BitsAllocated") or 8) > 8
             return "OW" if wide and self.syntax not in COMPRESSED_TRANSFER_SYNTAXES else "OB"
-        raw = self.dataset.get_item(tag, keep_deferred=True)
-        vr = str(getattr(raw, "VR", None) or "UN")
+        vr = _vr_of(self.dataset.get_item(tag, keep_deferred=True))
         return "OW" if " or " in vr else vr
+
+
+def _vr_of(raw: object) -> str:
+    """An element's VR as read, or else (implicit VR) the dictionary's; UN for a tag neither knows."""
+    vr = getattr(raw, "VR", None)
+    if vr:
+        return str(vr)
+    tag = Tag(getattr(raw, "tag", 0))
+    try:
+        return "UN" if tag.is_private else str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
 
 
 def _codestreams(stream: BytesIO, count: int, wanted: set[int]) -> dict[int, bytes]:

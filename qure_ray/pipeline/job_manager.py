@@ -70,8 +70,8 @@ RETRY_MAX_DELAY_S = 30.0
 SERIES_POLL_S = 1.0
 """Series rounds without a wake: the quiet period's clock, and a safety net for a lost wake."""
 MIN_SERIES_ROUND_GAP_S = 0.25
-"""Woken rounds come at most this often: a series of 300 slices held one by one wakes the loop 300 times, and
-each round asks the catalog three questions."""
+"""Woken rounds come at most this often: each asks the catalog three questions, and the slices of a started series
+still being routed wake one each."""
 MAX_SERIES_AT_ONCE = 2
 MAX_SLICES_IN_FLIGHT = 32
 DRAIN_TIMEOUT_S = 60.0
@@ -125,6 +125,8 @@ class JobManager:
         self.task_resources = task_resources
         self.series_slots = asyncio.Semaphore(MAX_SERIES_AT_ONCE)
         self._series_woken = asyncio.Event()
+        self.series_awaiting_slices: set[SeriesRef] = set()
+        """Started series a round left because a slice was still being routed: holding one wakes the loop."""
         self.series_in_flight: set[SeriesRef] = set()
         self._work: set[asyncio.Task[None]] = set()
         self.notifier = WebhookNotifier(
@@ -256,8 +258,8 @@ class JobManager:
                     settled = settled_rows(result)
                     settled.only_if = unsettled
                     if await self._write(settled):
-                        if result.state is InstanceState.HELD:
-                            self._series_woken.set()
+                        if SeriesRef(source=record.source, series_uid=record.series_uid) in self.series_awaiting_slices:
+                            self._series_woken.set()  # perhaps its last slice: the series can start now
                         _observe(result)
                         logger.info("instance %s of %s: %s", ref.sop_uid, ref.source, result.state.value)
                         return
@@ -360,8 +362,8 @@ class JobManager:
 
     async def _series_loop(self) -> None:
         """Start quiet series, settle late slices, and run every started series without a result. A round comes
-        every `SERIES_POLL_S`, or sooner when woken: by `GET /compute`, or by a slice held (the last slice of a
-        started series may be the one that was still being routed)."""
+        every `SERIES_POLL_S`, or sooner when woken: by `GET /compute`, or by a slice held of a started series
+        that a round found still being routed."""
         previous = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
@@ -407,7 +409,9 @@ class JobManager:
                 logger.error("series %s of %s could not be read: %s", series.series_uid, series.source, exc)
                 return
             if any(record.state in UNFINISHED_STATES for record in instances):
-                return  # slices still being routed: the next round looks again
+                self.series_awaiting_slices.add(series)  # slices still being routed: held, each wakes a round
+                return
+            self.series_awaiting_slices.discard(series)
             held = [record for record in instances if record.state is InstanceState.HELD]
             try:
                 result = await self._series_workflow(series, held, instances)

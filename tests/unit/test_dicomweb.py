@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from qure_ray.api import uploads
 from qure_ray.config import Settings
 from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, dicom_multipart
 from qure_ray.dicom.synthetic import chest_dx
+from qure_ray.errors import StorageError
 from qure_ray.models.phantoms import head_ct_multiframe
 from tests.unit.client_platform import SOURCE, TOKEN, MemoryPlatform, running_platform
 
@@ -294,3 +296,41 @@ def test_parts_of_one_request_are_ingested_together_and_answered_in_their_order(
     assert status == 200 and peak == uploads.PARTS_IN_FLIGHT > 1
     referenced = [item["00081155"]["Value"][0] for item in reply[REFERENCED_SOP_SEQUENCE]["Value"]]  # type: ignore[index]
     assert referenced == [f"{SERIES_A}.{n}" for n in range(30, 38)]
+
+
+def test_parts_of_one_uid_in_one_request_are_stored_in_its_order(
+    client: httpx.Client, platform: MemoryPlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when parts went one at a time: the first content of a UID is stored, the second is a conflict, even
+    when the first one's store is the slower."""
+    first = instance(40)
+    second = chest_dx(seed=41, size=32, study_uid=STUDY, series_uid=SERIES_A, sop_uid=f"{SERIES_A}.40")
+    real_put = platform.store.put_unless_changed
+
+    def slow_first(key: str, data: bytes, **kwargs: object) -> object:
+        if data == first:
+            time.sleep(0.3)
+        return real_put(key, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(platform.store, "put_unless_changed", slow_first)
+    status, reply = stow(client, *dicom_multipart([first, second]))
+    assert status == 202  # one stored, one refused
+    (stored,) = reply[REFERENCED_SOP_SEQUENCE]["Value"]  # type: ignore[index]
+    assert stored["00081155"]["Value"] == [f"{SERIES_A}.40"]
+    assert platform.store.get(platform.instances[f"{SERIES_A}.40"].object_key) == first
+
+
+def test_a_storage_failure_stops_reading_the_request(client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_ingest, seen = uploads.ingest, []
+
+    async def failing_second(platform: object, *, field: str, **kwargs: object) -> object:
+        seen.append(field)
+        if field == "part1":
+            raise StorageError("the store is down")
+        await asyncio.sleep(0.05)
+        return await real_ingest(platform, field=field, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(uploads, "ingest", failing_second)
+    status, reply = stow(client, *dicom_multipart([instance(n) for n in range(50, 70)]))
+    assert status == 503 and "storage" in reply["message"]  # type: ignore[operator]
+    assert len(seen) <= uploads.PARTS_IN_FLIGHT + 2  # not the 20 parts

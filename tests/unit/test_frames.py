@@ -12,8 +12,16 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import convert_color_space
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+)
 
+from qure_ray.dicom.codestream import declared_sizes, frame_declared_size
 from qure_ray.dicom.frames import FrameRendition, StoredObject, frame_numbers, frame_rendition
 from qure_ray.dicom.instance import read_instance
 from qure_ray.dicom.synthetic import chest_dx
@@ -138,3 +146,30 @@ def test_metadata_names_bulk_data_and_keeps_what_follows_pixel_data() -> None:
     assert document["7FE11010"]["Value"] == ["after the pixels"]
     assert stored.value_bytes(0x00091010) == blob
     assert list(document) == sorted(document)  # in tag order
+
+
+def _j2k_header(rows: int, columns: int) -> bytes:
+    """SOC, then a SIZ segment declaring `rows` x `columns` (what the size check reads)."""
+    return b"\xff\x4f\xff\x51" + struct.pack(">HH", 41, 0) + struct.pack(">IIII", columns, rows, 0, 0) + bytes(40)
+
+
+def test_a_declared_size_is_found_where_a_frame_splits_or_delays_its_header() -> None:
+    good, bomb = _j2k_header(64, 64), _j2k_header(16000, 16000)
+    offsets = struct.pack("<II", 0, 8 + len(good))  # frame 2 is two fragments, the first holding only SOC
+    items = b"".join(b"\xfe\xff\x00\xe0" + struct.pack("<I", len(f)) + f for f in (good, bomb[:2], bomb[2:]))
+    split = b"\xfe\xff\x00\xe0" + struct.pack("<I", len(offsets)) + offsets + items
+    assert list(declared_sizes(split, JPEG2000Lossless, 2)) == [(1, (64, 64)), (2, (16000, 16000))]
+    start_of_frame = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, 16000, 16000, 1) + b"\x01\x11\x00"
+    late = b"\xff\xd8" + b"\xff\xe1" + struct.pack(">H", 65535) + bytes(65533) + start_of_frame + b"\xff\xd9"
+    assert frame_declared_size(late, JPEGBaseline8Bit) == (16000, 16000)  # past a 64 KB APP1 segment
+
+
+def test_metadata_of_an_implicit_vr_object_takes_each_vr_from_the_dictionary_or_un() -> None:
+    dataset = pydicom.dcmread(io.BytesIO(chest_dx(size=32)))
+    dataset.add_new(0x00180FF0, "OB", b"\x01" * 2000)  # a public tag pydicom's dictionary does not know
+    dataset.add_new(0x00281201, "OW", b"\x01\x02" * 2048)  # Red Palette Color LUT Data
+    dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True, implicit_vr=True, little_endian=True)
+    document = StoredObject.read(buffer.getvalue()).metadata("http://x/bulkdata")
+    assert (document["00180FF0"]["vr"], document["00281201"]["vr"]) == ("UN", "OW")

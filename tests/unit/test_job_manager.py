@@ -60,6 +60,7 @@ def manager(catalog: Catalog, *, served: frozenset[UseCase] = frozenset({UseCase
     jobs.max_attempts = 2
     jobs.series_slots = asyncio.Semaphore(2)
     jobs._series_woken = asyncio.Event()
+    jobs.series_awaiting_slices = set()
     jobs.task_resources = {}
     return jobs
 
@@ -271,7 +272,20 @@ def test_a_slice_held_for_its_series_has_no_result_to_announce(tmp_path: Path) -
     asyncio.run(jobs._process(record.ref))
     assert catalog.instance("site-a", "6.4").state is InstanceState.HELD  # type: ignore[union-attr]
     assert catalog.count("results") == 0  # nothing for the notifier to announce
-    assert jobs._series_woken.is_set()  # its series may have been started while it was routed: look now
+    assert not jobs._series_woken.is_set()  # no round waits for its series
+
+
+def test_a_slice_held_for_a_started_series_a_round_left_wakes_the_series_loop(tmp_path: Path) -> None:
+    _, record, jobs = queued_instance(tmp_path, "6.5")
+    jobs.series_awaiting_slices.add(SeriesRef(source=record.source, series_uid=record.series_uid))
+
+    async def hold(record: InstanceRecord) -> ResultRecord:
+        return ResultRecord(source=record.source, sop_uid=record.sop_uid, usecase=UseCase.QER,
+                            state=InstanceState.HELD, reason="waits for its series")  # fmt: skip
+
+    jobs._workflow = hold
+    asyncio.run(jobs._process(record.ref))
+    assert jobs._series_woken.is_set()  # perhaps its last slice: the series can start now
 
 
 def test_a_started_series_is_looked_at_when_woken_not_at_the_next_round(
@@ -551,6 +565,17 @@ def test_a_settled_series_is_not_settled_again_by_a_stale_round(tmp_path: Path) 
     asyncio.run(jobs._process_series(SeriesRef(source="site-a", series_uid="7.4")))
     assert catalog.result("site-a", "7.4").state is InstanceState.DONE  # type: ignore[union-attr]
     assert catalog.count("results") == 1
+
+
+def test_a_started_series_with_a_slice_still_routed_waits_for_that_slice_to_wake_it(tmp_path: Path) -> None:
+    catalog = Catalog(LocalObjectStore(tmp_path))
+    _held_slice(catalog, "9.6", "7.6")
+    catalog.commit(received_rows(dataclasses.replace(make_record("9.7"), modality="CT", body_part="HEAD",
+                                                     series_uid="7.6")))  # queued: not routed yet  # fmt: skip
+    catalog.commit(series_start_row("site-a", "7.6", SeriesTrigger.COMPUTE))
+    jobs, series = manager(catalog), SeriesRef(source="site-a", series_uid="7.6")
+    asyncio.run(jobs._process_series(series))
+    assert catalog.result("site-a", "7.6") is None and jobs.series_awaiting_slices == {series}
 
 
 def _held_slice(catalog: Catalog, sop: str, series: str, *, sha: str = "ab" * 32) -> InstanceRecord:
