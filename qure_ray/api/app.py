@@ -25,6 +25,7 @@ from qure_ray.api.retrieve import (
     get_instance_metadata,
     get_many_metadata,
     get_originals,
+    get_rendered,
 )
 from qure_ray.api.uploads import post_studies, post_upload
 from qure_ray.api.webhooks import delete_webhook, get_webhook, put_webhook
@@ -92,6 +93,12 @@ def create_app(platform: Platform) -> Starlette:
             Route("/studies/{study}/series/{series}/instances/{sop}/metadata", get_instance_metadata, methods=["GET"]),
             Route("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", get_frames, methods=["GET"]),
             Route("/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}", get_bulkdata, methods=["GET"]),
+            Route("/studies/{study}/series/{series}/instances/{sop}/rendered", get_rendered, methods=["GET"]),
+            Route(
+                "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered",
+                get_rendered,
+                methods=["GET"],
+            ),
             Route("/upload", post_upload, methods=["POST"]),
             Route("/results/v2/{uid}", get_result, methods=["GET"]),
             Route("/results/{uid}", get_result, methods=["GET"]),

@@ -57,6 +57,20 @@ _FRAMES_RESPONSES = {
     "406": _error("Accept admits neither the frames as stored nor native application/octet-stream"),
     **_AUTH_ERRORS,
 }  # fmt: skip
+_RENDERING = [
+    {"name": "window", "in": "query", "schema": {"type": "string"}, "description": "center,width[,linear]"},
+    {"name": "viewport", "in": "query", "schema": {"type": "string"}, "description": "width,height: fitted, never up"},
+    {"name": "quality", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+]
+_RENDERED_RESPONSES = {
+    "200": {"description": "the frame as a picture",
+            "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                        "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+    "400": _error("not a DICOM UID, more than one frame, or a rendering parameter this server does not apply"),
+    "404": _error("nothing stored there by this source, or no such frame"),
+    "406": _error("Accept admits neither image/jpeg nor image/png, or the frame cannot be decoded"),
+    **_AUTH_ERRORS,
+}  # fmt: skip
 _STOW_RESPONSES = {
     "200": {"description": "all stored", "content": {"application/dicom+json": {"schema": {"type": "object"}}}},
     "202": {"description": "some failed (FailedSOPSequence with FailureReason)"},
@@ -177,6 +191,16 @@ def spec() -> dict[str, Any]:
                                 "schema": {"type": "string", "pattern": r"^[0-9A-Fa-f]{8}$"}}],
                 "responses": {**_FRAMES_RESPONSES, "404": _error("nothing stored there by this source, or no such "
                                                                  "bulk data element")}}},
+            "/studies/{study}/series/{series}/instances/{sop}/rendered": {"get": {
+                "summary": "WADO-RS rendered: frame 1 as a reader sees it (rescaled, windowed), image/jpeg or image/png",
+                "parameters": [*({**_UID, "name": name} for name in ("study", "series", "sop")), *_RENDERING],
+                "responses": _RENDERED_RESPONSES}},
+            "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered": {"get": {
+                "summary": "WADO-RS rendered: one frame as a reader sees it, image/jpeg or image/png",
+                "parameters": [*({**_UID, "name": name} for name in ("study", "series", "sop")),
+                               {"name": "frames", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": r"^[0-9]+$"}}, *_RENDERING],
+                "responses": _RENDERED_RESPONSES}},
             "/upload": {"post": {"summary": "upload one instance (application/dicom), a zip, or form-data",
                                  "requestBody": {"content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}},
                                                              "application/zip": {"schema": {"type": "string", "format": "binary"}}, **form}},

@@ -22,6 +22,7 @@ from qure_ray.api.errors import require_acceptable
 from qure_ray.api.platform import Platform
 from qure_ray.dicom.frames import OCTET_STREAM, PIXEL_DATA, StoredObject, frame_numbers, frame_rendition
 from qure_ray.dicom.multipart import DICOM_MULTIPART, closing_delimiter, dicom_multipart, multipart_part
+from qure_ray.dicom.rendered import Rendering
 from qure_ray.dicom.uids import require_uid
 from qure_ray.errors import BadRequestError, NotFoundError, ObjectMissingError
 from qure_ray.media_types import DICOM_JSON_MEDIA_TYPE, DICOM_MEDIA_TYPE
@@ -77,6 +78,22 @@ async def get_bulkdata(request: Request) -> Response:
     boundary = uuid.uuid4().hex
     body = multipart_part(value, OCTET_STREAM, boundary) + closing_delimiter(boundary)
     return Response(body, media_type=f"{BULK_MULTIPART}; boundary={boundary}")
+
+
+async def get_rendered(request: Request) -> Response:
+    """An instance's frame as JPEG or PNG (`dicom.rendered`): its first frame, or the one the path names."""
+    platform, source = _authenticated(request)
+    rendering = Rendering.asked(request.headers.get("accept", ""), request.query_params)
+    number = 1
+    if "frames" in request.path_params:
+        numbers = frame_numbers(request.path_params["frames"])
+        if len(numbers) != 1:
+            raise BadRequestError("a rendered frame is one frame; ask for each frame on its own")
+        number = numbers[0]
+    record = await _instance(request, platform, source)
+    stored = await asyncio.to_thread(_read, platform.store, record)
+    picture = await asyncio.to_thread(rendering.render, stored, number)
+    return Response(picture, media_type=rendering.media_type)
 
 
 async def _frames(request: Request, platform: Platform, source: str, numbers: list[int] | None) -> Response:

@@ -176,17 +176,29 @@ class StoredObject:
         first = next(made)
         return _then(first, made)
 
-    def _codestream(self, number: int, codestream: bytes, rendition: FrameRendition) -> bytes:
-        if not rendition.decoded:
-            return codestream
+    def require_decodable(self, number: int) -> None:
+        """404 past the last frame; 406 for a compressed frame whose codestream declares another size than the
+        data set (stored before ingest checked every frame: decoding it could take gigabytes)."""
+        pixels = self.value_stream(PIXEL_DATA)
+        if pixels is None or number > self.frames:
+            raise NotFoundError(f"the instance has {0 if pixels is None else self.frames} frame(s); no frame {number}")
+        if self.syntax in COMPRESSED_TRANSFER_SYNTAXES:
+            self._check_declared(number, _codestreams(pixels[0], self.frames, {number})[number])
+
+    def _check_declared(self, number: int, codestream: bytes) -> None:
         rows, columns = int(self.dataset.Rows), int(self.dataset.Columns)
         declared = frame_declared_size(codestream, self.syntax)
-        if declared is not None and declared != (rows, columns):  # stored before ingest checked every frame
+        if declared is not None and declared != (rows, columns):
             raise BadRequestError(
                 f"frame {number}'s codestream declares {declared[0]} x {declared[1]} pixels, the data set {rows} x "
                 f"{columns}: it is sent only as stored",
                 http_status=406,
             )
+
+    def _codestream(self, number: int, codestream: bytes, rendition: FrameRendition) -> bytes:
+        if not rendition.decoded:
+            return codestream
+        self._check_declared(number, codestream)
         try:
             return self._decode(encapsulate([codestream]), as_rgb=self.syntax in _RGB_AFTER_DECODING)
         except Exception as exc:  # pydicom's codecs raise many kinds on a corrupt codestream

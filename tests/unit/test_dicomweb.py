@@ -11,15 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pydicom
 import pydicom.encaps
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from PIL import Image
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RLELossless
 
 from qure_ray.api import uploads
 from qure_ray.config import Settings
 from qure_ray.dicom.multipart import MediaType, MultipartLimits, MultipartStream, dicom_multipart
+from qure_ray.dicom.pixels import Windowing, displayed
 from qure_ray.dicom.synthetic import chest_dx
 from qure_ray.errors import StorageError
 from qure_ray.models.phantoms import head_ct_multiframe
@@ -334,3 +337,22 @@ def test_a_storage_failure_stops_reading_the_request(client: httpx.Client, monke
     status, reply = stow(client, *dicom_multipart([instance(n) for n in range(50, 70)]))
     assert status == 503 and "storage" in reply["message"]  # type: ignore[operator]
     assert len(seen) <= uploads.PARTS_IN_FLIGHT + 2  # not the 20 parts
+
+
+def test_a_frame_is_rendered_for_a_peer_as_jpeg_or_png(
+    served: tuple[MemoryPlatform, httpx.Client], base_url: str
+) -> None:
+    data = multiframe(RLELossless)
+    stored = pydicom.dcmread(io.BytesIO(data))
+    assert stow(served[1], *dicom_multipart([data]))[0] == 200
+    uids = (stored.StudyInstanceUID, stored.SeriesInstanceUID, stored.SOPInstanceUID)
+    peer = dicomweb(base_url)
+    png = peer.retrieve_instance_frames_rendered(*uids, frame_numbers=[2], media_types=("image/png",),
+                                                 params={"window": "40,80"})  # fmt: skip
+    brain = displayed(stored, windowing=Windowing("fixed", 40, 80), frame=1)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.round(brain * 255).astype(np.uint8))
+    jpeg = Image.open(io.BytesIO(peer.retrieve_instance_rendered(*uids, params={"viewport": "16,16"})))
+    assert (jpeg.format, jpeg.size) == ("JPEG", (16, 16))  # frame 1, by default JPEG
+    url = "/studies/{}/series/{}/instances/{}/frames/{}/rendered".format(*uids, "1,2")
+    assert served[1].get(url, headers=HEADERS).status_code == 400  # one frame per picture
+    assert served[1].get(url.replace("1,2", "9"), headers=HEADERS).status_code == 404
