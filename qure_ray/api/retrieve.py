@@ -83,7 +83,9 @@ async def get_bulkdata(request: Request) -> Response:
 async def get_rendered(request: Request) -> Response:
     """An instance's frame as JPEG or PNG (`dicom.rendered`): its first frame, or the one the path names."""
     platform, source = _authenticated(request)
-    rendering = Rendering.asked(request.headers.get("accept", ""), request.query_params)
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = frozenset(name for name in names if names.count(name) > 1)
+    rendering = Rendering.asked(request.headers.get("accept", ""), request.query_params, repeated)
     number = 1
     if "frames" in request.path_params:
         numbers = frame_numbers(request.path_params["frames"])

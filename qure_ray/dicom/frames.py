@@ -162,11 +162,7 @@ class StoredObject:
     def pixel_frames(self, numbers: list[int], rendition: FrameRendition) -> Iterator[bytes]:
         """Frames `numbers` as `rendition` sends them, in that order; 404 past the last frame. The first is made
         here, before any answer begins, so that what cannot be sent is an error status, not a cut stream."""
-        count, pixels = self.frames, self.value_stream(PIXEL_DATA)
-        missing = [n for n in numbers if n > count]
-        if pixels is None or missing:
-            raise NotFoundError(f"the instance has {0 if pixels is None else count} frame(s); no frame {missing[0]}")
-        stream, _ = pixels
+        count, (stream, _) = self.frames, self._pixels(numbers)
         if self.syntax in COMPRESSED_TRANSFER_SYNTAXES:
             codestreams = _codestreams(stream, count, set(numbers))
             made = (self._codestream(number, codestreams[number], rendition) for number in numbers)
@@ -179,11 +175,17 @@ class StoredObject:
     def require_decodable(self, number: int) -> None:
         """404 past the last frame; 406 for a compressed frame whose codestream declares another size than the
         data set (stored before ingest checked every frame: decoding it could take gigabytes)."""
-        pixels = self.value_stream(PIXEL_DATA)
-        if pixels is None or number > self.frames:
-            raise NotFoundError(f"the instance has {0 if pixels is None else self.frames} frame(s); no frame {number}")
+        stream, _ = self._pixels([number])
         if self.syntax in COMPRESSED_TRANSFER_SYNTAXES:
-            self._check_declared(number, _codestreams(pixels[0], self.frames, {number})[number])
+            self._check_declared(number, _codestreams(stream, self.frames, {number})[number])
+
+    def _pixels(self, numbers: list[int]) -> tuple[BytesIO, int]:
+        """Pixel Data's value (`value_stream`); 404 when absent or past the last frame."""
+        pixels, missing = self.value_stream(PIXEL_DATA), [n for n in numbers if n > self.frames]
+        if pixels is None or missing:
+            count = 0 if pixels is None else self.frames
+            raise NotFoundError(f"the instance has {count} frame(s); no frame {(missing or numbers)[0]}")
+        return pixels
 
     def _check_declared(self, number: int, codestream: bytes) -> None:
         rows, columns = int(self.dataset.Rows), int(self.dataset.Columns)

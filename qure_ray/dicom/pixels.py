@@ -119,9 +119,12 @@ def window(
     image: NDArray[np.float32], *, center: float | None = None, width: float | None = None
 ) -> NDArray[np.float32]:
     """Map to [0, 1]: with a window when given and usable (finite, wider than 0: "NaN" would window the image to
-    NaN), else between the 0.5th and 99.5th percentiles."""
+    NaN), else between the 0.5th and 99.5th percentiles, or the extremes where those are one value (a small
+    bright object on a uniform background came out black)."""
     if center is None or width is None or not _usable(center, width):
         low, high = np.percentile(image, [0.5, 99.5])
+        if high <= low:
+            low, high = image.min(), image.max()
     else:
         low, high = center - width / 2, center + width / 2
     if high <= low:

@@ -349,7 +349,7 @@ def test_a_frame_is_rendered_for_a_peer_as_jpeg_or_png(
     peer = dicomweb(base_url)
     png = peer.retrieve_instance_frames_rendered(*uids, frame_numbers=[2], media_types=("image/png",),
                                                  params={"window": "40,80"})  # fmt: skip
-    brain = displayed(stored, windowing=Windowing("fixed", 40, 80), frame=1)
+    brain = displayed(stored, windowing=Windowing("fixed", 39.5, 79), frame=1)  # PS3.3's LINEAR window 40/80
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.round(brain * 255).astype(np.uint8))
     jpeg = Image.open(io.BytesIO(peer.retrieve_instance_rendered(*uids, params={"viewport": "16,16"})))
     assert (jpeg.format, jpeg.size) == ("JPEG", (16, 16))  # frame 1, by default JPEG
