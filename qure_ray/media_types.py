@@ -30,8 +30,24 @@ def accepts(accept_header: str, *offered: str) -> bool:
 def media_ranges(accept_header: str) -> list[tuple[str, dict[str, str]]]:
     """The media ranges of an `Accept` header, most preferred first (by quality value, then in the header's
     order), each with its parameters (names and values in lower case, quotes removed); not those with `q=0`,
-    which refuse."""
-    ranges: list[tuple[float, str, dict[str, str]]] = []
+    which refuse (`refused_media_types`)."""
+    ranges = [(quality, name, params) for quality, name, params in _parsed(accept_header) if quality > 0]
+    ranges.sort(key=lambda r: -r[0])  # stable: equal preference keeps the header's order
+    return [(name, params) for _, name, params in ranges]
+
+
+def refused_media_types(accept_header: str) -> set[str]:
+    """The media types an `Accept` header refuses with `q=0` (of `multipart/related`, its `type`): a wildcard
+    range elsewhere in the header does not admit them (RFC 9110 §12.5.1)."""
+    return {
+        params.get("type", name) if name == "multipart/related" else name
+        for quality, name, params in _parsed(accept_header)
+        if quality == 0
+    }
+
+
+def _parsed(accept_header: str) -> list[tuple[float, str, dict[str, str]]]:
+    ranges = []
     for media_range in accept_header.split(","):
         name, _, parameters = media_range.partition(";")
         params = {
@@ -43,7 +59,5 @@ def media_ranges(accept_header: str) -> list[tuple[str, dict[str, str]]]:
             quality = float(params.get("q", "1"))
         except ValueError:
             quality = 1.0  # malformed: not a refusal
-        if quality > 0:
-            ranges.append((quality, name.strip().lower(), params))
-    ranges.sort(key=lambda r: -r[0])  # stable: equal preference keeps the header's order
-    return [(name, params) for _, name, params in ranges]
+        ranges.append((quality, name.strip().lower(), params))
+    return ranges

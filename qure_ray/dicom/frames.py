@@ -44,7 +44,7 @@ from qure_ray.dicom.codestream import frame_declared_size
 from qure_ray.dicom.pixels import frame_count
 from qure_ray.dicom.standards import COMPRESSED_TRANSFER_SYNTAXES, FRAME_MEDIA_TYPES, LITTLE_ENDIAN_NATIVE
 from qure_ray.errors import BadRequestError, NotFoundError
-from qure_ray.media_types import media_ranges
+from qure_ray.media_types import media_ranges, refused_media_types
 
 OCTET_STREAM = "application/octet-stream"
 NATIVE = str(ExplicitVRLittleEndian)
@@ -83,6 +83,7 @@ def frame_rendition(accept: str, stored: str) -> FrameRendition:
     as_stored = FrameRendition(FRAME_MEDIA_TYPES[stored], stored) if compressed else native
     if not accept.strip():
         return as_stored
+    refused = refused_media_types(accept)
     for name, params in media_ranges(accept):
         if name not in _WHOLE_MULTIPART:
             continue
@@ -95,9 +96,10 @@ def frame_rendition(accept: str, stored: str) -> FrameRendition:
             if syntax == "*" or (compressed and syntax == stored):
                 return FrameRendition(OCTET_STREAM, stored) if compressed else native
         elif kind == "*/*" or (compressed and kind in ("image/*", as_stored.media_type)):
-            if syntax in (None, "*", as_stored.transfer_syntax):
+            wildcard = kind != as_stored.media_type
+            if syntax in (None, "*", as_stored.transfer_syntax) and not (wildcard and as_stored.media_type in refused):
                 return as_stored
-            if kind == "*/*" and syntax == NATIVE:
+            if kind == "*/*" and syntax in (None, NATIVE) and OCTET_STREAM not in refused:
                 return native
     what = f"{as_stored.media_type} (transfer syntax {as_stored.transfer_syntax})"
     offered = f"{what} or {OCTET_STREAM} ({NATIVE})" if compressed else what

@@ -27,7 +27,7 @@ from qure_ray.dicom.frames import StoredObject
 from qure_ray.dicom.pixels import DATASET_WINDOW, Windowing, displayed
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import BadRequestError, InvalidInstanceError
-from qure_ray.media_types import media_ranges
+from qure_ray.media_types import media_ranges, refused_media_types
 
 RENDERED_TYPES = ("image/jpeg", "image/png")
 """What a frame can be rendered as, the default first (PS3.18 Table 8.7.4-2: JPEG)."""
@@ -107,11 +107,14 @@ def _shown(dataset: Dataset, index: int, windowing: Windowing) -> NDArray[np.uin
 def _media_type(accept: str) -> str:
     if not accept.strip():
         return RENDERED_TYPES[0]
+    refused = refused_media_types(accept)
     for name, _ in media_ranges(accept):
         if name in RENDERED_TYPES:
             return name
         if name in ("*/*", "image/*"):
-            return RENDERED_TYPES[0]
+            admitted = [media_type for media_type in RENDERED_TYPES if media_type not in refused]
+            if admitted:
+                return admitted[0]
     raise BadRequestError(
         f"a rendered frame is sent as {' or '.join(RENDERED_TYPES)}, which the Accept header ({accept[:200]!r}) "
         "does not admit",

@@ -50,6 +50,7 @@ DECODED = FrameRendition("application/octet-stream", ExplicitVRLittleEndian, dec
         (f'{RELATED}"application/octet-stream"; q=0, {RELATED}"image/*"', RLELossless, RLE_AS_STORED),
         (f'{RELATED}"application/octet-stream"; q=0.1, {RELATED}"image/dicom-rle"; q=0.9', RLELossless,
          RLE_AS_STORED),  # by q before order
+        (f'{RELATED}"image/dicom-rle"; q=0, */*', RLELossless, DECODED),  # refused by name, not admitted by */*
         (f'{RELATED}"application/octet-stream"', ExplicitVRLittleEndian, OCTETS),
         (f'{RELATED}"application/octet-stream"; transfer-syntax=*', ExplicitVRLittleEndian, OCTETS),
         ("", ExplicitVRBigEndian, OCTETS),  # big endian goes out little endian
@@ -68,6 +69,7 @@ def test_frames_go_out_as_the_rendition_accept_prefers(accept: str, stored: str,
         (f'{RELATED}"application/octet-stream"; transfer-syntax={JPEGBaseline8Bit}', RLELossless),
         (f'{RELATED}"application/octet-stream"; transfer-syntax={ExplicitVRBigEndian}', ExplicitVRBigEndian),
         ("application/dicom", RLELossless),
+        (f'{RELATED}"application/octet-stream"; q=0, */*', ExplicitVRLittleEndian),
     ],
 )
 def test_an_accept_that_admits_no_rendition_is_406_naming_what_could_be_sent(accept: str, stored: str) -> None:

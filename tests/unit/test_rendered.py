@@ -24,6 +24,7 @@ def test_a_rendering_is_jpeg_by_default_and_takes_window_viewport_quality_and_ac
     assert asked == Rendering("image/png", Windowing("fixed", 40.0, 80.0), (64, 32), 75)
     assert Rendering.asked("image/gif, image/*;q=0.5", {}).media_type == "image/jpeg"
     assert Rendering.asked("image/gif", {"accept": "image/png", "_": "1700000000"}).media_type == "image/png"
+    assert Rendering.asked("image/jpeg;q=0, */*", {}).media_type == "image/png"  # refused by name
 
 
 def test_a_linear_window_is_ps3_3_s_linear_not_linear_exact() -> None:
