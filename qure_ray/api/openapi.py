@@ -82,6 +82,8 @@ _STOW_RESPONSES = {
     **_AUTH_ERRORS,
 }
 _UID = {"name": "uid", "in": "path", "required": True, "schema": {"type": "string", "pattern": r"^[0-9.]{1,64}$"}}
+_SERIES_PATH = [{**_UID, "name": name} for name in ("study", "series")]
+_INSTANCE_PATH = [{**_UID, "name": name} for name in ("study", "series", "sop")]
 _RESULT_RESPONSES = {
     "200": _json("done", {"$ref": "#/components/schemas/Result"}),
     "202": _error("queued or processing; ask again after Retry-After"),
@@ -164,40 +166,40 @@ def spec() -> dict[str, Any]:
                                          "parameters": [{**_UID, "name": "study"}], "responses": _RETRIEVE_RESPONSES}},
             "/studies/{study}/series/{series}": {"get": {
                 "summary": "WADO-RS: the series' stored originals, streamed",
-                "parameters": [{**_UID, "name": name} for name in ("study", "series")], "responses": _RETRIEVE_RESPONSES}},
+                "parameters": _SERIES_PATH, "responses": _RETRIEVE_RESPONSES}},
             "/studies/{study}/series/{series}/instances/{sop}": {"get": {
                 "summary": "WADO-RS: the stored original",
-                "parameters": [{**_UID, "name": name} for name in ("study", "series", "sop")], "responses": _RETRIEVE_RESPONSES}},
+                "parameters": _INSTANCE_PATH, "responses": _RETRIEVE_RESPONSES}},
             "/studies/{study}/metadata": {"get": {
                 "summary": "WADO-RS: the metadata of the study's instances",
                 "parameters": [{**_UID, "name": "study"}], "responses": _METADATA_RESPONSES}},
             "/studies/{study}/series/{series}/metadata": {"get": {
                 "summary": "WADO-RS: the metadata of the series' instances",
-                "parameters": [{**_UID, "name": name} for name in ("study", "series")], "responses": _METADATA_RESPONSES}},
+                "parameters": _SERIES_PATH, "responses": _METADATA_RESPONSES}},
             "/studies/{study}/series/{series}/instances/{sop}/metadata": {"get": {
                 "summary": "WADO-RS: the instance's metadata",
-                "parameters": [{**_UID, "name": name} for name in ("study", "series", "sop")], "responses": _METADATA_RESPONSES}},
+                "parameters": _INSTANCE_PATH, "responses": _METADATA_RESPONSES}},
             "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}": {"get": {
                 "summary": "WADO-RS: some of the instance's frames (1-based, comma-separated: 1,3)",
-                "parameters": [*({**_UID, "name": name} for name in ("study", "series", "sop")),
+                "parameters": [*_INSTANCE_PATH,
                                {"name": "frames", "in": "path", "required": True,
                                 "schema": {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$"}}],
                 "responses": _FRAMES_RESPONSES}},
             "/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}": {"get": {
                 "summary": "WADO-RS bulk data, as metadata's BulkDataURIs name it: Pixel Data (7FE00010) as all "
                            "the frames (as /frames answers), another value as one application/octet-stream part",
-                "parameters": [*({**_UID, "name": name} for name in ("study", "series", "sop")),
+                "parameters": [*_INSTANCE_PATH,
                                {"name": "tag", "in": "path", "required": True,
                                 "schema": {"type": "string", "pattern": r"^[0-9A-Fa-f]{8}$"}}],
                 "responses": {**_FRAMES_RESPONSES, "404": _error("nothing stored there by this source, or no such "
                                                                  "bulk data element")}}},
             "/studies/{study}/series/{series}/instances/{sop}/rendered": {"get": {
                 "summary": "WADO-RS rendered: frame 1 as a reader sees it (rescaled, windowed), image/jpeg or image/png",
-                "parameters": [*({**_UID, "name": name} for name in ("study", "series", "sop")), *_RENDERING],
+                "parameters": [*_INSTANCE_PATH, *_RENDERING],
                 "responses": _RENDERED_RESPONSES}},
             "/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered": {"get": {
                 "summary": "WADO-RS rendered: one frame as a reader sees it, image/jpeg or image/png",
-                "parameters": [*({**_UID, "name": name} for name in ("study", "series", "sop")),
+                "parameters": [*_INSTANCE_PATH,
                                {"name": "frames", "in": "path", "required": True,
                                 "schema": {"type": "string", "pattern": r"^[0-9]+$"}}, *_RENDERING],
                 "responses": _RENDERED_RESPONSES}},

@@ -56,7 +56,7 @@ def decode_grayscale(dataset: Dataset, *, frame: int = 0, failure: Rules = Rules
     frame that cannot be read so raises `failure`.
 
     Only that frame is decoded: a multi-frame object's other frames would cost memory and time for nothing."""
-    pixels = _stored_values(dataset, failure, frame)
+    pixels = stored_values(dataset, failure, frame)
     image = pixels.astype(np.float32)
     if image.ndim == 3:  # colour: luminance
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -72,7 +72,7 @@ def check_decodable(dataset: Dataset, *, failure: Rules) -> None:
     """What ingest asks of the first frame: that `decode_grayscale` reads it, without making its float32 copy
     (on a 3000 x 3000 frame that copy costs as much as the whole parse). Integer values are finite after the
     rescale when the two extremes are: the rescale is monotonic, and luminance stays between a pixel's samples."""
-    pixels = _stored_values(dataset, failure)
+    pixels = stored_values(dataset, failure)
     slope, intercept = _rescale_of(dataset, failure)
     if pixels.dtype.kind == "f":
         _require_finite(_rescaled(pixels, slope, intercept), failure)
@@ -80,7 +80,7 @@ def check_decodable(dataset: Dataset, *, failure: Rules) -> None:
         _require_finite(_rescaled(np.array([pixels.min(), pixels.max()], dtype=np.float32), slope, intercept), failure)
 
 
-def _stored_values(dataset: Dataset, failure: Rules, frame: int = 0) -> NDArray[Any]:
+def stored_values(dataset: Dataset, failure: Rules, frame: int = 0) -> NDArray[Any]:
     """One frame's stored values as pydicom decodes them, PALETTE COLOR through its lookup table."""
     try:
         pixels: NDArray[Any] = pixel_array(dataset, index=frame)

@@ -21,10 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, pixel_array
 
 from qure_ray.dicom.frames import StoredObject
-from qure_ray.dicom.pixels import DATASET_WINDOW, Windowing, displayed
+from qure_ray.dicom.pixels import DATASET_WINDOW, Windowing, displayed, stored_values
 from qure_ray.dicom.validation import Rules
 from qure_ray.errors import BadRequestError, InvalidInstanceError
 from qure_ray.media_types import media_ranges, refused_media_types
@@ -92,12 +91,7 @@ def _shown(dataset: Dataset, index: int, windowing: Windowing) -> NDArray[np.uin
     photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
     if photometric.startswith("MONOCHROME"):
         return np.round(displayed(dataset, windowing=windowing, frame=index) * 255).astype(np.uint8)
-    try:
-        values = pixel_array(dataset, index=index)  # YBR as RGB
-        if photometric == "PALETTE COLOR":
-            values = apply_color_lut(values, dataset)
-    except Exception as exc:  # pydicom raises many kinds on a corrupt frame
-        raise Rules.UNREADABLE.value.fail(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    values = stored_values(dataset, Rules.UNREADABLE, index)  # YBR as RGB, PALETTE COLOR through its table
     if values.dtype != np.uint8:  # 16-bit colour (a palette's entries, or 16 bits stored): its top byte
         top = max(1, int(values.max()).bit_length())
         values = (values.astype(np.uint32) * 255 // ((1 << top) - 1)).astype(np.uint8)
